@@ -1,0 +1,272 @@
+"""The ``tradeoff`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from search.errors import UsageError
+from spaces import KNOBS, PlanError, SpaceError
+from storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, StorageError
+
+DEFAULT_STUDY = "tradeoff"
+DEFAULT_N_TRIALS = 40
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive whole number")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _space_entry(text: str) -> tuple[str, dict[str, Any]]:
+    """KNOB=LOW:HIGH[:STEP], KNOB=VALUE (fixed) or KNOB=A,B,C (choices)."""
+    name, sep, spec = text.partition("=")
+    if not sep or not spec:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KNOB=LOW:HIGH[:STEP], KNOB=VALUE or KNOB=A,B,C")
+    try:
+        if "," in spec:
+            return name, {"choices": [float(v) for v in spec.split(",")]}
+        parts = [float(v) for v in spec.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: bounds must be numbers") from None
+    if len(parts) == 1:
+        return name, {"low": parts[0], "high": parts[0], "step": None}
+    if len(parts) in (2, 3):
+        return name, {"low": parts[0], "high": parts[1], "step": parts[2] if len(parts) == 3 else None}
+    raise argparse.ArgumentTypeError(f"{text!r}: expected KNOB=LOW:HIGH[:STEP]")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other error here
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        help=f"study database URL (default: ${ENV_URL}, else {DEFAULT_URL} in the working directory); "
+        "e.g. postgresql+psycopg://user@host:5432/db",
+    )
+    p.add_argument(
+        "--study-name", default=DEFAULT_STUDY, help=f"name of the study (default: {DEFAULT_STUDY})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tradeoff",
+        description="Multi-objective search for neural-network compression plans: a Pareto front of "
+        "accuracy, size, latency and energy, kept in an Optuna study database.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser(
+        "search",
+        help="create or resume a study and run trials",
+        description="Create the study (or resume it: an existing study keeps its stored configuration) "
+        "and run --n-trials more trials. Options that define the search are stored with a new study; "
+        "giving one that differs from a resumed study's is an error.",
+    )
+    _storage_args(s)
+    s.add_argument(
+        "--n-trials",
+        type=_positive_int,
+        default=DEFAULT_N_TRIALS,
+        help=f"trials to run in this invocation (default: {DEFAULT_N_TRIALS})",
+    )
+    s.add_argument(
+        "--artifacts",
+        help=f"artifact directory for the teacher (default: ${ENV_ARTIFACTS}, else ./tradeoff-artifacts)",
+    )
+    s.add_argument(
+        "--device",
+        default=None,
+        help="device for training and fine-tuning (default: cuda if available, else cpu)",
+    )
+    s.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads for this process (default: all cores); recorded with each latency",
+    )
+    g = s.add_argument_group("search configuration (stored with the study)")
+    g.add_argument("--task", help="bundled task (default: digits)")
+    g.add_argument("--model", help="model to compress (default: resnet18; tiny_resnet for quick tries)")
+    g.add_argument(
+        "--objectives",
+        help="comma-separated figures to optimise (default: accuracy,size_bytes,latency_ms,energy_mj; "
+        "also params, flops)",
+    )
+    g.add_argument("--max-latency-ms", type=_number, help="constraint: latency_ms <= this")
+    g.add_argument("--max-size-mb", type=_number, help="constraint: size_bytes <= this x 10^6")
+    g.add_argument("--max-energy-mj", type=_number, help="constraint: energy_mj <= this")
+    g.add_argument("--min-accuracy", type=_number, help="constraint: validation accuracy (0-1) >= this")
+    knobs = ", ".join(f"{k.name} ({k.help})" for k in KNOBS.values())
+    g.add_argument(
+        "--space",
+        type=_space_entry,
+        action="append",
+        metavar="KNOB=LOW:HIGH[:STEP]",
+        help=f"narrow or fix a knob (repeatable). Knobs: {knobs}",
+    )
+    g.add_argument("--target", help="where latency and energy are measured: cpu (default) or cuda[:N]")
+    g.add_argument(
+        "--finetune-steps", type=int, help="fine-tuning batches after a structural change (default: 150)"
+    )
+    g.add_argument(
+        "--teacher-epochs", type=_positive_int, help="teacher training epochs (default: per model)"
+    )
+    g.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default: 50)")
+    g.add_argument(
+        "--population-size",
+        type=int,
+        help="NSGA-II population (default: fitted to the first run's --n-trials)",
+    )
+    g.add_argument("--seed", type=int, help="seed of teacher training and fine-tuning (default: 0)")
+
+    f = sub.add_parser(
+        "front",
+        help="show the Pareto-optimal trials against the baseline",
+        description="Print the Pareto-optimal trials: each figure and its change against "
+        "the baseline (accuracy in points, the others as ratios).",
+    )
+    _storage_args(f)
+    return parser
+
+
+def _given_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The search settings the user typed; the rest come from the stored study or defaults."""
+    given: dict[str, Any] = {}
+    for name in (
+        "task",
+        "model",
+        "target",
+        "finetune_steps",
+        "teacher_epochs",
+        "latency_repeats",
+        "population_size",
+        "seed",
+    ):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.objectives:
+        given["objectives"] = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    constraints = {
+        n: getattr(args, n) for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
+    }
+    if any(v is not None for v in constraints.values()):
+        given["constraints"] = {k: v for k, v in constraints.items() if v is not None}
+    if args.space:
+        given["space"] = dict(args.space)
+    return given
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import optuna
+    import torch
+
+    from search.report import format_front, progress_line
+    from search.runner import Runner
+    from search.study import open_study
+    from search.tasks import get_task
+    from search.teacher import ensure_teacher
+    from storage import open_artifact_store, open_storage, redact, resolve_url
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
+
+    url = resolve_url(args.storage)
+    storage = open_storage(url)
+    study, config, created = open_study(storage, args.study_name, _given_config(args), n_trials=args.n_trials)
+    if config.target.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
+    finished = sum(t.state.is_finished() for t in study.trials)
+    _log(
+        f"{'created' if created else 'resuming'} study {args.study_name!r} in {redact(url)} "
+        f"({finished} trials so far); {args.n_trials} trials to run, {threads} threads"
+    )
+    task = get_task(config.task, config.model, seed=config.seed, teacher_epochs=config.teacher_epochs)
+    teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), device=device, log=_log)
+    runner = Runner(config, task, teacher, device=device)
+
+    start, done = time.perf_counter(), 0
+
+    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        _log(
+            progress_line(study, trial, done=done, total=args.n_trials, elapsed_s=time.perf_counter() - start)
+        )
+
+    study.optimize(
+        runner, n_trials=args.n_trials, callbacks=[progress], catch=(Exception,), gc_after_trial=True
+    )
+    print(format_front(study))
+    return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.report import format_front
+    from search.study import stored_config
+    from storage import open_storage
+
+    storage = open_storage(args.storage, heartbeat_interval=None)
+    if stored_config(storage, args.study_name) is None:
+        raise UsageError(f"no study named {args.study_name!r} in this storage; run `tradeoff search` first")
+    study = optuna.load_study(study_name=args.study_name, storage=storage)
+    print(format_front(study))
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "front": cmd_front}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, StorageError, SpaceError, PlanError) as e:
+        print(f"tradeoff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tradeoff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""SearchConfig: what a study searches. Validated once, stored in the study, shared by workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.errors import UsageError
+from search.measure import OBJECTIVES
+from search.tasks import MODELS, TASKS
+from spaces import SpaceError, validate_space
+
+CONFIG_VERSION = 1
+DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
+
+# constraint name -> (figure, how the constraint value is computed; <= 0 is feasible)
+CONSTRAINTS: dict[str, tuple[str, str]] = {
+    "max_latency_ms": ("latency_ms", "max"),
+    "max_size_mb": ("size_bytes", "max"),
+    "max_energy_mj": ("energy_mj", "max"),
+    "max_params": ("params", "max"),
+    "max_flops": ("flops", "max"),
+    "min_accuracy": ("accuracy", "min"),
+}
+_SCALE = {"max_size_mb": 1e6}  # MB = 10^6 bytes
+
+
+def fitted_population(n_trials: int) -> int:
+    """NSGA-II population for a budget of ``n_trials``: about four generations, 4 to 50 each.
+    (Optuna's default of 50 would make any budget under 50 trials a pure random search.)"""
+    return max(4, min(50, n_trials // 4))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    task: str = "digits"
+    model: str = "resnet18"
+    seed: int = 0
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    constraints: dict[str, float] = field(default_factory=dict)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target: str = "cpu"  # where latency and energy are measured
+    population_size: int = 0  # 0: fitted to the first run's trial budget
+    teacher_epochs: int | None = None
+    finetune_steps: int = 150
+    finetune_lr: float = 0.01
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.7
+    latency_warmup: int = 10
+    latency_repeats: int = 50
+    version: int = CONFIG_VERSION
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def validated(self, *, n_trials: int | None = None) -> SearchConfig:
+        """A checked copy with every default filled in; UsageError names the first bad field."""
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; available: {', '.join(sorted(TASKS))}")
+        if self.model not in MODELS:
+            raise UsageError(f"unknown model {self.model!r}; available: {', '.join(sorted(MODELS))}")
+        objectives = tuple(self.objectives)
+        if not objectives:
+            raise UsageError("`objectives` must name at least one figure.")
+        for name in objectives:
+            if name not in OBJECTIVES:
+                raise UsageError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+        if len(set(objectives)) != len(objectives):
+            raise UsageError("`objectives` lists a figure twice.")
+        constraints = {}
+        for name, value in self.constraints.items():
+            if name not in CONSTRAINTS:
+                raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)}")
+            if value is None:
+                continue
+            value = float(value)
+            if not math.isfinite(value) or value <= 0:
+                raise UsageError(
+                    f"impossible constraint --{name.replace('_', '-')} {value:g}: it must be > 0"
+                )
+            if name == "min_accuracy" and value > 1:
+                raise UsageError(
+                    f"impossible constraint --min-accuracy {value:g}: accuracy is a fraction in (0, 1]"
+                )
+            constraints[name] = value
+        try:
+            space = validate_space(self.space)
+        except SpaceError as e:
+            raise UsageError(f"search space: {e}") from None
+        for name in ("finetune_steps", "latency_warmup", "seed"):
+            if int(getattr(self, name)) < 0:
+                raise UsageError(f"`{name}` must be >= 0.")
+        if self.latency_repeats < 3:
+            raise UsageError("`latency_repeats` must be >= 3.")
+        if self.teacher_epochs is not None and self.teacher_epochs < 1:
+            raise UsageError("`teacher_epochs` must be >= 1.")
+        if not (self.target == "cpu" or self.target.startswith("cuda")):
+            raise UsageError(f"unknown measurement target {self.target!r}; use cpu or cuda[:N]")
+        if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0:
+            raise UsageError("`kd_alpha` must be in [0, 1] and `kd_temperature` > 0.")
+        population = self.population_size
+        if population == 0 and n_trials is not None:
+            population = fitted_population(n_trials)
+        if population and population < 2:
+            raise UsageError("`population_size` must be >= 2.")
+        return dataclasses.replace(
+            self, objectives=objectives, constraints=constraints, space=space, population_size=population
+        )
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.objectives]
+
+    def constraint_values(self, figures: Mapping[str, float]) -> dict[str, float]:
+        """One value per constraint, <= 0 where the figures meet it (Optuna's convention)."""
+        out = {}
+        for name, bound in sorted(self.constraints.items()):
+            figure, kind = CONSTRAINTS[name]
+            limit = bound * _SCALE.get(name, 1.0)
+            value = float(figures[figure])
+            out[name] = value - limit if kind == "max" else limit - value
+        return out
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchConfig:
+        data = json.loads(text)
+        if int(data.get("version", 1)) > CONFIG_VERSION:
+            raise UsageError("this study was made by a newer tradeoff; upgrade tradeoff to join it")
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
+        data["objectives"] = tuple(data.get("objectives", DEFAULT_OBJECTIVES))
+        return cls(**data)
+
+    def differences(self, given: Mapping[str, Any]) -> list[str]:
+        """The given settings that differ from this (stored) configuration."""
+        out = []
+        for name, value in given.items():
+            stored = getattr(self, name)
+            if name == "objectives":
+                value = tuple(value)
+            if name == "space":
+                value = validate_space(value)
+            if name == "constraints":
+                value = {k: float(v) for k, v in value.items() if v is not None}
+                stored = {k: v for k, v in stored.items() if k in value}  # only those given
+            if value != stored:
+                out.append(f"{name} (stored {stored!r}, given {value!r})")
+        return out

@@ -1,0 +1,126 @@
+"""The trial runner: one plan in, one measured compressed model out.
+
+plan  = suggest_plan(trial, config.space)
+model = apply_plan(teacher, plan, ctx)      # on a copy; fine-tuned against the teacher
+m     = measure(model, ...)                  # on the deployed (traced, frozen) form
+every figure -> trial user attributes; constraints -> trial user attribute
+return m.values(config.objectives)
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import torch
+from torch import nn
+
+from search.config import SearchConfig
+from search.measure import Measurement, measure
+from search.tasks import Task
+from search.training import finetune_kd, logits_of
+from spaces import ApplyContext, Plan, PlanError, apply_plan, suggest_plan
+
+BASELINE_ATTR = "tradeoff:baseline"
+ROLE_ATTR = "role"
+FAIL_ATTR = "fail_reason"
+
+
+class Runner:
+    """Callable objective for ``study.optimize``. Owns the teacher and its cached logits."""
+
+    def __init__(self, config: SearchConfig, task: Task, teacher: nn.Module, *, device: str = "cpu"):
+        self.config, self.task, self.device = config, task, device
+        self.teacher = teacher.eval()
+        self.teacher_logits = logits_of(teacher, task.train.x, device=device)
+        teacher.cpu()
+
+    def _finetune(self, model: nn.Module) -> nn.Module:
+        c = self.config
+        return finetune_kd(
+            model,
+            self.task.train,
+            self.teacher_logits,
+            steps=c.finetune_steps,
+            seed=c.seed,
+            lr=c.finetune_lr,
+            temperature=c.kd_temperature,
+            alpha=c.kd_alpha,
+            device=self.device,
+        )
+
+    def build(self, plan: Plan) -> tuple[nn.Module, list[str], dict[str, float]]:
+        """The compressed model for ``plan``, the layers knobs skipped, and where time went."""
+        times = {"finetune_s": 0.0}
+
+        def timed_finetune(model: nn.Module) -> nn.Module:
+            t = time.perf_counter()
+            model = self._finetune(model)
+            times["finetune_s"] = time.perf_counter() - t
+            return model
+
+        ctx = ApplyContext(
+            example_input=self.task.example_input, num_classes=self.task.num_classes, finetune=timed_finetune
+        )
+        t0 = time.perf_counter()
+        torch.manual_seed(self.config.seed)
+        model = apply_plan(self.teacher, plan, ctx)
+        times["apply_s"] = time.perf_counter() - t0 - times["finetune_s"]
+        return model, ctx.skipped, times
+
+    def measure(self, model: nn.Module) -> Measurement:
+        c = self.config
+        return measure(
+            model,
+            self.task.val.x,
+            self.task.val.y,
+            example_input=self.task.example_input,
+            device=c.target,
+            warmup=c.latency_warmup,
+            repeats=c.latency_repeats,
+        )
+
+    @staticmethod
+    def _measured_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return next((t for t in complete if t.params == trial.params), None)
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        try:
+            return self._run(trial)
+        except Exception as e:
+            # The trial fails with its reason on record; the study goes on.
+            reason = str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"
+            trial.set_user_attr(FAIL_ATTR, reason.splitlines()[0] if reason else type(e).__name__)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> list[float]:
+        t0 = time.perf_counter()
+        plan = suggest_plan(trial, self.config.space)
+        trial.set_user_attr("plan", plan.to_dict())
+        twin = self._measured_twin(trial)
+        if twin is not None:
+            # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
+            for name, value in twin.user_attrs.items():
+                if name not in (ROLE_ATTR, FAIL_ATTR):
+                    trial.set_user_attr(name, value)
+            for name, value in twin.constraints.items():
+                trial.set_constraint(name, value)
+            trial.set_user_attr("duplicate_of", twin.number)
+            return list(twin.values)
+        model, skipped, times = self.build(plan)
+        trial.set_user_attr("skipped_layers", skipped)
+        t1 = time.perf_counter()
+        m = self.measure(model)
+        times["measure_s"] = time.perf_counter() - t1
+        times["total_s"] = time.perf_counter() - t0
+        for name, value in m.to_dict().items():
+            trial.set_user_attr(name, value)
+        for name, value in times.items():
+            trial.set_user_attr(f"time_{name}", round(value, 3))
+        for name, value in self.config.constraint_values(m.to_dict()).items():
+            trial.set_constraint(name, value)
+        if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:
+            if BASELINE_ATTR not in trial.study.user_attrs:
+                trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
+        return m.values(self.config.objectives)

@@ -1,0 +1,74 @@
+"""Open or create a study whose configuration lives in the study itself."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+
+from search.config import SearchConfig
+from search.errors import UsageError
+from search.runner import ROLE_ATTR
+from spaces import BASELINE
+
+CONFIG_ATTR = "tradeoff:config"
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.NSGAIISampler:
+    """NSGA-II, set explicitly (Optuna 5 changed the multi-objective default). Constraints reach
+    it through ``trial.set_constraint`` in the runner: feasible plans dominate infeasible ones."""
+    return optuna.samplers.NSGAIISampler(population_size=config.population_size or 50)
+
+
+def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> SearchConfig | None:
+    """The configuration stored with ``study_name``, or None when there is no such study."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    attrs = storage.get_study_user_attrs(study_id)
+    if CONFIG_ATTR not in attrs:
+        raise UsageError(
+            f"study {study_name!r} exists but was not made by tradeoff; choose another --study-name"
+        )
+    return SearchConfig.from_json(attrs[CONFIG_ATTR])
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    given: dict,
+    *,
+    n_trials: int | None = None,
+    create: bool = True,
+) -> tuple[optuna.Study, SearchConfig, bool]:
+    """(study, its configuration, whether it was created now).
+
+    An existing study keeps its stored configuration; a setting in ``given`` that differs from
+    it is an error, so a resumed or joined study can never run another search by accident.
+    """
+    config = stored_config(storage, study_name)
+    created = False
+    if config is None:
+        if not create:
+            raise UsageError(f"no study named {study_name!r} in this storage; create it first")
+        try:
+            config = SearchConfig(**given).validated(n_trials=n_trials)
+        except TypeError as e:
+            raise UsageError(f"bad search configuration: {e}") from None
+        try:
+            study = optuna.create_study(storage=storage, study_name=study_name, directions=config.directions)
+        except DuplicatedStudyError:  # another process created it between our look and now
+            return open_study(storage, study_name, given, n_trials=n_trials, create=False)
+        study.set_metric_names(list(config.objectives))
+        study.set_user_attr(CONFIG_ATTR, config.to_json())
+        study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
+        created = True
+    else:
+        diff = config.differences(given)
+        if diff:
+            raise UsageError(
+                f"study {study_name!r} exists with a different configuration: {'; '.join(diff)}; "
+                "drop those options to resume it, or choose a new --study-name"
+            )
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(config))
+    return study, config, created

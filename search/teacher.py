@@ -1,0 +1,132 @@
+"""The teacher: trained once per task, kept in the study's artifact store for every worker.
+
+Order of lookup: the study's own teacher artifact (checked against its SHA-256), then the
+local cache (``$TRADEOFF_CACHE`` or ``~/.cache/tradeoff``, keyed by the task's fingerprint, so
+a new study of the same task does not train again), then training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+
+import optuna
+import torch
+from optuna.artifacts import download_artifact, upload_artifact
+from torch import nn
+
+from search.errors import UsageError
+from search.measure import accuracy
+from search.tasks import Task
+from search.training import train_classifier
+
+TEACHER_ATTR = "tradeoff:teacher"
+
+
+def cache_dir() -> str:
+    path = os.environ.get("TRADEOFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tradeoff")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load(task: Task, path: str) -> nn.Module:
+    model = task.build()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"teacher checkpoint {path} does not load into {task.model_name}: {e}") from None
+    return model.eval()
+
+
+def _save_atomic(state: dict, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Module, str, float]:
+    """The task's teacher from the local cache or trained now: (model, checkpoint path, seconds)."""
+    path = os.path.join(cache_dir(), f"teacher-{task.name}-{task.model_name}-{task.fingerprint()}.pt")
+    if os.path.exists(path):
+        return _load(task, path), path, 0.0
+    log(
+        f"training the teacher ({task.model_name} on {task.name}, {task.teacher_epochs} epochs, "
+        f"{len(task.train)} images) ..."
+    )
+    t0 = time.perf_counter()
+    torch.manual_seed(task.seed)  # the initial weights too: the same task gives the same teacher
+    model = train_classifier(
+        task.build(), task.train, epochs=task.teacher_epochs, seed=task.seed, device=device
+    )
+    seconds = time.perf_counter() - t0
+    _save_atomic(model.state_dict(), path)
+    return model, path, seconds
+
+
+def ensure_teacher(
+    study: optuna.Study,
+    task: Task,
+    artifact_store,
+    *,
+    device: str = "cpu",
+    train: bool = True,
+    log=print,
+) -> nn.Module:
+    """The study's teacher, fetching or (if ``train``) training and publishing it."""
+    meta = study.user_attrs.get(TEACHER_ATTR)
+    if meta:
+        if meta.get("fingerprint") != task.fingerprint():
+            raise UsageError(
+                f"this machine's task {task.name}/{task.model_name} differs from the study's "
+                f"(fingerprint {task.fingerprint()} vs {meta.get('fingerprint')}); refusing to join"
+            )
+        path = os.path.join(cache_dir(), f"teacher-{meta['sha256']}.pt")
+        if not os.path.exists(path):
+            tmp = path + f".{os.getpid()}.download"
+            try:
+                download_artifact(
+                    artifact_store=artifact_store, file_path=tmp, artifact_id=meta["artifact_id"]
+                )
+            except Exception as e:  # noqa: BLE001
+                raise UsageError(
+                    f"cannot fetch the study's teacher (artifact {meta['artifact_id']}): {e}; "
+                    "point --artifacts at the study's artifact store"
+                ) from None
+            if _sha256(tmp) != meta["sha256"]:
+                os.remove(tmp)
+                raise UsageError("the study's teacher checkpoint is corrupt (SHA-256 mismatch)")
+            os.replace(tmp, path)
+        return _load(task, path)
+    if not train:
+        raise UsageError(f"study {study.study_name!r} has no teacher yet; run `tradeoff create` first")
+    model, path, seconds = train_teacher(task, device=device, log=log)
+    val_acc = accuracy(model, task.val.x, task.val.y)
+    test_acc = accuracy(model, task.test.x, task.test.y)
+    artifact_id = upload_artifact(artifact_store=artifact_store, file_path=path, study_or_trial=study)
+    study.set_user_attr(
+        TEACHER_ATTR,
+        {
+            "artifact_id": artifact_id,
+            "sha256": _sha256(path),
+            "fingerprint": task.fingerprint(),
+            "model": task.model_name,
+            "train_seconds": round(seconds, 1),
+            "val_accuracy": val_acc,
+            "test_accuracy": test_acc,
+        },
+    )
+    how = f"trained in {seconds:.0f} s" if seconds else "from the local cache"
+    log(f"teacher ready ({how}): validation accuracy {val_acc:.2%}, test accuracy {test_acc:.2%}")
+    return model

@@ -1,0 +1,111 @@
+"""Training the teacher and fine-tuning compressed students against it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search.tasks import Split
+
+
+def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random translation by up to one pixel: cheap augmentation that suits small images."""
+    dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+    return torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+
+
+def train_classifier(
+    model: nn.Module,
+    data: Split,
+    *,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_lr: float = 0.1,
+    device: str = "cpu",
+) -> nn.Module:
+    """Train ``model`` from scratch with SGD + one-cycle schedule; returns it in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    steps_per_epoch = (len(data) + batch_size - 1) // batch_size
+    opt = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * steps_per_epoch)
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=gen)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            x = _shift(data.x[idx], gen).to(device)
+            loss = F.cross_entropy(model(x), data.y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.cpu().eval()
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE."""
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * t * t * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+@torch.no_grad()
+def logits_of(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: str = "cpu"
+) -> torch.Tensor:
+    model.to(device).eval()
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def finetune_kd(
+    model: nn.Module,
+    data: Split,
+    teacher_logits: torch.Tensor,
+    *,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    device: str = "cpu",
+) -> nn.Module:
+    """Fine-tune a compressed ``model`` for ``steps`` batches with the distillation loss against
+    the teacher's precomputed logits on ``data`` (no augmentation, so the logits stay valid and
+    the teacher is never run during fine-tuning). Returns the model in eval mode."""
+    if steps <= 0:
+        return model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    order = torch.randperm(len(data), generator=gen)
+    pos = 0
+    for _ in range(steps):
+        if pos + batch_size > len(order):
+            order, pos = torch.randperm(len(data), generator=gen), 0
+        idx = order[pos : pos + batch_size]
+        pos += batch_size
+        x, y = data.x[idx].to(device), data.y[idx].to(device)
+        loss = kd_loss(model(x), teacher_logits[idx].to(device), y, temperature=temperature, alpha=alpha)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.cpu().eval()

@@ -1,0 +1,20 @@
+"""Where studies and their artifacts live: the SQL study database and the artifact store."""
+
+from __future__ import annotations
+
+from storage.artifacts import DEFAULT_ARTIFACTS, ENV_ARTIFACTS, open_artifact_store
+from storage.errors import StorageError
+from storage.urls import DEFAULT_URL, ENV_URL, ENV_URL_FILE, open_storage, redact, resolve_url
+
+__all__ = [
+    "DEFAULT_ARTIFACTS",
+    "DEFAULT_URL",
+    "ENV_ARTIFACTS",
+    "ENV_URL",
+    "ENV_URL_FILE",
+    "StorageError",
+    "open_artifact_store",
+    "open_storage",
+    "redact",
+    "resolve_url",
+]

@@ -1,0 +1,128 @@
+"""Resolve a storage URL into Optuna's RDBStorage.
+
+The URL comes from ``--storage``, else ``$TRADEOFF_STORAGE``, else the file named by
+``$TRADEOFF_STORAGE_FILE`` (so a password need not sit in a command line), else the embedded
+default ``sqlite:///tradeoff.db`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+from sqlalchemy.engine import make_url
+
+from storage.errors import StorageError
+
+DEFAULT_URL = "sqlite:///tradeoff.db"
+ENV_URL = "TRADEOFF_STORAGE"
+ENV_URL_FILE = "TRADEOFF_STORAGE_FILE"
+
+_SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The storage URL to use: the argument, else the environment, else the default."""
+    if url:
+        return url.strip()
+    if os.environ.get(ENV_URL):
+        return os.environ[ENV_URL].strip()
+    path = os.environ.get(ENV_URL_FILE)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+        except OSError as e:
+            raise StorageError(f"cannot read ${ENV_URL_FILE} ({path}): {e.strerror}") from None
+        if not text:
+            raise StorageError(f"${ENV_URL_FILE} ({path}) is empty; write the storage URL in it")
+        return text
+    return DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and errors."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL: hide anything that looks like a password
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _check(url: str) -> sqlalchemy.URL:
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(
+            f"malformed storage URL {redact(url)!r}; expected e.g. sqlite:///tradeoff.db or "
+            "postgresql+psycopg://user:password@host:5432/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in _SUPPORTED:
+        raise StorageError(
+            f"unsupported storage backend {backend!r} in {redact(url)!r}; use one of " + ", ".join(_SUPPORTED)
+        )
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 ships with tradeoff; psycopg2 (SQLAlchemy's default driver) may not be there.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def open_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
+    connect_timeout_s: int = 10,
+) -> optuna.storages.RDBStorage:
+    """Open the study database behind ``url`` (see :func:`resolve_url`).
+
+    Heartbeats are on by default, so a trial whose worker vanished is marked failed (and
+    retried once through Optuna's ``RetryFailedTrialCallback``) after ``grace_period`` seconds
+    (default: 2 heartbeat intervals). The pool holds one connection per worker process and
+    pings it before use, so a database restart costs a reconnect, not the worker.
+    """
+    url = resolve_url(url)
+    parsed = _check(url)
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            folder = os.path.dirname(os.path.abspath(database))
+            if not os.path.isdir(folder):
+                raise StorageError(
+                    f"the folder of the SQLite file {database!r} does not exist; create it or "
+                    "give another --storage"
+                )
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs.update(pool_size=1, max_overflow=2, pool_recycle=3600)
+        engine_kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
+    callback = None
+    if heartbeat_interval:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                parsed.render_as_string(hide_password=False),
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=callback,
+            )
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(f"no database driver for {redact(url)!r}; install one") from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as e:
+        reason = str(getattr(e, "orig", e) or e).strip().splitlines()
+        first = reason[0] if reason else type(e).__name__
+        first = first.replace(parsed.password or "\0", "***") if parsed.password else first
+        raise StorageError(f"cannot reach the study database {redact(url)}: {first}") from None
+    except sqlalchemy.exc.ArgumentError as e:
+        raise StorageError(f"bad storage URL {redact(url)!r}: {e}") from None

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from search.config import SearchConfig, fitted_population
+from search.errors import UsageError
+
+
+def test_defaults_validate_and_round_trip_through_json():
+    c = SearchConfig().validated(n_trials=40)
+    assert c.objectives == ("accuracy", "size_bytes", "latency_ms", "energy_mj")
+    assert c.directions == ["maximize", "minimize", "minimize", "minimize"]
+    assert c.population_size == fitted_population(40) == 10
+    assert "prune_ratio" in c.space
+    assert SearchConfig.from_json(c.to_json()) == c
+
+
+@pytest.mark.parametrize("n, pop", [(1, 4), (16, 4), (40, 10), (100, 25), (1000, 50)])
+def test_population_is_fitted_to_the_budget(n, pop):
+    assert fitted_population(n) == pop
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"objectives": ("accuracy", "speed")}, "unknown objective 'speed'"),
+        ({"objectives": ()}, "at least one"),
+        ({"constraints": {"min_accuracy": 1.5}}, "impossible constraint --min-accuracy"),
+        ({"constraints": {"max_size_mb": -1}}, "impossible constraint --max-size-mb"),
+        ({"constraints": {"max_latency_ms": 0}}, "impossible constraint --max-latency-ms"),
+        ({"constraints": {"max_speed": 3}}, "unknown constraint"),
+        ({"space": {"prune_ratio": {"low": 0.5, "high": 2}}}, "search space: `prune_ratio`"),
+        ({"target": "tpu"}, "unknown measurement target"),
+        ({"latency_repeats": 1}, "latency_repeats"),
+        ({"population_size": 1}, "population_size"),
+    ],
+)
+def test_bad_configurations_name_the_field(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        SearchConfig(**kwargs).validated(n_trials=10)
+
+
+def test_constraint_values_follow_optunas_sign_convention():
+    c = SearchConfig(constraints={"max_size_mb": 2, "min_accuracy": 0.9, "max_latency_ms": 1}).validated()
+    figures = {"size_bytes": 1_500_000, "accuracy": 0.95, "latency_ms": 1.5}
+    assert c.constraint_values(figures) == pytest.approx(
+        {"max_latency_ms": 0.5, "max_size_mb": -500_000, "min_accuracy": -0.05}
+    )
+
+
+def test_differences_name_only_what_was_given_and_differs():
+    stored = SearchConfig(constraints={"max_latency_ms": 2.0}).validated(n_trials=20)
+    assert stored.differences({"model": "resnet18", "constraints": {"max_latency_ms": 2.0}}) == []
+    diff = stored.differences({"model": "tiny_resnet", "constraints": {"min_accuracy": 0.9}})
+    assert len(diff) == 2 and diff[0].startswith("model") and diff[1].startswith("constraints")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from search import measure as M
+
+
+def small_net() -> nn.Module:
+    # conv: 4 filters of 1x3x3, no bias -> 36 params, 4*9*64 = 2304 MACs on 8x8
+    # linear: 256 -> 10 with bias -> 2570 params, 2560 MACs
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)
+    )
+
+
+X = torch.randn(1, 1, 8, 8)
+
+
+def test_params_and_flops_match_a_hand_count():
+    net = small_net()
+    assert M.count_params(net) == 36 + 2570
+    total, macs = M.count_flops(net, X)
+    assert macs == 2304 + 2560
+    assert total >= macs
+
+
+def test_sparse_params_count_non_zeros():
+    net = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.weight[0, :3] = 1.0
+    assert M.count_params(net) == 100
+    assert M.count_params(net, sparse=True) == 3
+
+
+def test_size_is_the_serialized_float32_weights():
+    net = nn.Linear(512, 256)
+    raw = 4 * (512 * 256 + 256)
+    size = M.serialized_size(net)
+    assert raw <= size <= raw + 2048  # pickle framing is all the overhead
+
+
+def test_deployable_matches_eager_output():
+    net = small_net().eval()
+    x = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(M.deployable(net, X)(x), net(x))
+
+
+def test_latency_statistics_are_ordered_and_positive():
+    med, p10, p90 = M.latency(M.deployable(small_net(), X), X, warmup=2, repeats=20)
+    assert 0 < p10 <= med <= p90
+
+
+def test_accuracy_of_a_constant_predictor_is_the_class_share():
+    class AlwaysZero(nn.Module):
+        def forward(self, x):
+            out = torch.zeros(len(x), 3)
+            out[:, 0] = 1
+            return out
+
+    y = torch.tensor([0, 0, 1, 2, 0, 1, 2, 2])
+    assert M.accuracy(AlwaysZero(), torch.zeros(8, 1), y, batch_size=3) == pytest.approx(3 / 8)
+
+
+def test_energy_estimate_follows_the_horowitz_table():
+    e, method = M.estimated_energy_mj(
+        macs=1000, other_flops=10, weight_bytes=100, activation_bytes=40, bits=32
+    )
+    pj = 1000 * 4.6 + 10 * 0.9 + 100 * 1950 / 8 + 40 * 2.5
+    assert e == pytest.approx(pj * 1e-9)
+    assert method.startswith("estimated: Horowitz")
+    e8, _ = M.estimated_energy_mj(macs=1000, other_flops=10, weight_bytes=100, activation_bytes=40, bits=8)
+    assert e8 < e
+
+
+def test_measure_records_every_figure_with_its_method():
+    net = small_net()
+    y = torch.randint(0, 10, (16,))
+    m = M.measure(
+        net, torch.randn(16, 1, 8, 8), y, example_input=X, warmup=2, repeats=10, energy_seconds=0.05
+    )
+    assert m.params == 2606 and m.flops >= 4864
+    assert m.size_bytes >= 4 * 2606
+    assert m.latency_threads == torch.get_num_threads()
+    assert m.latency_p10_ms <= m.latency_ms <= m.latency_p90_ms
+    assert m.energy_mj > 0
+    assert m.energy_method.startswith(("measured:", "estimated:"))
+    assert "trace+freeze" in m.latency_method
+    assert M.Measurement.from_dict(m.to_dict()) == m
+    assert m.values(["accuracy", "size_bytes"]) == [m.accuracy, float(m.size_bytes)]
+
+
+def test_energy_is_measured_where_rapl_is_readable(monkeypatch, tmp_path):
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("1000000\n")
+    monkeypatch.setattr(M.glob, "glob", lambda _pattern: [str(zone)])
+    reads = iter([1000, 6000])  # 5000 uJ over the runs
+    monkeypatch.setattr(M, "_read_uj", lambda _c: [next(reads)])
+    monkeypatch.setattr(M, "_run_for", lambda _fn, _x, _s: 10)
+    e, method = M.measured_energy_mj(lambda x: x, X, device="cpu")
+    assert e == pytest.approx(0.5)  # 5000 uJ / 10 runs = 0.5 mJ
+    assert method.startswith("measured: RAPL")

@@ -1,0 +1,97 @@
+"""End-to-end: the real `tradeoff` command in a subprocess, on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5"]
+
+
+def tradeoff(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TRADEOFF_STORAGE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def complete_trials(db) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+
+
+def test_search_then_front_then_resume(tmp_path):
+    r = tradeoff("search", "--n-trials", "3", *QUICK, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tradeoff.db").exists() and (tmp_path / "tradeoff-artifacts").is_dir()
+    assert "[3/3] trial #2" in r.stderr and "front:" in r.stderr
+    assert complete_trials(tmp_path / "tradeoff.db") == 3
+
+    front = tradeoff("front", cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    assert "#0 (baseline)" in front.stdout or "(x" in front.stdout
+    assert "Pareto-optimal of 3 complete trials" in front.stdout
+
+    # resume: no search options needed, trials are added to the same study
+    again = tradeoff("search", "--n-trials", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming study 'tradeoff'" in again.stderr
+    assert complete_trials(tmp_path / "tradeoff.db") == 5
+
+    # the same study with another configuration is refused, and nothing is lost
+    clash = tradeoff("search", "--n-trials", "1", "--model", "resnet18", cwd=tmp_path)
+    assert clash.returncode == 2
+    assert "exists with a different configuration: model" in clash.stderr
+    assert complete_trials(tmp_path / "tradeoff.db") == 5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "--task", "mnist"], "unknown task 'mnist'"),
+        (["search", "--storage", "not a url"], "malformed storage URL"),
+        (
+            ["search", "--storage", "postgresql://bob:hunter2@127.0.0.1:9/x"],
+            "cannot reach the study database",
+        ),
+        (["search", "--n-trials", "0"], "must be a positive whole number"),
+        (["search", "--n-trials", "-3"], "must be a positive whole number"),
+        (["search", "--min-accuracy", "1.2"], "impossible constraint --min-accuracy"),
+        (["search", "--max-size-mb", "-1"], "impossible constraint --max-size-mb"),
+        (["search", "--space", "prune_ratio=0.5:1.5"], "prune_ratio"),
+        (["search", "--objectives", "accuracy,speed"], "unknown objective 'speed'"),
+        (["front", "--study-name", "nope"], "no study named 'nope'"),
+    ],
+)
+def test_bad_input_gets_one_line_and_a_non_zero_exit(tmp_path, args, message):
+    r = tradeoff(*args, cwd=tmp_path, timeout=60)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr and "hunter2" not in r.stderr + r.stdout
+
+
+def test_help_explains_every_option(tmp_path):
+    r = tradeoff("search", "--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for option in (
+        "--storage",
+        "--study-name",
+        "--n-trials",
+        "--max-latency-ms",
+        "--space",
+        "--target",
+        "--device",
+    ):
+        assert option in r.stdout
