@@ -131,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-steps", type=int, help="fine-tuning batches after a structural change (default: 150)"
     )
     g.add_argument(
+        "--student-steps",
+        type=int,
+        help="distillation batches for a student trained from scratch (default: 400)",
+    )
+    g.add_argument(
+        "--prune-mode",
+        choices=("structured", "unstructured"),
+        help="structured: remove whole channels (default); unstructured: zero single weights "
+        "(params then counts non-zeros and size_bytes a sparse encoding)",
+    )
+    g.add_argument(
         "--teacher-epochs", type=_positive_int, help="teacher training epochs (default: per model)"
     )
     g.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default: 50)")
@@ -158,6 +169,8 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         "task",
         "model",
         "target",
+        "prune_mode",
+        "student_steps",
         "finetune_steps",
         "teacher_epochs",
         "latency_repeats",

@@ -46,8 +46,11 @@ class SearchConfig:
     target: str = "cpu"  # where latency and energy are measured
     population_size: int = 0  # 0: fitted to the first run's trial budget
     teacher_epochs: int | None = None
+    prune_mode: str = "structured"  # or "unstructured"
     finetune_steps: int = 150
     finetune_lr: float = 0.01
+    student_steps: int = 400  # distillation of a from-scratch student
+    student_lr: float = 0.05
     kd_temperature: float = 4.0
     kd_alpha: float = 0.7
     latency_warmup: int = 10
@@ -90,7 +93,17 @@ class SearchConfig:
             space = validate_space(self.space)
         except SpaceError as e:
             raise UsageError(f"search space: {e}") from None
-        for name in ("finetune_steps", "latency_warmup", "seed"):
+        if self.target.startswith("cuda"):
+            # PyTorch's int8 kernels are CPU-only: a CUDA target measures float models.
+            if "weight_bits" in self.space and space["weight_bits"]["choices"] != [32]:
+                raise UsageError(
+                    "search space: `weight_bits` below 32 runs on CPU int8 kernels only; "
+                    "use --space weight_bits=32 with a cuda target"
+                )
+            space["weight_bits"] = {"choices": [32]}
+        if self.prune_mode not in ("structured", "unstructured"):
+            raise UsageError(f"unknown prune_mode {self.prune_mode!r}; use structured or unstructured")
+        for name in ("finetune_steps", "student_steps", "latency_warmup", "seed"):
             if int(getattr(self, name)) < 0:
                 raise UsageError(f"`{name}` must be >= 0.")
         if self.latency_repeats < 3:

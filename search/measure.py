@@ -61,6 +61,7 @@ class Measurement:
     energy_method: str
     flops_method: str = FLOPS_METHOD
     size_method: str = SIZE_METHOD
+    weight_bits: int = 32
 
     def values(self, objectives: Sequence[str]) -> list[float]:
         return [float(getattr(self, name)) for name in objectives]
@@ -107,6 +108,49 @@ def serialized_size(model: nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
+
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensor of every conv and linear layer, float or quantized."""
+    out = []
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if callable(w) and not isinstance(w, torch.Tensor):  # quantized modules: weight()
+            try:
+                w = w()
+            except Exception:  # noqa: BLE001
+                continue
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            out.append(w)
+    return out
+
+
+def _values(w: torch.Tensor) -> torch.Tensor:
+    return w.int_repr() if w.is_quantized else w.detach()
+
+
+def encoded_size(model: nn.Module, *, weight_bits: int = 32, sparse: bool = False) -> tuple[int, str]:
+    """(bytes, method): the serialized state dict, with every conv/linear weight re-counted at
+    ``weight_bits`` bits packed and, for sparse weights, as a bitmap of positions plus the
+    non-zero values. Without either, the serialized size as it is."""
+    size = serialized_size(model)
+    if weight_bits >= 8 and not sparse:
+        return size, SIZE_METHOD
+    for w in weight_tensors(model):
+        values = _values(w)
+        stored = values.numel() * values.element_size()
+        bits = min(weight_bits, values.element_size() * 8)
+        if sparse:
+            encoded = (int(torch.count_nonzero(values)) * bits + values.numel() + 7) // 8
+        else:
+            encoded = (values.numel() * bits + 7) // 8
+        size += encoded - stored
+    parts = [SIZE_METHOD]
+    if weight_bits < 8:
+        parts.append(f"conv/linear weights counted at {weight_bits} bits packed (scales as stored)")
+    if sparse:
+        parts.append("sparse weights as a 1-bit position bitmap plus the non-zero values")
+    return size, "; ".join(parts)
 
 
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
@@ -280,16 +324,17 @@ def measure(
 ) -> Measurement:
     """Measure ``model`` for deployment on ``device``.
 
-    ``float_model`` is the same network before quantization, for FLOP and activation counts
-    (fvcore does not trace quantized kernels); by default ``model`` itself.
+    ``float_model`` is the same network before quantization, for FLOP, parameter and
+    activation counts (fvcore does not trace quantized kernels); by default ``model`` itself.
+    ``weight_bits`` and ``sparse`` say how the weights are stored (see :func:`encoded_size`).
     """
     torch.set_flush_denormal(True)
     reference = (float_model if float_model is not None else model).eval()
     cpu_example = example_input.cpu()
     total_flops, macs = count_flops(reference, cpu_example)
-    act_bytes = activation_elements(reference, cpu_example) * max(1, min(weight_bits, 32) // 8) * 2
-    params = count_params(model, sparse=sparse)
-    size = serialized_size(model)
+    act_bytes = activation_elements(reference, cpu_example) * (1 if weight_bits <= 8 else 4) * 2
+    params = count_params(reference, sparse=sparse)
+    size, size_method = encoded_size(model, weight_bits=weight_bits, sparse=sparse)
 
     deployed_model = model.to(device)
     deployed = deployable(deployed_model, example_input.to(device))
@@ -300,6 +345,10 @@ def measure(
         f"TorchScript trace+freeze, batch 1, median of {repeats} runs after {warmup} warm-up, "
         f"{'CUDA events' if device.startswith('cuda') else f'{threads} CPU threads, denormals flushed'}"
     )
+    if weight_bits < 8:
+        method += f"; {weight_bits}-bit weights run on the int8 kernels, so this is the 8-bit latency"
+    elif weight_bits == 8:
+        method += "; int8 kernels (x86/fbgemm)"
     energy = measured_energy_mj(deployed, example_input, device=device, seconds=energy_seconds)
     if energy is None:
         energy = estimated_energy_mj(
@@ -323,4 +372,6 @@ def measure(
         latency_method=method,
         energy_mj=energy[0],
         energy_method=energy[1],
+        size_method=size_method,
+        weight_bits=weight_bits,
     )

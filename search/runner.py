@@ -19,11 +19,12 @@ from search.config import SearchConfig
 from search.measure import Measurement, measure
 from search.tasks import Task
 from search.training import finetune_kd, logits_of
-from spaces import ApplyContext, Plan, PlanError, apply_plan, suggest_plan
+from spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, suggest_plan
 
 BASELINE_ATTR = "tradeoff:baseline"
 ROLE_ATTR = "role"
 FAIL_ATTR = "fail_reason"
+CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 
 
 class Runner:
@@ -35,49 +36,57 @@ class Runner:
         self.teacher_logits = logits_of(teacher, task.train.x, device=device)
         teacher.cpu()
 
-    def _finetune(self, model: nn.Module) -> nn.Module:
+    def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
+        """Distil a from-scratch student at length, or fine-tune a changed teacher briefly."""
         c = self.config
         return finetune_kd(
             model,
             self.task.train,
             self.teacher_logits,
-            steps=c.finetune_steps,
+            steps=c.student_steps if from_scratch else c.finetune_steps,
             seed=c.seed,
-            lr=c.finetune_lr,
+            lr=c.student_lr if from_scratch else c.finetune_lr,
             temperature=c.kd_temperature,
             alpha=c.kd_alpha,
             device=self.device,
         )
 
-    def build(self, plan: Plan) -> tuple[nn.Module, list[str], dict[str, float]]:
-        """The compressed model for ``plan``, the layers knobs skipped, and where time went."""
+    def build(self, plan: Plan) -> tuple[Compressed, dict[str, float]]:
+        """The compressed model for ``plan`` and where the time went."""
         times = {"finetune_s": 0.0}
 
-        def timed_finetune(model: nn.Module) -> nn.Module:
+        def timed_finetune(model: nn.Module, from_scratch: bool) -> nn.Module:
             t = time.perf_counter()
-            model = self._finetune(model)
+            model = self._finetune(model, from_scratch)
             times["finetune_s"] = time.perf_counter() - t
             return model
 
         ctx = ApplyContext(
-            example_input=self.task.example_input, num_classes=self.task.num_classes, finetune=timed_finetune
+            example_input=self.task.example_input,
+            num_classes=self.task.num_classes,
+            finetune=timed_finetune,
+            calibration=list(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
+            options={"prune_mode": self.config.prune_mode},
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
-        model = apply_plan(self.teacher, plan, ctx)
+        compressed = apply_plan(self.teacher, plan, ctx)
         times["apply_s"] = time.perf_counter() - t0 - times["finetune_s"]
-        return model, ctx.skipped, times
+        return compressed, times
 
-    def measure(self, model: nn.Module) -> Measurement:
+    def measure(self, compressed: Compressed) -> Measurement:
         c = self.config
         return measure(
-            model,
+            compressed.model,
             self.task.val.x,
             self.task.val.y,
             example_input=self.task.example_input,
             device=c.target,
             warmup=c.latency_warmup,
             repeats=c.latency_repeats,
+            weight_bits=compressed.weight_bits,
+            sparse=compressed.sparse,
+            float_model=compressed.float_model,
         )
 
     @staticmethod
@@ -108,10 +117,10 @@ class Runner:
                 trial.set_constraint(name, value)
             trial.set_user_attr("duplicate_of", twin.number)
             return list(twin.values)
-        model, skipped, times = self.build(plan)
-        trial.set_user_attr("skipped_layers", skipped)
+        compressed, times = self.build(plan)
+        trial.set_user_attr("skipped_layers", list(compressed.skipped))
         t1 = time.perf_counter()
-        m = self.measure(model)
+        m = self.measure(compressed)
         times["measure_s"] = time.perf_counter() - t1
         times["total_s"] = time.perf_counter() - t0
         for name, value in m.to_dict().items():

@@ -8,7 +8,7 @@ from optuna.exceptions import DuplicatedStudyError
 from search.config import SearchConfig
 from search.errors import UsageError
 from search.runner import ROLE_ATTR
-from spaces import BASELINE
+from spaces import BASELINE, probe_plans
 
 CONFIG_ATTR = "tradeoff:config"
 
@@ -62,6 +62,10 @@ def open_study(
         study.set_metric_names(list(config.objectives))
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
+        for plan in probe_plans(config.space):
+            study.enqueue_trial(
+                plan.params(), user_attrs={ROLE_ATTR: "single-technique"}, skip_if_exists=True
+            )
         created = True
     else:
         diff = config.differences(given)

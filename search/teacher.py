@@ -23,6 +23,7 @@ from search.tasks import Task
 from search.training import train_classifier
 
 TEACHER_ATTR = "tradeoff:teacher"
+RECIPE = 2  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
 
 
 def cache_dir() -> str:
@@ -58,7 +59,9 @@ def _save_atomic(state: dict, path: str) -> None:
 
 def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Module, str, float]:
     """The task's teacher from the local cache or trained now: (model, checkpoint path, seconds)."""
-    path = os.path.join(cache_dir(), f"teacher-{task.name}-{task.model_name}-{task.fingerprint()}.pt")
+    path = os.path.join(
+        cache_dir(), f"teacher-r{RECIPE}-{task.name}-{task.model_name}-{task.fingerprint()}.pt"
+    )
     if os.path.exists(path):
         return _load(task, path), path, 0.0
     log(

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from spaces._base import KNOBS, ApplyContext, Knob, PlanError, SpaceError, register_knob
-from spaces.plan import BASELINE, PLAN_VERSION, Plan, apply_plan, default_space, suggest_plan, validate_space
+from spaces.plan import (
+    BASELINE,
+    PLAN_VERSION,
+    Compressed,
+    Plan,
+    apply_plan,
+    default_space,
+    probe_plans,
+    suggest_plan,
+    validate_space,
+)
 
 __all__ = [
     "BASELINE",
     "KNOBS",
     "PLAN_VERSION",
     "ApplyContext",
+    "Compressed",
     "Knob",
     "Plan",
     "PlanError",
     "SpaceError",
     "apply_plan",
     "default_space",
+    "probe_plans",
     "register_knob",
     "suggest_plan",
     "validate_space",

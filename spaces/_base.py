@@ -28,17 +28,28 @@ class PlanError(RuntimeError):
 
 @dataclass
 class ApplyContext:
-    """What a knob may use while it changes a model.
+    """What a knob may use while it changes a model, and what it reports back.
 
-    ``finetune`` trains a changed model briefly against the teacher (given by the runner; None
-    means no fine-tuning); ``skipped`` collects ``"knob: layer: reason"`` for every layer a knob
-    could not handle.
+    Given by the caller: ``finetune(model, from_scratch)`` trains a changed model against the
+    teacher (None: no training); ``calibration`` is a few batches of training inputs for
+    quantization; ``options`` holds search settings that are not searched (``prune_mode``).
+    Reported by knobs: ``skipped`` collects ``"knob: layer: reason"`` for every layer a knob
+    could not handle; ``from_scratch`` says the weights were re-initialised (a student), so the
+    model needs distillation rather than a short fine-tune; ``sparse`` that weights hold zeros
+    that a sparse encoding would drop.
     """
 
     example_input: torch.Tensor
     num_classes: int
-    finetune: Callable[[nn.Module], nn.Module] | None = None
+    finetune: Callable[[nn.Module, bool], nn.Module] | None = None
+    calibration: list[torch.Tensor] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    from_scratch: bool = False
+    sparse: bool = False
+
+    def skip(self, knob: str, layer: str, reason: str) -> None:
+        self.skipped.append(f"{knob}: {layer}: {reason}")
 
 
 class Knob:
@@ -50,6 +61,7 @@ class Knob:
     structural: bool = False  # changes the architecture: the model is fine-tuned afterwards
     limits: tuple[float, float] = (0.0, 1.0)  # hard bounds of any user space
     default_space: dict[str, Any] = {}
+    probe_value: Any = None  # the value tried alone when a study is seeded
     help: str = ""
 
     def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +110,21 @@ class Knob:
 
     def apply(self, model: nn.Module, value: Any, ctx: ApplyContext) -> nn.Module:
         raise NotImplementedError
+
+    def probe(self, spec: dict[str, Any]) -> Any | None:
+        """The value this knob alone is tried at when a study is seeded: ``probe_value`` brought
+        into the user's range (None when the range leaves the knob nothing to try)."""
+        if "choices" in spec:
+            on = [c for c in spec["choices"] if c != self.off]
+            return self.probe_value if self.probe_value in on else (on[0] if on else None)
+        low, high, step = spec["low"], spec["high"], spec.get("step")
+        if low == high:
+            return None
+        value = min(max(self.probe_value, low), high)
+        if step:
+            value = low + round((value - low) / step) * step
+        value = round(value, 10)
+        return None if value == self.off else value
 
 
 KNOBS: dict[str, Knob] = {}

@@ -11,8 +11,12 @@ from typing import Any
 import optuna
 from torch import nn
 
-import spaces.pruning  # noqa: F401 - registers the knob
+import spaces.distillation  # noqa: F401 - each import registers its knob
+import spaces.low_rank  # noqa: F401
+import spaces.pruning  # noqa: F401
+import spaces.quantization  # noqa: F401
 from spaces._base import KNOBS, ApplyContext, PlanError, SpaceError, ordered_knobs
+from spaces.pruning import make_permanent_
 
 PLAN_VERSION = 1
 
@@ -22,7 +26,10 @@ class Plan:
     """A compression plan. Every field is a knob's value; the defaults are the uncompressed
     baseline. ``version`` lets a plan exported by an older tradeoff still load."""
 
+    student_width: float = 1.0
     prune_ratio: float = 0.0
+    rank_ratio: float = 1.0
+    weight_bits: int = 32
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,6 +54,8 @@ class Plan:
                 "upgrade tradeoff"
             )
         values = {k: v for k, v in params.items() if k != "version"}
+        if "weight_bits" in values:
+            values["weight_bits"] = int(values["weight_bits"])
         return cls(**values, version=PLAN_VERSION)
 
     @property
@@ -79,18 +88,53 @@ def suggest_plan(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) ->
     return Plan(**{k.name: k.suggest(trial, space[k.name]) for k in ordered_knobs() if k.name in space})
 
 
-def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> nn.Module:
-    """A compressed copy of ``teacher``: structural knobs in order, then a fine-tune against
-    the teacher when any of them changed the model. ``teacher`` itself is never changed."""
+@dataclass(frozen=True, eq=False)
+class Compressed:
+    """What ``apply_plan`` made: the deployable model, the same network before quantization
+    (for FLOP counts), its weight bit-width, whether its weights are sparse, and the layers that
+    knobs skipped."""
+
+    model: nn.Module
+    float_model: nn.Module
+    weight_bits: int
+    sparse: bool
+    skipped: tuple[str, ...]
+
+
+def probe_plans(space: Mapping[str, Mapping[str, Any]]) -> list[Plan]:
+    """One single-technique plan per searched knob, so the front always shows what each
+    technique achieves alone."""
+    plans = []
+    for knob in ordered_knobs():
+        value = knob.probe(space[knob.name]) if knob.name in space else None
+        if value is not None:
+            plans.append(Plan(**{knob.name: value}))
+    return plans
+
+
+def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
+    """A compressed copy of ``teacher``, in a fixed order: student -> prune -> low-rank ->
+    distillation / fine-tune against the teacher (when any of those changed the model) ->
+    quantize. ``teacher`` itself is never changed. Values outside a knob's limits are rejected
+    before any work."""
     active = plan.active()
     for name, value in active.items():
         KNOBS[name].check(value)
     model = copy.deepcopy(teacher)
-    structural = False
-    for knob in ordered_knobs():
-        if knob.name in active:
-            model = knob.apply(model, active[knob.name], ctx)
-            structural |= knob.structural
+    structural = [k for k in ordered_knobs() if k.name in active and k.structural]
+    for knob in structural:
+        model = knob.apply(model, active[knob.name], ctx)
     if structural and ctx.finetune is not None:
-        model = ctx.finetune(model)
-    return model.eval()
+        model = ctx.finetune(model, ctx.from_scratch)
+    float_model = make_permanent_(model).eval()
+    model = float_model
+    for knob in ordered_knobs():
+        if knob.name in active and not knob.structural:
+            model = knob.apply(model, active[knob.name], ctx)
+    return Compressed(
+        model=model.eval(),
+        float_model=float_model,
+        weight_bits=int(plan.weight_bits),
+        sparse=ctx.sparse,
+        skipped=tuple(ctx.skipped),
+    )

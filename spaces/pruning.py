@@ -1,24 +1,30 @@
-"""Structural channel pruning with torch-pruning.
+"""Pruning: structural channel pruning with torch-pruning, or unstructured magnitude pruning.
 
-What to remove: filters ranked by the L2 norm of the whole coupled group (torch-pruning's
-``GroupMagnitudeImportance``), so a residual add or a concat prunes the same channels on every
-layer it couples. How: torch-pruning's dependency-graph surgery. Channel counts are rounded to
-multiples of 8, which keeps oneDNN/fbgemm CPU kernels on their fast, vectorised paths. The
-classifier (the Linear that produces the class scores) keeps all its outputs.
+Structural (the default ``prune_mode``). What to remove: filters ranked by the L2 norm of the
+whole coupled group (torch-pruning's ``GroupMagnitudeImportance``), so a residual add, a concat
+or a depthwise conv prunes the same channels on every layer it couples. How: torch-pruning's
+dependency-graph surgery. Channel counts are rounded to multiples of 8, which keeps
+oneDNN/fbgemm CPU kernels on their vectorised paths. The classifier keeps all its outputs.
+
+Unstructured: the globally smallest-magnitude weights of every conv and linear layer are set
+to zero (``torch.nn.utils.prune``); the mask holds through fine-tuning, and the model is then
+counted by its non-zeros and a sparse encoding (see ``search.measure``).
 """
 
 from __future__ import annotations
 
 import torch_pruning as tp
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 from spaces._base import ApplyContext, Knob, PlanError, register_knob
 
 ROUND_TO = 8
+MODES = ("structured", "unstructured")
 
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
-    """Layers whose outputs are the class scores: never pruned."""
+    """The layer whose outputs are the class scores: never pruned."""
     out = [
         m
         for m in model.modules()
@@ -28,14 +34,21 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return out[-1:] if out else []
 
 
-def prune_channels_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
+def _unprunable(model: nn.Module) -> list[nn.Module]:
+    """Modules torch-pruning's graph cannot cut through: left whole."""
+    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+
+
+def prune_channels_(
+    model: nn.Module, ratio: float, ctx: ApplyContext, *, importance: tp.importance.Importance | None = None
+) -> nn.Module:
     """Remove ``ratio`` of the output channels of every prunable group in place."""
-    ignored = classifier_layers(model, ctx.num_classes)
+    ignored = classifier_layers(model, ctx.num_classes) + _unprunable(model)
     try:
         pruner = tp.pruner.BasePruner(
             model,
             ctx.example_input,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=ratio,
             ignored_layers=ignored,
             round_to=ROUND_TO,
@@ -44,8 +57,38 @@ def prune_channels_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Mod
     except Exception as e:  # noqa: BLE001 - torch-pruning raises bare errors for unsupported graphs
         raise PlanError(f"structural pruning at ratio {ratio} failed: {type(e).__name__}: {e}") from e
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.out_channels == 0:
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
             raise PlanError(f"pruning left layer {name} with no channels")
+    return model
+
+
+def prunable_weights(model: nn.Module, num_classes: int) -> list[tuple[str, nn.Module]]:
+    keep = {id(m) for m in classifier_layers(model, num_classes)}
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in keep
+    ]
+
+
+def prune_weights_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
+    """Zero the ``ratio`` smallest-magnitude weights over all conv/linear layers (global L1).
+    The mask stays attached (``weight_orig`` * ``weight_mask``) until :func:`make_permanent_`."""
+    layers = prunable_weights(model, ctx.num_classes)
+    if not layers:
+        raise PlanError("unstructured pruning found no conv or linear layer to prune")
+    torch_prune.global_unstructured(
+        [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=ratio
+    )
+    ctx.sparse = True
+    return model
+
+
+def make_permanent_(model: nn.Module) -> nn.Module:
+    """Fold any pruning mask into its weight (after fine-tuning, before quantization)."""
+    for m in model.modules():
+        if torch_prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            torch_prune.remove(m, "weight")
     return model
 
 
@@ -57,7 +100,13 @@ class PruneRatio(Knob):
     structural = True
     limits = (0.0, 0.95)
     default_space = {"low": 0.0, "high": 0.8, "step": 0.05}
-    help = "fraction of each layer's output channels removed by structural pruning"
+    probe_value = 0.5
+    help = "fraction of channels (or, with prune_mode=unstructured, of weights) removed"
 
     def apply(self, model: nn.Module, value: float, ctx: ApplyContext) -> nn.Module:
+        mode = ctx.options.get("prune_mode", "structured")
+        if mode not in MODES:
+            raise PlanError(f"unknown prune_mode {mode!r}; use one of {MODES}")
+        if mode == "unstructured":
+            return prune_weights_(model, float(value), ctx)
         return prune_channels_(model, float(value), ctx)

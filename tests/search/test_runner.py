@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+import torch
 
 from search.config import SearchConfig
 from search.runner import BASELINE_ATTR, FAIL_ATTR, Runner
@@ -32,6 +33,11 @@ def study_and_runner(tmp_path, tiny_task, tiny_teacher):
         "finetune_steps": 30,
         "latency_repeats": 10,
         "constraints": {"max_size_mb": 100.0},
+        "space": {  # prune only: the other knobs fixed at off
+            "student_width": {"low": 1, "high": 1},
+            "rank_ratio": {"low": 1, "high": 1},
+            "weight_bits": {"choices": [32]},
+        },
     }
     study, config, created = open_study(storage, "r", given, n_trials=8)
     assert created
@@ -40,15 +46,14 @@ def study_and_runner(tmp_path, tiny_task, tiny_teacher):
 
 def test_baseline_then_pruned_trials_are_measured_and_recorded(study_and_runner):
     study, runner = study_and_runner
-    study.enqueue_trial({"prune_ratio": 0.5})
-    study.optimize(runner, n_trials=2)
-    base, pruned = study.trials
+    study.optimize(runner, n_trials=2)  # the baseline, then the single-technique plan (p = 0.5)
+    base, pruned = study.trials[:2]
     assert base.state == pruned.state == optuna.trial.TrialState.COMPLETE
     for t in (base, pruned):
         assert all(name in t.user_attrs for name in FIGURES)
         assert t.values == [t.user_attrs[n] for n in runner.config.objectives]
         assert t.constraints == pytest.approx({"max_size_mb": t.user_attrs["size_bytes"] - 100e6})
-    assert base.params == {"prune_ratio": 0.0}
+    assert base.params["prune_ratio"] == 0.0 and pruned.params["prune_ratio"] == 0.5
     assert study.user_attrs[BASELINE_ATTR]["trial"] == 0
     assert study.user_attrs[BASELINE_ATTR]["size_bytes"] == base.user_attrs["size_bytes"]
     # pruning half the channels of every coupled group leaves about a quarter of the weights
@@ -69,10 +74,11 @@ def test_the_baseline_measures_the_teacher_itself(study_and_runner, tiny_task, t
 
 def test_a_plan_that_cannot_apply_fails_with_its_reason_and_the_study_goes_on(study_and_runner):
     study, runner = study_and_runner
+    study.optimize(runner, n_trials=2)  # the seeded trials
     study.enqueue_trial({"prune_ratio": 0.99})  # beyond the knob's hard limit
     study.enqueue_trial({"prune_ratio": 0.25})
-    study.optimize(runner, n_trials=3, catch=(Exception,))
-    _, failed, ok = study.trials
+    study.optimize(runner, n_trials=2, catch=(Exception,))
+    failed, ok = study.trials[2:]
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "prune_ratio=0.99" in failed.user_attrs[FAIL_ATTR]
     assert ok.state == optuna.trial.TrialState.COMPLETE
@@ -83,21 +89,65 @@ def test_a_rebuilt_plan_gives_the_same_model(study_and_runner):
 
     study, runner = study_and_runner
     plan = Plan(prune_ratio=0.3)
-    a, _, _ = runner.build(plan)
-    b, _, _ = runner.build(Plan.from_params(plan.params()))
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    a, _ = runner.build(plan)
+    b, _ = runner.build(Plan.from_params(plan.params()))
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert ka == kb and torch.equal(va, vb), ka
 
 
 def test_a_plan_proposed_twice_reuses_the_measurement(study_and_runner):
     study, runner = study_and_runner
+    study.optimize(runner, n_trials=2)  # the seeded trials
     study.enqueue_trial({"prune_ratio": 0.0})  # the baseline again
-    study.optimize(runner, n_trials=2)
-    first, twin = study.trials
+    study.optimize(runner, n_trials=1)
+    first, twin = study.trials[0], study.trials[2]
     assert twin.user_attrs["duplicate_of"] == 0 and twin.values == first.values
+
+
+def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'seed.db'}")
+    study, _, _ = open_study(storage, "seed", {"model": "tiny_resnet"}, n_trials=20)
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.user_attrs["role"] for t in waiting] == ["baseline"] + ["single-technique"] * 4
+    active = [Plan.from_params(t.system_attrs["fixed_params"]).active() for t in waiting]
+    assert active == [
+        {},
+        {"student_width": 0.5},
+        {"prune_ratio": 0.5},
+        {"rank_ratio": 0.25},
+        {"weight_bits": 8},
+    ]
 
 
 def test_config_is_stored_in_the_study(study_and_runner):
     study, runner = study_and_runner
     assert SearchConfig.from_json(study.user_attrs[CONFIG_ATTR]) == runner.config
     assert study.metric_names == list(runner.config.objectives)
+
+
+def test_unstructured_pruning_counts_non_zeros_and_a_sparse_size(tiny_task, tiny_teacher):
+    config = SearchConfig(
+        model="tiny_resnet", prune_mode="unstructured", finetune_steps=10, latency_repeats=5
+    ).validated(n_trials=4)
+    runner = Runner(config, tiny_task, tiny_teacher)
+    base = runner.measure(runner.build(Plan())[0])
+    compressed, _ = runner.build(Plan(prune_ratio=0.8))
+    sparse = runner.measure(compressed)
+    assert compressed.sparse and "bitmap" in sparse.size_method
+    assert sparse.params < 0.35 * base.params  # 80% of conv weights are zero; BN and fc stay dense
+    assert sparse.size_bytes < 0.45 * base.size_bytes
+    # the fine-tune kept the zeros (the mask held through training): 80% over all convs
+    convs = [m.weight for m in compressed.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    zeros = sum(int((w == 0).sum()) for w in convs)
+    assert zeros / sum(w.numel() for w in convs) == pytest.approx(0.8, abs=0.01)
+
+
+def test_four_knobs_together_on_the_bundled_task(study_and_runner):
+    _, runner = study_and_runner
+    compressed, times = runner.build(Plan(student_width=0.5, prune_ratio=0.25, rank_ratio=0.5, weight_bits=8))
+    m = runner.measure(compressed)
+    base = runner.measure(runner.build(Plan())[0])
+    assert m.weight_bits == 8 and "int8 kernels" in m.latency_method
+    assert m.size_bytes < base.size_bytes / 8
+    assert m.accuracy > 0.8
+    assert times["finetune_s"] > 0

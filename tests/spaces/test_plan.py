@@ -25,7 +25,7 @@ def test_every_knob_has_a_plan_field_and_an_off_value_that_is_the_default():
 
 
 def test_round_trip_through_params_and_dict():
-    plan = Plan(prune_ratio=0.35)
+    plan = Plan(student_width=0.75, prune_ratio=0.35, rank_ratio=0.5, weight_bits=4)
     assert Plan.from_params(plan.params()) == plan
     assert Plan.from_params(plan.to_dict()) == plan
     assert Plan.from_params({}) == Plan()  # an older/narrower plan: missing knobs are off
@@ -40,15 +40,16 @@ def test_from_params_rejects_unknown_fields_and_newer_versions():
 
 def test_suggest_plan_reads_the_trial():
     space = validate_space(None)
-    plan = suggest_plan(optuna.trial.FixedTrial({"prune_ratio": 0.4}), space)
-    assert plan == Plan(prune_ratio=0.4)
+    params = {"student_width": 0.5, "prune_ratio": 0.4, "rank_ratio": 0.3, "weight_bits": 8}
+    plan = suggest_plan(optuna.trial.FixedTrial(params), space)
+    assert plan == Plan(**params)
 
 
 def test_a_fixed_knob_is_suggested_as_that_value():
     study = optuna.create_study()
-    space = validate_space({"prune_ratio": {"low": 0.3, "high": 0.3}})
-    trial = study.ask()
-    assert suggest_plan(trial, space).prune_ratio == 0.3
+    space = validate_space({"prune_ratio": {"low": 0.3, "high": 0.3}, "weight_bits": {"choices": [8]}})
+    plan = suggest_plan(study.ask(), space)
+    assert plan.prune_ratio == 0.3 and plan.weight_bits == 8
 
 
 @pytest.mark.parametrize(

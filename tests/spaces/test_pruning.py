@@ -63,6 +63,20 @@ def test_residual_groups_stay_consistent(tiny_task):
     assert model(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_unstructured_mode_zeroes_the_smallest_weights_and_keeps_the_shape():
+    model = TwoConv()
+    ctx = _ctx()
+    ctx.options["prune_mode"] = "unstructured"
+    out = apply_plan(model, Plan(prune_ratio=0.5), ctx)
+    assert out.sparse
+    conv1, conv2 = out.model.conv1.weight, out.model.conv2.weight
+    assert conv1.shape == model.conv1.weight.shape  # nothing removed, only zeroed
+    zeros = int((conv1 == 0).sum() + (conv2 == 0).sum())
+    assert zeros == round(0.5 * (conv1.numel() + conv2.numel()))
+    assert not hasattr(out.model.conv1, "weight_orig")  # the mask is folded in
+    assert int((out.model.fc.weight == 0).sum()) == 0  # the classifier is left dense
+
+
 def test_classifier_is_detected():
     model = TwoConv()
     assert classifier_layers(model, 10) == [model.fc]
@@ -72,7 +86,7 @@ def test_apply_plan_never_changes_the_teacher(tiny_task):
     teacher = tiny_task.build()
     before = copy.deepcopy(teacher.state_dict())
     ctx = _ctx(10, (1, 1, 8, 8))
-    student = apply_plan(teacher, Plan(prune_ratio=0.5), ctx)
+    student = apply_plan(teacher, Plan(prune_ratio=0.5), ctx).model
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
@@ -81,8 +95,8 @@ def test_apply_plan_never_changes_the_teacher(tiny_task):
 def test_finetune_runs_after_a_structural_knob_only(tiny_task):
     calls = []
 
-    def finetune(m):
-        calls.append(m)
+    def finetune(m, from_scratch):
+        calls.append(from_scratch)
         return m
 
     teacher = tiny_task.build()
@@ -90,10 +104,10 @@ def test_finetune_runs_after_a_structural_knob_only(tiny_task):
     apply_plan(teacher, Plan(), ctx)
     assert calls == []
     apply_plan(teacher, Plan(prune_ratio=0.25), ctx)
-    assert len(calls) == 1
+    assert calls == [False]  # a pruned teacher: the short fine-tune, not a student's distillation
 
 
 @pytest.mark.parametrize("ratio", [0.0, 0.05, 0.5, 0.8, 0.95])
 def test_ratios_at_and_inside_the_limits_give_a_working_model(tiny_task, ratio):
-    model = apply_plan(tiny_task.build(), Plan(prune_ratio=ratio), _ctx(10, (1, 1, 8, 8)))
+    model = apply_plan(tiny_task.build(), Plan(prune_ratio=ratio), _ctx(10, (1, 1, 8, 8))).model
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)

@@ -1,0 +1,130 @@
+"""Low-rank decomposition: truncated SVD of linear layers and spatial SVD of convolutions.
+
+A Linear(in, out) becomes Linear(in, k, no bias) -> Linear(k, out): k(in + out) + out
+parameters instead of in*out + out. A kh x kw Conv2d(C, O) becomes a kh x 1 conv to k channels
+followed by a 1 x kw conv to O channels (Jaderberg et al., 2014, scheme 2, computed in closed
+form by an SVD of the kernel reshaped to (C*kh, O*kw)); a 1x1 conv is factored like a linear
+layer. The rank is ceil(ratio * full rank) rounded up to a multiple of 8; a layer where that
+would not save parameters is left alone and listed. Grouped and depthwise convolutions are
+skipped (their per-group kernels are already thin).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spaces._base import ApplyContext, Knob, PlanError, register_knob
+
+ROUND_TO = 8
+
+
+def target_rank(ratio: float, full: int) -> int:
+    k = math.ceil(ratio * full)
+    return min(full, ROUND_TO * math.ceil(k / ROUND_TO))
+
+
+def _split(s: torch.Tensor, u: torch.Tensor, vh: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    root = s[:k].sqrt()
+    return u[:, :k] * root, root[:, None] * vh[:k]
+
+
+@torch.no_grad()
+def factor_linear(layer: nn.Linear, k: int) -> nn.Sequential:
+    w = layer.weight.detach().float()  # (out, in)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    a, b = _split(s, u, vh, k)  # a: (out, k), b: (k, in)
+    first = nn.Linear(layer.in_features, k, bias=False)
+    second = nn.Linear(k, layer.out_features, bias=layer.bias is not None)
+    first.weight.copy_(b.to(layer.weight.dtype))
+    second.weight.copy_(a.to(layer.weight.dtype))
+    if layer.bias is not None:
+        second.bias.copy_(layer.bias)
+    return nn.Sequential(first, second)
+
+
+@torch.no_grad()
+def factor_conv(conv: nn.Conv2d, k: int) -> nn.Sequential:
+    o, c, kh, kw = conv.weight.shape
+    w = conv.weight.detach().float()  # float32 SVD: 5x faster than float64, ample here
+    if kh == 1 and kw == 1:
+        u, s, vh = torch.linalg.svd(w.reshape(o, c), full_matrices=False)
+        a, b = _split(s, u, vh, k)  # a: (o, k), b: (k, c)
+        first = nn.Conv2d(c, k, 1, stride=conv.stride, padding=conv.padding, bias=False)
+        second = nn.Conv2d(k, o, 1, bias=conv.bias is not None)
+        first.weight.copy_(b.reshape(k, c, 1, 1).to(conv.weight.dtype))
+        second.weight.copy_(a.reshape(o, k, 1, 1).to(conv.weight.dtype))
+    else:
+        # M[(c, i), (o, j)] = W[o, c, i, j]  ->  V[k, c, i] H[o, k, j]
+        m = w.permute(1, 2, 0, 3).reshape(c * kh, o * kw)
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        a, b = _split(s, u, vh, k)  # a: (c*kh, k), b: (k, o*kw)
+        sh, sw = conv.stride
+        ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+        dh, dw = conv.dilation
+        first = nn.Conv2d(c, k, (kh, 1), stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), bias=False)
+        second = nn.Conv2d(
+            k, o, (1, kw), stride=(1, sw), padding=(0, pw), dilation=(1, dw), bias=conv.bias is not None
+        )
+        first.weight.copy_(a.reshape(c, kh, k).permute(2, 0, 1).reshape(k, c, kh, 1).to(conv.weight.dtype))
+        second.weight.copy_(b.reshape(k, o, kw).permute(1, 0, 2).reshape(o, k, 1, kw).to(conv.weight.dtype))
+    if conv.bias is not None:
+        second.bias.copy_(conv.bias)
+    return nn.Sequential(first, second)
+
+
+def _plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
+    """(rank, "") to factor this layer, or (None, reason) to skip it."""
+    if isinstance(m, nn.Linear):
+        full, dense, per_rank = (
+            min(m.in_features, m.out_features),
+            m.in_features * m.out_features,
+            m.in_features + m.out_features,
+        )
+    else:
+        if m.groups != 1:
+            return None, "grouped or depthwise convolution"
+        if isinstance(m.padding, str):
+            return None, f"padding={m.padding!r}"
+        o, c, kh, kw = m.weight.shape
+        full, dense, per_rank = min(c * kh, o * kw), o * c * kh * kw, c * kh + o * kw
+    k = target_rank(ratio, full)
+    if k * per_rank >= dense:
+        return None, f"rank {k} of {full} saves no parameters"
+    return k, ""
+
+
+def factorize_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
+    """Replace every linear and 2-D conv layer by its rank-``ratio`` factorization, in place."""
+    if not 0 < ratio <= 1:
+        raise PlanError(f"rank_ratio={ratio} leaves no rank")
+    if ctx.sparse:
+        ctx.skip("low_rank", "*", "weights are sparse (unstructured pruning): factors would be dense")
+        return model
+    targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))]
+    for name, m in targets:
+        k, reason = _plan_layer(name, m, ratio)
+        if k is None:
+            ctx.skip("low_rank", name, reason)
+            continue
+        new = factor_linear(m, k) if isinstance(m, nn.Linear) else factor_conv(m, k)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
+@register_knob
+class RankRatio(Knob):
+    name = "rank_ratio"
+    off = 1.0
+    order = 30
+    structural = True
+    limits = (0.01, 1.0)
+    default_space = {"low": 0.1, "high": 1.0, "step": 0.05}
+    probe_value = 0.25
+    help = "rank kept by low-rank factorization of linear and conv layers, as a fraction of full rank"
+
+    def apply(self, model: nn.Module, value: float, ctx: ApplyContext) -> nn.Module:
+        return factorize_(model, float(value), ctx)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from search.measure import encoded_size, serialized_size, weight_tensors
+from spaces import ApplyContext, Plan, apply_plan
+
+
+def conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(8, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+def quantized(bits: int, model=None):
+    x = torch.randn(1, 8, 8, 8)
+    ctx = ApplyContext(
+        example_input=x, num_classes=10, calibration=[torch.randn(16, 8, 8, 8) for _ in range(4)]
+    )
+    return apply_plan(model or conv_net(), Plan(weight_bits=bits), ctx), x
+
+
+def test_int8_runs_on_quantized_kernels_and_is_a_quarter_of_the_size():
+    c, x = quantized(8)
+    assert any("quantized" in type(m).__module__ for m in c.model.modules())
+    float_size = serialized_size(c.float_model)
+    size, _ = encoded_size(c.model, weight_bits=8)
+    assert 0.24 < size / float_size < 0.32  # int8 weights, fp32 biases/scales, pickle framing
+    torch.testing.assert_close(c.model(x).argmax(1), c.float_model(x).argmax(1))
+
+
+def test_4_bit_weights_take_an_eighth_plus_scales():
+    c, _ = quantized(4)
+    float_size = serialized_size(c.float_model)
+    size, method = encoded_size(c.model, weight_bits=4)
+    assert 0.12 < size / float_size < 0.20
+    assert "4 bits packed" in method
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bit_weights_use_only_their_levels(bits):
+    c, _ = quantized(bits)
+    levels = 2 ** (bits - 1) - 1
+    for w in weight_tensors(c.model):
+        q = w.int_repr()
+        assert int(q.abs().max()) <= levels
+        for row in q.flatten(1):
+            assert len(torch.unique(row)) <= 2 * levels + 1
+
+
+def test_quantization_comes_last_and_keeps_the_float_model():
+    c, _ = quantized(8)
+    assert all(p.dtype == torch.float32 for p in c.float_model.parameters())
+    assert c.weight_bits == 8
+
+
+def test_sparse_encoding_counts_non_zeros_and_a_bitmap():
+    lin = nn.Linear(100, 100, bias=False)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[:10] = 1.0  # 1,000 non-zeros of 10,000
+    dense = serialized_size(lin)
+    sparse, method = encoded_size(lin, sparse=True)
+    assert sparse == dense - 40_000 + 4 * 1000 + 10_000 // 8
+    assert "bitmap" in method
