@@ -86,4 +86,21 @@ def progress_line(
     )
     n_front = len(study.best_trials)
     m, s = divmod(int(elapsed_s), 60)
-    return f"{head} | {figs} | front: {n_front} | elapsed {m}:{s:02d}"
+    return f"{head} | {figs} | front: {n_front}{_best_so_far(study, base)} | elapsed {m}:{s:02d}"
+
+
+def _best_so_far(study: optuna.Study, base: dict) -> str:
+    """The smallest complete plan within 1 point of the baseline's accuracy, as the current best."""
+    if not base:
+        return ""
+    good = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("accuracy", 0) >= base["accuracy"] - 0.01 and "size_bytes" in t.user_attrs
+    ]
+    if not good:
+        return ""
+    best = min(good, key=lambda t: (t.user_attrs["size_bytes"], t.user_attrs["latency_ms"]))
+    smaller = base["size_bytes"] / best.user_attrs["size_bytes"]
+    faster = base["latency_ms"] / best.user_attrs["latency_ms"]
+    return f" | best within 1 pt: #{best.number} {smaller:.1f}x smaller, {faster:.1f}x faster"
