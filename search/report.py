@@ -14,8 +14,9 @@ def baseline_of(study: optuna.Study) -> dict | None:
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The Pareto-optimal trials (feasible ones first, as Optuna defines them), by size."""
-    trials = study.best_trials
+    """The Pareto-optimal trials (only feasible ones where the study has constraints), by size;
+    a plan the sampler proposed again (``duplicate_of``) is shown once, as its first trial."""
+    trials = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
     return sorted(trials, key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
 
 
@@ -38,7 +39,7 @@ def _vs(name: str, value: float, base: float | None) -> str:
         return ""
     if name == "accuracy":
         return f" ({100 * (value - base):+.2f})"
-    return f" (x{value / base:.2f})" if base else ""
+    return f" (x{value / base:.2g})" if base else ""
 
 
 def format_front(study: optuna.Study) -> str:
@@ -84,7 +85,7 @@ def progress_line(
         for n in ("accuracy", "size_bytes", "latency_ms")
         if n in trial.user_attrs
     )
-    n_front = len(study.best_trials)
+    n_front = len(front(study))
     m, s = divmod(int(elapsed_s), 60)
     return f"{head} | {figs} | front: {n_front}{_best_so_far(study, base)} | elapsed {m}:{s:02d}"
 
