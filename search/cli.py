@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -84,13 +83,47 @@ def build_parser() -> argparse.ArgumentParser:
         "and run --n-trials more trials. Options that define the search are stored with a new study; "
         "giving one that differs from a resumed study's is an error.",
     )
-    _storage_args(s)
-    s.add_argument(
-        "--n-trials",
-        type=_positive_int,
-        default=DEFAULT_N_TRIALS,
-        help=f"trials to run in this invocation (default: {DEFAULT_N_TRIALS})",
+    _run_args(s, f"trials to run in this invocation (default: {DEFAULT_N_TRIALS})", DEFAULT_N_TRIALS)
+    _config_args(s)
+
+    c = sub.add_parser(
+        "create",
+        help="create a study for many workers: its configuration, teacher and baseline",
+        description="Create the study with its configuration and trial budget, train (or fetch from the "
+        "cache) the teacher and put it in the artifact store, and measure the uncompressed baseline. "
+        "Then start `tradeoff worker` processes, on any machine that reaches the database and the "
+        "artifact store.",
     )
+    _run_args(
+        c,
+        f"the study's trial budget: workers stop at this many complete trials (default: {DEFAULT_N_TRIALS})",
+        DEFAULT_N_TRIALS,
+    )
+    _config_args(c)
+
+    w = sub.add_parser(
+        "worker",
+        help="join a study made by `tradeoff create` and run trials until its budget is met",
+        description="Join an existing study by name and storage URL and run its trials (its stored "
+        "configuration, its teacher) until the study's budget is met, --n-trials is met, or the worker "
+        "is stopped: SIGINT/SIGTERM once finishes the current trial, twice fails it; either way no "
+        "trial is left running and the exit status is 0.",
+    )
+    _run_args(w, "trials this worker runs at most (default: until the study's budget is met)", None)
+
+    f = sub.add_parser(
+        "front",
+        help="show the Pareto-optimal trials against the baseline",
+        description="Print the Pareto-optimal trials: each figure and its change against "
+        "the baseline (accuracy in points, the others as ratios).",
+    )
+    _storage_args(f)
+    return parser
+
+
+def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: int | None) -> None:
+    _storage_args(s)
+    s.add_argument("--n-trials", type=_positive_int, default=n_trials_default, help=n_trials_help)
     s.add_argument(
         "--artifacts",
         help=f"artifact directory for the teacher (default: ${ENV_ARTIFACTS}, else ./tradeoff-artifacts)",
@@ -104,8 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="torch CPU threads for this process (default: all cores); recorded with each latency",
+        help="torch CPU threads (default: the cores divided among the tradeoff processes running on this "
+        "host, re-read before each trial); recorded with each latency",
     )
+    s.add_argument(
+        "--heartbeat-interval",
+        type=_positive_int,
+        default=60,
+        help="seconds between a running trial's heartbeats (default: 60)",
+    )
+    s.add_argument(
+        "--grace-period",
+        type=_positive_int,
+        default=None,
+        help="seconds without a heartbeat after which a trial is failed and retried by another worker "
+        "(default: twice the interval)",
+    )
+
+
+def _config_args(s: argparse.ArgumentParser) -> None:
     g = s.add_argument_group("search configuration (stored with the study)")
     g.add_argument("--task", help="bundled task (default: digits)")
     g.add_argument("--model", help="model to compress (default: resnet18; tiny_resnet for quick tries)")
@@ -152,15 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--seed", type=int, help="seed of teacher training and fine-tuning (default: 0)")
 
-    f = sub.add_parser(
-        "front",
-        help="show the Pareto-optimal trials against the baseline",
-        description="Print the Pareto-optimal trials: each figure and its change against "
-        "the baseline (accuracy in points, the others as ratios).",
-    )
-    _storage_args(f)
-    return parser
-
 
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The search settings the user typed; the rest come from the stored study or defaults."""
@@ -195,7 +236,11 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, *, mode: str) -> int:
+    """search: create or resume, run --n-trials more. create: make the study, its teacher and its
+    baseline. worker: join an existing study and run trials until its budget is met."""
+    import contextlib
+
     import optuna
     import torch
 
@@ -204,43 +249,95 @@ def cmd_search(args: argparse.Namespace) -> int:
     from search.study import open_study
     from search.tasks import get_task
     from search.teacher import ensure_teacher
+    from search.worker import BUDGET_ATTR, Stopper, counts, host_share, run_worker
     from storage import open_artifact_store, open_storage, redact, resolve_url
 
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
 
     url = resolve_url(args.storage)
-    storage = open_storage(url)
-    study, config, created = open_study(storage, args.study_name, _given_config(args), n_trials=args.n_trials)
+    storage = open_storage(
+        url,
+        heartbeat_interval=getattr(args, "heartbeat_interval", None) or 60,
+        grace_period=getattr(args, "grace_period", None),
+    )
+    given = {} if mode == "worker" else _given_config(args)
+    study, config, created = open_study(
+        storage, args.study_name, given, n_trials=args.n_trials, create=(mode != "worker")
+    )
+    if mode == "create" and not created:
+        raise UsageError(
+            f"study {args.study_name!r} already exists; start workers on it, or choose another --study-name"
+        )
     if config.target.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
-    finished = sum(t.state.is_finished() for t in study.trials)
+    complete, _ = counts(study)
+    if mode == "search":
+        budget, n_trials = complete + args.n_trials, args.n_trials
+    elif mode == "create":
+        study.set_user_attr(BUDGET_ATTR, args.n_trials or 40)
+        budget, n_trials = 1, 1  # the baseline
+    else:
+        budget = study.user_attrs.get(BUDGET_ATTR)
+        if budget is None:
+            raise UsageError(
+                f"study {args.study_name!r} has no trial budget; it was not made by `tradeoff create`"
+            )
+        n_trials = args.n_trials
     _log(
-        f"{'created' if created else 'resuming'} study {args.study_name!r} in {redact(url)} "
-        f"({finished} trials so far); {args.n_trials} trials to run, {threads} threads"
+        f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
+        f"{args.study_name!r} in {redact(url)} ({complete} complete trials, budget {budget})"
     )
     task = get_task(config.task, config.model, seed=config.seed, teacher_epochs=config.teacher_epochs)
-    teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), device=device, log=_log)
+    teacher = ensure_teacher(
+        study, task, open_artifact_store(args.artifacts), device=device, train=(mode != "worker"), log=_log
+    )
     runner = Runner(config, task, teacher, device=device)
 
     start, done = time.perf_counter(), 0
+    total = n_trials or max(0, budget - complete)
 
-    def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def progress(trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
         done += 1
-        _log(
-            progress_line(study, trial, done=done, total=args.n_trials, elapsed_s=time.perf_counter() - start)
-        )
+        _log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
 
-    study.optimize(
-        runner, n_trials=args.n_trials, callbacks=[progress], catch=(Exception,), gc_after_trial=True
-    )
-    print(format_front(study))
+    with contextlib.ExitStack() as stack:
+        share = stack.enter_context(host_share())
+        stopper = stack.enter_context(Stopper())
+
+        def set_threads() -> None:
+            torch.set_num_threads(args.threads or share())
+
+        run_worker(
+            study,
+            storage,
+            runner,
+            budget=budget,
+            n_trials=n_trials,
+            stopper=stopper,
+            on_trial=progress,
+            before_trial=set_threads,
+        )
+    if stopper.requested:
+        _log("stopped: no trial of this worker is left running")
+    if mode != "worker":
+        print(format_front(study))
     return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    return _run(args, mode="search")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    return _run(args, mode="create")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return _run(args, mode="worker")
 
 
 def cmd_front(args: argparse.Namespace) -> int:
@@ -258,7 +355,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "front": cmd_front}
+COMMANDS = {"search": cmd_search, "create": cmd_create, "worker": cmd_worker, "front": cmd_front}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
