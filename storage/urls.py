@@ -123,6 +123,6 @@ def open_storage(
         reason = str(getattr(e, "orig", e) or e).strip().splitlines()
         first = reason[0] if reason else type(e).__name__
         first = first.replace(parsed.password or "\0", "***") if parsed.password else first
-        raise StorageError(f"cannot reach the study database {redact(url)}: {first}") from None
+        raise StorageError(f"cannot connect to the study database {redact(url)}: {first}") from None
     except sqlalchemy.exc.ArgumentError as e:
         raise StorageError(f"bad storage URL {redact(url)!r}: {e}") from None

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
+import sqlalchemy
 import torch
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,3 +38,28 @@ def tiny_teacher(tiny_task):
 
     model, _, _ = train_teacher(tiny_task, log=lambda _m: None)
     return model
+
+
+def _postgres_up() -> bool:
+    try:
+        sqlalchemy.create_engine(PG_ADMIN, connect_args={"connect_timeout": 3}).connect().close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database on the real PostgreSQL server; CI must have one (see .ci/run)."""
+    if not _postgres_up():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432; .ci/run should have started it")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"tradeoff_test_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with engine.connect() as c:
+        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()

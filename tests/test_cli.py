@@ -62,7 +62,7 @@ def test_search_then_front_then_resume(tmp_path):
         (["search", "--storage", "not a url"], "malformed storage URL"),
         (
             ["search", "--storage", "postgresql://bob:hunter2@127.0.0.1:9/x"],
-            "cannot reach the study database",
+            "cannot connect to the study database",
         ),
         (["search", "--n-trials", "0"], "must be a positive whole number"),
         (["search", "--n-trials", "-3"], "must be a positive whole number"),

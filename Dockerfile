@@ -1,0 +1,12 @@
+# The tradeoff image: the CLI, optuna-dashboard and the drivers for PostgreSQL.
+FROM python:3.11-slim
+WORKDIR /app
+# torch comes from the default index with the package; for a smaller CPU-only image, install
+# torch and torchvision from PyTorch's CPU wheel index in a line before this one.
+COPY pyproject.toml README.md ./
+COPY search ./search
+COPY spaces ./spaces
+COPY storage ./storage
+RUN pip install --no-cache-dir .
+ENV TRADEOFF_ARTIFACTS=/artifacts TRADEOFF_CACHE=/cache
+ENTRYPOINT []

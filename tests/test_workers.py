@@ -1,0 +1,167 @@
+"""Many workers on one PostgreSQL study: real server, real processes, the compose file's commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from storage import open_storage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = [
+    "--model",
+    "tiny_resnet",
+    "--finetune-steps",
+    "20",
+    "--student-steps",
+    "20",
+    "--latency-repeats",
+    "5",
+]
+FIGURES = ("accuracy", "params", "flops", "size_bytes", "latency_ms", "energy_mj", "latency_threads")
+
+
+def compose_command(service: str) -> list[str]:
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        command = yaml.safe_load(f)["services"][service]["command"]
+    assert command[0] == "tradeoff"
+    return command[1:]
+
+
+def env_for(url: str, tmp_path) -> dict:
+    env = dict(
+        os.environ,
+        PYTHONWARNINGS="ignore",
+        TRADEOFF_STORAGE=url,
+        TRADEOFF_ARTIFACTS=str(tmp_path / "artifacts"),
+        TRADEOFF_RUN_DIR=str(tmp_path / "run"),
+    )
+    return env
+
+
+def start(args: list[str], url: str, tmp_path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=tmp_path,
+        env=env_for(url, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def create(url: str, tmp_path, budget: int, *extra: str) -> None:
+    args = compose_command("create")
+    args[args.index("--n-trials") + 1] = str(budget)
+    p = start([*args, *QUICK, *extra], url, tmp_path)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+
+
+def load(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="tradeoff", storage=open_storage(url, heartbeat_interval=None))
+
+
+def complete(study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_three_workers_end_with_exactly_the_budget(pg_url, tmp_path):
+    create(pg_url, tmp_path, 7)
+    workers = [start(compose_command("worker"), pg_url, tmp_path) for _ in range(3)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    study = load(pg_url)
+    done = complete(study)
+    assert len(done) == 7
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert all(all(name in t.user_attrs for name in FIGURES) for t in done)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len({t.user_attrs["worker"] for t in done[1:]}) >= 2  # the work was shared
+
+
+def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t in load(url).trials:
+            if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(
+                f":{pid}"
+            ):
+                return t
+        time.sleep(0.2)
+    raise AssertionError("the worker never started a trial")
+
+
+def test_a_killed_workers_trial_is_failed_and_retried(pg_url, tmp_path):
+    # 6: the baseline, the four seeded single-technique plans (queued before the retry), the retry
+    create(pg_url, tmp_path, 6, "--finetune-steps", "300")
+    beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
+    victim = start([*compose_command("worker"), *beat], pg_url, tmp_path)
+    killed = _wait_for_running(pg_url, victim.pid)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = start([*compose_command("worker"), *beat], pg_url, tmp_path)
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err
+    study = load(pg_url)
+    assert len(complete(study)) == 6
+    assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retried = [
+        t
+        for t in complete(study)
+        if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == killed.number
+    ]
+    assert len(retried) == 1 and retried[0].params == killed.params
+
+
+def test_sigterm_finishes_the_trial_and_exits_cleanly(pg_url, tmp_path):
+    create(pg_url, tmp_path, 20, "--finetune-steps", "300")
+    worker = start(compose_command("worker"), pg_url, tmp_path)
+    trial = _wait_for_running(pg_url, worker.pid)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    study = load(pg_url)
+    assert study.trials[trial.number].state == optuna.trial.TrialState.COMPLETE
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(complete(study)) < 20
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        (None, "no study named 'tradeoff'"),
+        ("postgresql://nosuchuser:hunter2@127.0.0.1:5432/postgres", "cannot connect to the study database"),
+        ("postgresql://bob:hunter2@127.0.0.1:9/x", "cannot connect to the study database"),
+    ],
+)
+def test_a_worker_with_bad_coordinates_fails_fast_in_one_line(pg_url, tmp_path, url, message):
+    t = time.monotonic()
+    p = start(compose_command("worker"), url or pg_url, tmp_path)
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - t < 30
+    assert p.returncode == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "hunter2" not in out + err
+
+
+def test_compose_wires_every_service_to_the_same_storage():
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    services = compose["services"]
+    assert {"postgres", "create", "worker", "dashboard"} <= set(services)
+    for name in ("create", "worker", "dashboard"):
+        assert services[name]["environment"]["TRADEOFF_STORAGE"].startswith("postgresql+psycopg://")
+        assert "POSTGRES_PASSWORD" in services[name]["environment"]["TRADEOFF_STORAGE"]
+    assert "optuna-dashboard" in " ".join(services["dashboard"]["command"])
+    assert "pgdata" in compose["volumes"]
+    assert os.path.exists(os.path.join(ROOT, ".env.example"))
