@@ -29,6 +29,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search.runner import FAIL_ATTR
+from storage.urls import transient
 
 BUDGET_ATTR = "tradeoff:budget"
 WORKER_ATTR = "worker"
@@ -49,18 +50,30 @@ def budget_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterato
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         return
-    with engine.connect() as conn:
-        if backend == "postgresql":
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-        else:
-            conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 600)"), {"k": str(key)})
-            unlock = sqlalchemy.text("SELECT RELEASE_LOCK(:k)")
+    if backend == "postgresql":
+        lock, unlock = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"
+    else:
+        lock, unlock, key = "SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)", str(key)
+    deadline = time.monotonic() + storage.retry_for_s
+    while True:  # the database may be restarting: wait for it as the storage does
+        conn = None
+        try:
+            conn = engine.connect()
+            conn.execute(sqlalchemy.text(lock), {"k": key})
+            break
+        except sqlalchemy.exc.DBAPIError as e:
+            if conn is not None:
+                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                    conn.close()
+            if not transient(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    with conn:
         try:
             yield
         finally:
-            with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                conn.execute(unlock, {"k": key if backend == "postgresql" else str(key)})
+            with contextlib.suppress(sqlalchemy.exc.DBAPIError):  # a lost connection released it
+                conn.execute(sqlalchemy.text(unlock), {"k": key})
                 conn.commit()
 
 

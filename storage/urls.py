@@ -7,8 +7,10 @@ default ``sqlite:///tradeoff.db`` in the working directory.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 import warnings
 
 import optuna
@@ -71,6 +73,61 @@ def _check(url: str) -> sqlalchemy.URL:
     return parsed
 
 
+_RETRIED = (
+    "create_new_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial",
+    "set_trial_param", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
+    "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+)  # fmt: skip
+RETRY_FOR_S = 120.0
+
+
+def transient(e: BaseException) -> bool:
+    """A lost or refused connection (a database restart, a network blip), not a logic error."""
+    while e is not None:
+        if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _with_retry(name: str):
+    def call(self, *args, **kwargs):
+        method = getattr(optuna.storages.RDBStorage, name)
+        delay, deadline = 0.5, time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                if not transient(e) or time.monotonic() > deadline:
+                    raise
+                logging.getLogger("tradeoff").warning("study database unreachable; retrying in %.1f s", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+    call.__name__ = name
+    return call
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose every operation is retried for up to ``retry_for_s`` seconds
+    when the connection is lost, so a database restart pauses workers instead of killing them.
+    (``pool_pre_ping`` alone replaces dead pooled connections, but cannot wait for the server
+    to come back.) A write whose commit reached the server just before the connection broke may
+    be repeated; Optuna's writes are idempotent except creating a trial, where that window is a
+    single round trip."""
+
+    retry_for_s = RETRY_FOR_S
+
+    for _name in _RETRIED:
+        locals()[_name] = _with_retry(_name)
+    del _name
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -110,7 +167,7 @@ def open_storage(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return ResilientRDBStorage(
                 parsed.render_as_string(hide_password=False),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,

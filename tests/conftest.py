@@ -56,7 +56,7 @@ def pg_url():
             pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432; .ci/run should have started it")
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     name = f"tradeoff_test_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with engine.connect() as c:
         c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"

@@ -165,3 +165,39 @@ def test_compose_wires_every_service_to_the_same_storage():
     assert "optuna-dashboard" in " ".join(services["dashboard"]["command"])
     assert "pgdata" in compose["volumes"]
     assert os.path.exists(os.path.join(ROOT, ".env.example"))
+
+
+def _restart_postgres_command() -> list[str] | None:
+    import shutil
+
+    if not shutil.which("pg_ctlcluster") or not os.path.isdir("/etc/postgresql"):
+        return None
+    version = sorted(
+        os.listdir("/etc/postgresql"), key=lambda v: [int(x) for x in v.split(".") if x.isdigit()]
+    )[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+
+
+def test_workers_ride_out_a_database_restart(pg_url, tmp_path):
+    restart = _restart_postgres_command()
+    if restart is None:
+        if os.environ.get("CI"):
+            pytest.fail("pg_ctlcluster is missing: CI cannot restart PostgreSQL")
+        pytest.skip("no pg_ctlcluster to restart PostgreSQL with")
+    create(pg_url, tmp_path, 10)
+    workers = [start(compose_command("worker"), pg_url, tmp_path) for _ in range(2)]
+    deadline = time.monotonic() + 300
+    while len(complete(load(pg_url))) < 3:
+        assert time.monotonic() < deadline, "the workers made no progress"
+        assert all(w.poll() is None for w in workers), "a worker ended before the restart"
+        time.sleep(0.5)
+    before = {t.number: (t.params, t.values) for t in complete(load(pg_url))}
+    subprocess.run(restart, check=True, timeout=120, capture_output=True)
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    study = load(pg_url)
+    assert len(complete(study)) == 10
+    after = {t.number: (t.params, t.values) for t in complete(study)}
+    assert all(after[n] == v for n, v in before.items())  # nothing stored before the restart was lost
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
