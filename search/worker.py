@@ -22,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import optuna
@@ -153,7 +154,10 @@ def run_worker(
     ran = 0
     stopper = stopper or Stopper()
     while not stopper.requested and (n_trials is None or ran < n_trials):
-        with budget_lock(storage, study.study_name):
+        with budget_lock(storage, study.study_name), warnings.catch_warnings():
+            # Optuna warns that heartbeats belong to Study.optimize: this loop keeps its own.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
             complete, running = counts(study)
             if complete >= budget:
