@@ -126,7 +126,8 @@ def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: 
     s.add_argument("--n-trials", type=_positive_int, default=n_trials_default, help=n_trials_help)
     s.add_argument(
         "--artifacts",
-        help=f"artifact directory for the teacher (default: ${ENV_ARTIFACTS}, else ./tradeoff-artifacts)",
+        help=f"artifact store for the teacher: a directory every worker reads, or s3://BUCKET "
+        f"(pip install 'tradeoff[s3]') (default: ${ENV_ARTIFACTS}, else ./tradeoff-artifacts)",
     )
     s.add_argument(
         "--device",
@@ -232,6 +233,19 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def _storage_url(args: argparse.Namespace) -> str:
+    """The storage URL; one typed with a password on the command line is refused (every user of
+    the machine can read a command line), and the error does not repeat it."""
+    from storage import ENV_URL_FILE, redact, resolve_url
+
+    if args.storage and redact(args.storage) != args.storage:
+        raise UsageError(
+            f"--storage {redact(args.storage)} carries a password on the command line; put the URL in "
+            f"${ENV_URL} or in a file named by ${ENV_URL_FILE}"
+        )
+    return resolve_url(args.storage)
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -250,14 +264,14 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
     from search.tasks import get_task
     from search.teacher import ensure_teacher
     from search.worker import BUDGET_ATTR, Stopper, counts, host_share, run_worker
-    from storage import open_artifact_store, open_storage, redact, resolve_url
+    from storage import open_artifact_store, open_storage, redact
 
     torch.set_flush_denormal(True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
 
-    url = resolve_url(args.storage)
+    url = _storage_url(args)
     storage = open_storage(
         url,
         heartbeat_interval=getattr(args, "heartbeat_interval", None) or 60,
@@ -347,7 +361,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     from search.study import stored_config
     from storage import open_storage
 
-    storage = open_storage(args.storage, heartbeat_interval=None)
+    storage = open_storage(_storage_url(args), heartbeat_interval=None)
     if stored_config(storage, args.study_name) is None:
         raise UsageError(f"no study named {args.study_name!r} in this storage; run `tradeoff search` first")
     study = optuna.load_study(study_name=args.study_name, storage=storage)

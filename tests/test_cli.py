@@ -60,9 +60,10 @@ def test_search_then_front_then_resume(tmp_path):
     [
         (["search", "--task", "mnist"], "unknown task 'mnist'"),
         (["search", "--storage", "not a url"], "malformed storage URL"),
+        (["search", "--storage", "postgresql://bob@127.0.0.1:9/x"], "cannot connect to the study database"),
         (
             ["search", "--storage", "postgresql://bob:hunter2@127.0.0.1:9/x"],
-            "cannot connect to the study database",
+            "carries a password on the command line",
         ),
         (["search", "--n-trials", "0"], "must be a positive whole number"),
         (["search", "--n-trials", "-3"], "must be a positive whole number"),
