@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.tasks import Split
+from spaces import PlanError
+
+GRAD_CLIP = 5.0  # max gradient norm during fine-tuning and distillation
 
 
 def _shift(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -97,15 +100,20 @@ def finetune_kd(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     order = torch.randperm(len(data), generator=gen)
     pos = 0
-    for _ in range(steps):
+    for step in range(steps):
         if pos + batch_size > len(order):
             order, pos = torch.randperm(len(data), generator=gen), 0
         idx = order[pos : pos + batch_size]
         pos += batch_size
         x, y = data.x[idx].to(device), data.y[idx].to(device)
         loss = kd_loss(model(x), teacher_logits[idx].to(device), y, temperature=temperature, alpha=alpha)
+        if not torch.isfinite(loss):
+            raise PlanError(f"fine-tuning diverged (loss {loss.item()}) at step {step + 1} of {steps}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # A thin or factorised network trained from scratch at a high rate can blow up in a step;
+        # clipping keeps such plans trainable instead of leaving NaN weights.
+        nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         sched.step()
     return model.cpu().eval()

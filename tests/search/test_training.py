@@ -29,3 +29,29 @@ def test_kd_loss_with_alpha_zero_is_cross_entropy():
     s, t, y = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
     ce = torch.nn.functional.cross_entropy(s, y)
     assert kd_loss(s, t, y, temperature=3.0, alpha=0.0).item() == pytest.approx(ce.item())
+
+
+def test_a_diverging_fine_tune_fails_with_its_reason(tiny_task):
+    from search.training import finetune_kd
+    from spaces import PlanError
+
+    model = tiny_task.build()
+    logits = torch.randn(len(tiny_task.train), 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(PlanError, match="fine-tuning diverged"):
+        finetune_kd(model, tiny_task.train, logits, steps=5)
+
+
+def test_fine_tuning_reduces_the_distillation_loss(tiny_task):
+    from search.training import finetune_kd
+
+    torch.manual_seed(0)
+    model = tiny_task.build()
+    x, y = tiny_task.train.x[:256], tiny_task.train.y[:256]
+    logits = torch.nn.functional.one_hot(tiny_task.train.y, 10).float() * 5
+    before = kd_loss(model.eval()(x), logits[:256], y, temperature=4.0, alpha=0.7).item()
+    finetune_kd(model, tiny_task.train, logits, steps=60, lr=0.05)
+    after = kd_loss(model.eval()(x), logits[:256], y, temperature=4.0, alpha=0.7).item()
+    assert after < 0.5 * before
