@@ -274,8 +274,8 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
     url = _storage_url(args)
     storage = open_storage(
         url,
-        heartbeat_interval=getattr(args, "heartbeat_interval", None) or 60,
-        grace_period=getattr(args, "grace_period", None),
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
     )
     given = {} if mode == "worker" else _given_config(args)
     study, config, created = open_study(

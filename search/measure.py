@@ -336,8 +336,7 @@ def measure(
     params = count_params(reference, sparse=sparse)
     size, size_method = encoded_size(model, weight_bits=weight_bits, sparse=sparse)
 
-    deployed_model = model.to(device)
-    deployed = deployable(deployed_model, example_input.to(device))
+    deployed = deployable(model.to(device), example_input.to(device))
     acc = accuracy(deployed, val_x, val_y, device=device)
     med, p10, p90 = latency(deployed, example_input, warmup=warmup, repeats=repeats, device=device)
     threads = torch.get_num_threads()

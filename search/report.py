@@ -85,9 +85,8 @@ def progress_line(
         for n in ("accuracy", "size_bytes", "latency_ms")
         if n in trial.user_attrs
     )
-    n_front = len(front(study))
     m, s = divmod(int(elapsed_s), 60)
-    return f"{head} | {figs} | front: {n_front}{_best_so_far(study, base)} | elapsed {m}:{s:02d}"
+    return f"{head} | {figs} | front: {len(front(study))}{_best_so_far(study, base)} | elapsed {m}:{s:02d}"
 
 
 def _best_so_far(study: optuna.Study, base: dict) -> str:
