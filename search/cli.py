@@ -118,7 +118,89 @@ def build_parser() -> argparse.ArgumentParser:
         "the baseline (accuracy in points, the others as ratios).",
     )
     _storage_args(f)
+
+    sel = sub.add_parser(
+        "select",
+        help="rank the feasible Pareto-optimal trials by a weighted cost",
+        description="Rank the Pareto-optimal trials that meet the constraints by the weighted cost "
+        "L = sum of weight x term, each term normalised against the baseline: accuracy as points of "
+        "drop, size/latency/energy (and params/flops) as ratios to the baseline. Lower is better; "
+        "every term is printed so you can see why the winner won.",
+    )
+    _storage_args(sel)
+    _select_args(sel)
+    sel.add_argument("--limit", type=_positive_int, default=10, help="rows to print (default: 10)")
+
+    r = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of the front, and a PNG of its main plot",
+        description="Write a self-contained HTML file (Plotly, JavaScript inlined): every pair of the "
+        "study's figures with the baseline and single-technique points marked and dominated trials "
+        "greyed, and a table of the front; plus a PNG of accuracy against size beside it.",
+    )
+    _storage_args(r)
+    r.add_argument(
+        "--output",
+        default="report.html",
+        help="HTML file to write (default: report.html); the PNG goes beside it with the same name",
+    )
+
+    e = sub.add_parser(
+        "export",
+        help="rebuild one trial's model, re-measure it, test it, and write it as a deployable directory",
+        description="Rebuild the chosen trial's model from its stored plan (the runner's own code), "
+        "re-measure it, evaluate it once on the held-out test split and write DIR: model.pt "
+        "(TorchScript), model.onnx (where it exports cleanly), plan.json and record.json. Choose the "
+        "trial with --trial N, or with the same weights and constraints as `tradeoff select`.",
+    )
+    _storage_args(e)
+    e.add_argument("--output", "-o", required=True, help="directory to write (must not exist, see --force)")
+    e.add_argument("--trial", type=int, help="trial number to export (default: the top of `select`)")
+    _select_args(e)
+    e.add_argument("--force", action="store_true", help="replace an existing export directory")
+    e.add_argument(
+        "--artifacts",
+        help=f"the study's artifact store, where its teacher is (default: ${ENV_ARTIFACTS}, else "
+        "./tradeoff-artifacts)",
+    )
+    e.add_argument("--device", default="cpu", help="device for the rebuild's fine-tuning (default: cpu)")
+
+    v = sub.add_parser(
+        "verify",
+        help="load an exported directory and check it against its record",
+        description="Check every file of an export against its SHA-256, load the model without this "
+        "package's classes, re-run the test split and compare accuracy, output shape and the ONNX "
+        "twin with the record. Exit 1 when something does not hold.",
+    )
+    v.add_argument("directory", help="a directory written by `tradeoff export`")
+
+    d = sub.add_parser(
+        "dashboard",
+        help="open the study in optuna-dashboard",
+        description="Serve optuna-dashboard on the study's storage and artifact store.",
+    )
+    d.add_argument(
+        "--storage",
+        help=f"study database URL (default: ${ENV_URL}, else {DEFAULT_URL} in the working directory)",
+    )
+    d.add_argument("--artifacts", help="artifact store to browse (default: as for search)")
+    d.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    d.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
     return parser
+
+
+def _select_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--weights",
+        help="cost weights, e.g. accuracy=0.6,size=0.2,latency=0.1,energy=0.1 (the default); names: "
+        "accuracy, size, latency, energy, params, flops",
+    )
+    s.add_argument("--max-latency-ms", type=_number, help="only trials with latency_ms <= this")
+    s.add_argument("--max-size-mb", type=_number, help="only trials with size <= this x 10^6 bytes")
+    s.add_argument("--max-energy-mj", type=_number, help="only trials with energy_mj <= this")
+    s.add_argument("--min-accuracy", type=_number, help="only trials with validation accuracy (0-1) >= this")
 
 
 def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: int | None) -> None:
@@ -202,6 +284,12 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         help="NSGA-II population (default: fitted to the first run's --n-trials)",
     )
     g.add_argument("--seed", type=int, help="seed of teacher training and fine-tuning (default: 0)")
+    g.add_argument(
+        "--scalarize",
+        metavar="WEIGHTS",
+        help="search one objective, the weighted cost of `tradeoff select` (e.g. "
+        "accuracy=0.6,size=0.2,latency=0.1,energy=0.1), with TPE instead of NSGA-II",
+    )
 
 
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,6 +318,10 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         given["constraints"] = {k: v for k, v in constraints.items() if v is not None}
     if args.space:
         given["space"] = dict(args.space)
+    if args.scalarize:
+        from search.cost import parse_weights
+
+        given["scalarize"] = parse_weights(args.scalarize)
     return given
 
 
@@ -355,21 +447,185 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_front(args: argparse.Namespace) -> int:
-    import optuna
-
     from search.report import format_front
-    from search.study import stored_config
-    from storage import open_storage
 
-    storage = open_storage(_storage_url(args), heartbeat_interval=None)
-    if stored_config(storage, args.study_name) is None:
-        raise UsageError(f"no study named {args.study_name!r} in this storage; run `tradeoff search` first")
-    study = optuna.load_study(study_name=args.study_name, storage=storage)
+    study, _ = _load_study(args)
     print(format_front(study))
     return 0
 
 
-COMMANDS = {"search": cmd_search, "create": cmd_create, "worker": cmd_worker, "front": cmd_front}
+def _load_study(args: argparse.Namespace, *, heartbeat: bool = False):
+    import optuna
+
+    from search.study import stored_config
+    from storage import open_storage
+
+    storage = open_storage(_storage_url(args), heartbeat_interval=None)
+    config = stored_config(storage, args.study_name)
+    if config is None:
+        raise UsageError(f"no study named {args.study_name!r} in this storage; run `tradeoff search` first")
+    return optuna.load_study(study_name=args.study_name, storage=storage), config
+
+
+def _ranking(args: argparse.Namespace, study, config):
+    from search.cost import parse_weights, rank
+    from search.report import baseline_of
+
+    weights = parse_weights(args.weights)
+    constraints = {
+        n: getattr(args, n) for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
+    }
+    baseline = baseline_of(study)
+    if baseline is None:
+        raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
+    ranked = rank(
+        study.get_trials(deepcopy=False),
+        baseline,
+        weights,
+        objectives=config.objectives,
+        constraints=constraints,
+    )
+    return ranked, weights
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from search.cost import format_ranking
+
+    study, config = _load_study(args)
+    ranked, weights = _ranking(args, study, config)
+    print(format_ranking(ranked, weights, limit=args.limit))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import os
+
+    from search.report import write_report
+
+    study, _ = _load_study(args)
+    parent = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {args.output}: the directory {parent} does not exist")
+    html, png = write_report(study, args.output)
+    _log(f"wrote {html} ({os.path.getsize(html) / 1e6:.1f} MB, self-contained) and {png}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    import optuna
+    import torch
+
+    from search.export import _check_target, export_trial
+    from search.runner import Runner
+    from search.tasks import get_task
+    from search.teacher import ensure_teacher
+    from storage import open_artifact_store
+
+    torch.set_flush_denormal(True)
+    _check_target(args.output, args.force)  # before any work
+    study, config = _load_study(args)
+    if args.trial is not None:
+        if args.weights or any(
+            getattr(args, n) is not None
+            for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
+        ):
+            raise UsageError("give either --trial or --weights/constraints, not both")
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        if args.trial not in by_number:
+            last = max(by_number) if by_number else None
+            raise UsageError(
+                f"--trial {args.trial}: no such trial in study {args.study_name!r}"
+                + (f" (numbers run 0-{last})" if last is not None else " (it has no trials)")
+            )
+        trial = by_number[args.trial]
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            reason = trial.user_attrs.get("fail_reason")
+            raise UsageError(
+                f"--trial {args.trial} did not complete ({trial.state.name.lower()}"
+                + (f": {reason}" if reason else "")
+                + "); pick a complete trial, e.g. from `tradeoff select`"
+            )
+        if "duplicate_of" in trial.user_attrs:
+            trial = by_number[trial.user_attrs["duplicate_of"]]
+    else:
+        ranked, _ = _ranking(args, study, config)
+        trial = ranked[0].trial
+        _log(f"selected trial #{trial.number} (cost {ranked[0].cost:.4f})")
+    task = get_task(config.task, config.model, seed=config.seed, teacher_epochs=config.teacher_epochs)
+    teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), train=False, log=_log)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    runner = Runner(config, task, teacher, device=args.device)
+    record = export_trial(study, trial, args.output, runner=runner, force=args.force, log=_log)
+    onnx = record["onnx"]
+    _log(
+        f"wrote {args.output}: {', '.join(record['files'])}, plan.json, record.json"
+        + ("" if onnx.get("written") else f" (no ONNX: {onnx['reason']})")
+    )
+    print(
+        json.dumps(
+            {
+                "trial": record["trial"],
+                "plan": record["plan"],
+                "test_accuracy": record["test_accuracy"],
+                "differences": record["differences"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.export import verify
+
+    torch.set_flush_denormal(True)
+    problems = verify(args.directory, log=_log)
+    for p in problems:
+        print(f"tradeoff: verify: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{args.directory}: verified")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import socket
+
+    from optuna_dashboard import run_server
+
+    from storage import open_artifact_store, open_storage, redact
+
+    url = _storage_url(args)
+    storage = open_storage(url, heartbeat_interval=None)
+    artifacts = open_artifact_store(args.artifacts)
+    with socket.socket() as probe:  # a clear error for a taken port, before the server starts
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            raise UsageError(
+                f"cannot listen on {args.host}:{args.port}: {e.strerror}; choose another --port"
+            ) from None
+    _log(f"optuna-dashboard on http://{args.host}:{args.port}/dashboard/ for {redact(url)} (Ctrl-C stops it)")
+    run_server(storage, host=args.host, port=args.port, artifact_store=artifacts)
+    return 0
+
+
+COMMANDS = {
+    "search": cmd_search,
+    "create": cmd_create,
+    "worker": cmd_worker,
+    "front": cmd_front,
+    "select": cmd_select,
+    "report": cmd_report,
+    "export": cmd_export,
+    "verify": cmd_verify,
+    "dashboard": cmd_dashboard,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,7 @@ class SearchConfig:
     kd_alpha: float = 0.7
     latency_warmup: int = 10
     latency_repeats: int = 50
+    scalarize: dict[str, float] = field(default_factory=dict)  # weights: one objective, the cost
     version: int = CONFIG_VERSION
 
     # -- validation ---------------------------------------------------------------------------
@@ -114,18 +115,34 @@ class SearchConfig:
             raise UsageError(f"unknown measurement target {self.target!r}; use cpu or cuda[:N]")
         if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0:
             raise UsageError("`kd_alpha` must be in [0, 1] and `kd_temperature` > 0.")
+        scalarize = {}
+        if self.scalarize:
+            from search.cost import check_weights
+
+            scalarize = check_weights(self.scalarize)
         population = self.population_size
         if population == 0 and n_trials is not None:
             population = fitted_population(n_trials)
         if population and population < 2:
             raise UsageError("`population_size` must be >= 2.")
         return dataclasses.replace(
-            self, objectives=objectives, constraints=constraints, space=space, population_size=population
+            self,
+            objectives=objectives,
+            constraints=constraints,
+            space=space,
+            population_size=population,
+            scalarize=scalarize,
         )
 
     @property
     def directions(self) -> list[str]:
+        if self.scalarize:
+            return ["minimize"]
         return [OBJECTIVES[name] for name in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["cost"] if self.scalarize else list(self.objectives)
 
     def constraint_values(self, figures: Mapping[str, float]) -> dict[str, float]:
         """One value per constraint, <= 0 where the figures meet it (Optuna's convention)."""

@@ -13,11 +13,29 @@ def baseline_of(study: optuna.Study) -> dict | None:
     return study.user_attrs.get(BASELINE_ATTR)
 
 
+def objectives_of(study: optuna.Study) -> tuple[str, ...]:
+    """The figures the study trades off (a scalarized study still has them in its config)."""
+    from search.config import DEFAULT_OBJECTIVES, SearchConfig
+    from search.study import CONFIG_ATTR
+
+    text = study.user_attrs.get(CONFIG_ATTR)
+    return SearchConfig.from_json(text).objectives if text else DEFAULT_OBJECTIVES
+
+
+def feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in t.constraints)
+
+
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The Pareto-optimal trials (only feasible ones where the study has constraints), by size;
-    a plan the sampler proposed again (``duplicate_of``) is shown once, as its first trial."""
-    trials = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
-    return sorted(trials, key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
+    """The Pareto-optimal trials over the study's figures (only feasible ones where the study
+    has constraints), by size; a plan the sampler proposed again (``duplicate_of``) is shown
+    once, as its first trial."""
+    from search.cost import measured, pareto
+
+    objectives = objectives_of(study)
+    trials = measured(study.get_trials(deepcopy=False), objectives)
+    ok = [t for t in trials if feasible(t)]
+    return sorted(pareto(ok, objectives), key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
 
 
 def _fmt(name: str, value: float) -> str:
@@ -48,6 +66,8 @@ def format_front(study: optuna.Study) -> str:
     base = baseline_of(study)
     trials = front(study)
     if not trials:
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+            return f"study {study.study_name!r}: no complete trial meets the study's constraints yet"
         return f"study {study.study_name!r} has no completed trial yet"
     header = ["trial", *FIGURES, "plan"]
     rows = []
@@ -104,3 +124,201 @@ def _best_so_far(study: optuna.Study, base: dict) -> str:
     smaller = base["size_bytes"] / best.user_attrs["size_bytes"]
     faster = base["latency_ms"] / best.user_attrs["latency_ms"]
     return f" | best within 1 pt: #{best.number} {smaller:.1f}x smaller, {faster:.1f}x faster"
+
+
+# -- the HTML report ------------------------------------------------------------------------
+
+_LABELS = {
+    "accuracy": "validation accuracy (%)",
+    "size_bytes": "size (MB)",
+    "latency_ms": "latency (ms)",
+    "energy_mj": "energy per inference (mJ)",
+    "flops": "FLOPs (M)",
+    "params": "parameters (M)",
+}
+_SCALE = {"accuracy": 100.0, "size_bytes": 1e-6, "flops": 1e-6, "params": 1e-6}
+
+
+def _axis(name: str, t: optuna.trial.FrozenTrial) -> float:
+    return float(t.user_attrs[name]) * _SCALE.get(name, 1.0)
+
+
+def _plan_text(t: optuna.trial.FrozenTrial) -> str:
+    plan = t.user_attrs.get("plan") or t.params
+    from spaces import KNOBS
+
+    on = [f"{k}={v:g}" for k, v in plan.items() if k in KNOBS and v != KNOBS[k].off]
+    return ", ".join(on) or "baseline (no compression)"
+
+
+def _groups(study: optuna.Study):
+    """(label, style, trials) for each kind of point, drawn in this order."""
+    from search.cost import measured
+    from search.runner import ROLE_ATTR
+
+    objectives = objectives_of(study)
+    trials = measured(study.get_trials(deepcopy=False), objectives)
+    on_front = {t.number for t in front(study)}
+    base = baseline_of(study) or {}
+    groups = [
+        ("infeasible", dict(color="#d0d0d0", symbol="x", size=7), [t for t in trials if not feasible(t)]),
+        (
+            "dominated",
+            dict(color="#b8b8b8", symbol="circle", size=7),
+            [t for t in trials if feasible(t) and t.number not in on_front],
+        ),
+        (
+            "Pareto front",
+            dict(color="#1f77b4", symbol="circle", size=10),
+            [t for t in trials if t.number in on_front],
+        ),
+        (
+            "single technique",
+            dict(color="#ff7f0e", symbol="diamond", size=12, line=dict(width=1, color="black")),
+            [t for t in trials if t.user_attrs.get(ROLE_ATTR) == "single-technique"],
+        ),
+        (
+            "baseline",
+            dict(color="#d62728", symbol="star", size=16, line=dict(width=1, color="black")),
+            [t for t in trials if t.number == base.get("trial")],
+        ),
+    ]
+    return objectives, groups
+
+
+def figure(study: optuna.Study):
+    """Plotly figure: every pair of the study's figures, then a table of the front."""
+    import itertools
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    objectives, groups = _groups(study)
+    pairs = [p for p in itertools.combinations(objectives, 2)] or [(objectives[0], objectives[0])]
+    if "accuracy" in objectives:  # accuracy on the y axis of every pair that has it
+        pairs = [(b, a) if a == "accuracy" else (a, b) for a, b in pairs]
+    cols = 2 if len(pairs) > 1 else 1
+    rows = -(-len(pairs) // cols)
+    fig = make_subplots(
+        rows=rows + 1,
+        cols=cols,
+        specs=[[{"type": "xy"}] * cols for _ in range(rows)]
+        + [[{"type": "table", "colspan": cols}] + [None] * (cols - 1)],
+        row_heights=[1.0] * rows + [0.9],
+        vertical_spacing=0.06,
+        subplot_titles=[f"{_LABELS[y]} vs {_LABELS[x]}" for x, y in pairs],
+    )
+    for i, (x, y) in enumerate(pairs):
+        r, c = divmod(i, cols)
+        for label, style, trials in groups:
+            if not trials:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[_axis(x, t) for t in trials],
+                    y=[_axis(y, t) for t in trials],
+                    mode="markers",
+                    marker=style,
+                    name=label,
+                    legendgroup=label,
+                    showlegend=(i == 0),
+                    text=[f"#{t.number}: {_plan_text(t)}" for t in trials],
+                    hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
+                ),
+                row=r + 1,
+                col=c + 1,
+            )
+        for axis, name in (("x", x), ("y", y)):
+            kind = "log" if name in ("size_bytes", "latency_ms", "energy_mj", "flops", "params") else "linear"
+            getattr(fig, f"update_{axis}axes")(type=kind, title_text=_LABELS[name], row=r + 1, col=c + 1)
+    front_trials = front(study)
+    base = baseline_of(study) or {}
+    header = ["trial", "plan", *[_LABELS[o] for o in objectives]]
+    cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
+    for o in objectives:
+        cells.append(
+            [f"{_fmt(o, t.user_attrs[o])}{_vs(o, t.user_attrs[o], base.get(o))}" for t in front_trials]
+        )
+    fig.add_trace(
+        go.Table(header=dict(values=header, align="left"), cells=dict(values=cells, align="left")),
+        row=rows + 1,
+        col=1,
+    )
+    n = sum(len(g[2]) for g in groups[:3])
+    fig.update_layout(
+        title=f"tradeoff study {study.study_name!r}: {len(front_trials)} Pareto-optimal of {n} "
+        "measured trials",
+        height=420 * rows + 60 + 28 * (len(front_trials) + 2),
+        width=1200,
+        template="plotly_white",
+    )
+    return fig
+
+
+def write_png(study: optuna.Study, path: str) -> None:
+    """The main plot (accuracy against size, or the first two figures) as a PNG, with
+    matplotlib (Plotly's PNG export needs a browser; this must work on a bare server)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives, groups = _groups(study)
+    y = "accuracy" if "accuracy" in objectives else objectives[0]
+    x = "size_bytes" if "size_bytes" in objectives else next((o for o in objectives if o != y), y)
+    mpl_marker = {"x": "x", "circle": "o", "diamond": "D", "star": "*"}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=150)
+    for label, style, trials in groups:
+        if trials:
+            ax.scatter(
+                [_axis(x, t) for t in trials],
+                [_axis(y, t) for t in trials],
+                s=style["size"] ** 2 * 0.8,
+                c=style["color"],
+                marker=mpl_marker[style["symbol"]],
+                edgecolors="black" if "line" in style else "none",
+                linewidths=0.6,
+                label=label,
+                zorder=3 if label != "dominated" else 2,
+            )
+    # the staircase of this plot's own two figures: the best accuracy at each size
+    stairs, best = [], -float("inf")
+    for t in sorted(next(g[2] for g in groups if g[0] == "Pareto front"), key=lambda t: _axis(x, t)):
+        if _axis(y, t) > best:
+            best = _axis(y, t)
+            stairs.append((_axis(x, t), best))
+    if stairs:
+        ax.step(*zip(*stairs), where="post", color="#1f77b4", linewidth=1, alpha=0.6)
+    if x != "accuracy":
+        ax.set_xscale("log")
+    ax.set_xlabel(_LABELS[x])
+    ax.set_ylabel(_LABELS[y])
+    ax.set_title(f"{study.study_name}: {_LABELS[y]} vs {_LABELS[x]}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(study: optuna.Study, html_path: str) -> tuple[str, str]:
+    """A self-contained HTML report (Plotly, its JavaScript inlined) and a PNG of the main plot
+    beside it; both written to temporary names first, so a failure leaves no half file."""
+    import os
+
+    png_path = os.path.splitext(html_path)[0] + ".png"
+    if not front(study):
+        from search.errors import UsageError
+
+        raise UsageError(f"study {study.study_name!r} has no measured feasible trial to report yet")
+    tmp_html, tmp_png = html_path + ".tmp", png_path + ".tmp.png"
+    try:
+        figure(study).write_html(tmp_html, include_plotlyjs=True, full_html=True)
+        write_png(study, tmp_png)
+        os.replace(tmp_html, html_path)
+        os.replace(tmp_png, png_path)
+    finally:
+        for p in (tmp_html, tmp_png):
+            if os.path.exists(p):
+                os.remove(p)
+    return html_path, png_path

@@ -132,4 +132,11 @@ class Runner:
         if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:
             if BASELINE_ATTR not in trial.study.user_attrs:
                 trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
+        if self.config.scalarize:
+            from search.cost import cost
+
+            baseline = trial.study.user_attrs.get(BASELINE_ATTR)
+            if baseline is None:
+                raise PlanError("a scalarized study needs the baseline measured first (trial 0)")
+            return [cost(m.to_dict(), baseline, self.config.scalarize)]
         return m.values(self.config.objectives)

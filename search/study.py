@@ -13,9 +13,13 @@ from spaces import BASELINE, probe_plans
 CONFIG_ATTR = "tradeoff:config"
 
 
-def make_sampler(config: SearchConfig) -> optuna.samplers.NSGAIISampler:
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     """NSGA-II, set explicitly (Optuna 5 changed the multi-objective default). Constraints reach
-    it through ``trial.set_constraint`` in the runner: feasible plans dominate infeasible ones."""
+    it through ``trial.set_constraint`` in the runner: feasible plans dominate infeasible ones.
+    A scalarized study (one objective, the weighted cost) uses TPE, Optuna's single-objective
+    default, with the same constraints."""
+    if config.scalarize:
+        return optuna.samplers.TPESampler()
     return optuna.samplers.NSGAIISampler(population_size=config.population_size or 50)
 
 
@@ -59,7 +63,7 @@ def open_study(
             study = optuna.create_study(storage=storage, study_name=study_name, directions=config.directions)
         except DuplicatedStudyError:  # another process created it between our look and now
             return open_study(storage, study_name, given, n_trials=n_trials, create=False)
-        study.set_metric_names(list(config.objectives))
+        study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
         for plan in probe_plans(config.space):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -63,3 +65,44 @@ def pg_url():
     with engine.connect() as c:
         c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+QUICK = [
+    "--model",
+    "tiny_resnet",
+    "--finetune-steps",
+    "20",
+    "--student-steps",
+    "40",
+    "--latency-repeats",
+    "5",
+]
+
+
+def run_tradeoff(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real `tradeoff` command in a subprocess, with the session's teacher cache."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TRADEOFF_STORAGE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "search.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_tradeoff
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory):
+    """A small finished study on a real SQLite file: 8 trials of tiny_resnet on digits (the
+    baseline, the four single-technique plans and three NSGA-II plans). Read-only for tests."""
+    path = tmp_path_factory.mktemp("finished-study")
+    r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path)
+    assert r.returncode == 0, r.stderr
+    return path

@@ -1,0 +1,240 @@
+"""The weighted cost function and the choice of one trial from the front.
+
+    L = alpha * accuracy + beta * size + gamma * latency + delta * energy   (lower is better)
+
+Each term is normalised against the baseline, so the weights are comparable: accuracy is the
+drop in percentage points (negative when the plan is more accurate), the others are ratios to
+the baseline (1.0 = as big / slow / hungry as the uncompressed model). ``params`` and ``flops``
+can be weighted the same way.
+
+:func:`rank` is the whole of ``tradeoff select``: keep the complete trials that meet the
+constraints, keep the Pareto-optimal ones among those (over the study's objectives), sort by
+cost. The Pareto filter is written here rather than taken from Optuna because it must run on
+the feasible subset under the user's constraints, which Optuna's ``best_trials`` cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import optuna
+
+from search.errors import UsageError
+from search.measure import OBJECTIVES
+
+# weight name -> figure it weighs
+WEIGHTS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "size": "size_bytes",
+    "latency": "latency_ms",
+    "energy": "energy_mj",
+    "params": "params",
+    "flops": "flops",
+}
+DEFAULT_WEIGHTS = {"accuracy": 0.6, "size": 0.2, "latency": 0.1, "energy": 0.1}
+
+# selection constraint -> (figure, kind, scale of the given number to the figure's unit)
+SELECT_CONSTRAINTS: dict[str, tuple[str, str, float]] = {
+    "max_latency_ms": ("latency_ms", "max", 1.0),
+    "max_size_mb": ("size_bytes", "max", 1e6),
+    "max_energy_mj": ("energy_mj", "max", 1.0),
+    "min_accuracy": ("accuracy", "min", 1.0),
+}
+
+
+def parse_weights(text: str | None) -> dict[str, float]:
+    """``accuracy=0.6,size=0.2,...`` -> {name: weight}; UsageError names the bad part."""
+    if text is None or not text.strip():
+        return dict(DEFAULT_WEIGHTS)
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().partition("=")
+        name = name.strip()
+        if not sep:
+            raise UsageError(f"--weights: {part.strip()!r} is not NAME=NUMBER (e.g. accuracy=0.6,size=0.4)")
+        if name not in WEIGHTS:
+            raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(WEIGHTS)}")
+        if name in weights:
+            raise UsageError(f"--weights: {name!r} is given twice")
+        try:
+            w = float(value)
+        except ValueError:
+            raise UsageError(f"--weights: {name}={value!r} is not a number") from None
+        if not math.isfinite(w) or w < 0:
+            raise UsageError(f"--weights: {name}={value} must be a finite number >= 0")
+        weights[name] = w
+    if not any(weights.values()):
+        raise UsageError("--weights: every weight is 0; give at least one a positive weight")
+    return weights
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """The same checks as :func:`parse_weights`, for weights that arrive as a mapping."""
+    return parse_weights(",".join(f"{k}={v}" for k, v in weights.items()))
+
+
+def terms(figures: Mapping[str, float], baseline: Mapping[str, float], weights: Mapping[str, float]):
+    """{weight name: normalised term} for the weighted names."""
+    out = {}
+    for name in weights:
+        figure = WEIGHTS[name]
+        value, base = float(figures[figure]), float(baseline[figure])
+        if figure == "accuracy":
+            out[name] = 100.0 * (base - value)  # points of drop
+        else:
+            out[name] = value / base if base else math.inf
+    return out
+
+
+def cost(figures: Mapping[str, float], baseline: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    t = terms(figures, baseline, weights)
+    return float(sum(weights[n] * t[n] for n in weights))
+
+
+def violations(figures: Mapping[str, float], constraints: Mapping[str, float]) -> dict[str, float]:
+    """{constraint: how far the figures miss it, relative to the bound} for the missed ones."""
+    out = {}
+    for name, bound in constraints.items():
+        figure, kind, scale = SELECT_CONSTRAINTS[name]
+        limit, value = bound * scale, float(figures[figure])
+        miss = (value - limit) if kind == "max" else (limit - value)
+        if miss > 0:
+            out[name] = miss / limit
+    return out
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    better = False
+    for x, y, d in zip(a, b, directions):
+        if d == "maximize":
+            x, y = -x, -y
+        if x > y:
+            return False
+        better |= x < y
+    return better
+
+
+def pareto(trials: Sequence[optuna.trial.FrozenTrial], objectives: Sequence[str]):
+    """The trials no other trial dominates on the figures ``objectives`` (read from user attrs)."""
+    directions = [OBJECTIVES[o] for o in objectives]
+    vecs = [[float(t.user_attrs[o]) for o in objectives] for t in trials]
+    return [t for t, v in zip(trials, vecs) if not any(dominates(w, v, directions) for w in vecs)]
+
+
+def measured(trials: Iterable[optuna.trial.FrozenTrial], objectives: Sequence[str]):
+    """Complete trials with every figure, a re-proposed plan (``duplicate_of``) once."""
+    return [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and "duplicate_of" not in t.user_attrs
+        and all(o in t.user_attrs for o in objectives)
+    ]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    trial: optuna.trial.FrozenTrial
+    cost: float
+    terms: dict[str, float]
+
+
+class NoFeasibleTrial(UsageError):
+    """No trial meets the constraints; ``nearest`` holds the closest ones with what they miss."""
+
+    def __init__(self, message: str, nearest: list[tuple[optuna.trial.FrozenTrial, dict[str, float]]]):
+        super().__init__(message)
+        self.nearest = nearest
+
+
+def rank(
+    trials: Iterable[optuna.trial.FrozenTrial],
+    baseline: Mapping[str, float],
+    weights: Mapping[str, float],
+    *,
+    objectives: Sequence[str],
+    constraints: Mapping[str, float] | None = None,
+) -> list[Ranked]:
+    """The feasible Pareto-optimal trials, cheapest first (ties: lower trial number)."""
+    constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
+    for name, value in constraints.items():
+        if name not in SELECT_CONSTRAINTS:
+            raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(SELECT_CONSTRAINTS)}")
+        if not math.isfinite(value) or value <= 0 or (name == "min_accuracy" and value > 1):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{flag} {value:g} is impossible: "
+                + ("accuracy is a fraction in (0, 1]" if name == "min_accuracy" else "it must be > 0")
+            )
+    needed = sorted(set(objectives) | {WEIGHTS[n] for n in weights})
+    pool = measured(trials, needed)
+    if not pool:
+        raise UsageError("the study has no complete trial yet; run `tradeoff search` first")
+    feasible = [t for t in pool if not violations(t.user_attrs, constraints)]
+    if not feasible:
+
+        def miss(t):
+            return sum(violations(t.user_attrs, constraints).values())
+
+        nearest = sorted(pool, key=lambda t: (miss(t), t.number))[:3]
+        shown = "; ".join(
+            f"#{t.number} misses "
+            + ", ".join(
+                _describe_miss(n, t.user_attrs, constraints[n]) for n in violations(t.user_attrs, constraints)
+            )
+            for t in nearest
+        )
+        raise NoFeasibleTrial(
+            f"no trial meets the constraints; nearest: {shown}",
+            [(t, violations(t.user_attrs, constraints)) for t in nearest],
+        )
+    ranked = [
+        Ranked(t, cost(t.user_attrs, baseline, weights), terms(t.user_attrs, baseline, weights))
+        for t in pareto(feasible, objectives)
+    ]
+    return sorted(ranked, key=lambda r: (r.cost, r.trial.number))
+
+
+def _describe_miss(name: str, figures: Mapping[str, float], bound: float) -> str:
+    figure, kind, scale = SELECT_CONSTRAINTS[name]
+    value = float(figures[figure]) / scale
+    unit = {"max_latency_ms": " ms", "max_size_mb": " MB", "max_energy_mj": " mJ"}.get(name, "")
+    if name == "min_accuracy":
+        return f"accuracy {value:.2%} < {bound:.2%}"
+    return f"{figure.split('_')[0]} {value:.4g}{unit} > {bound:g}{unit}"
+
+
+def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, limit: int = 10) -> str:
+    """The ranking with each weighted term, so the user sees why the winner won."""
+    names = list(weights)
+    header = [
+        "rank",
+        "trial",
+        "cost",
+        *[f"{n} ({'pts drop' if n == 'accuracy' else 'x base'})" for n in names],
+        "plan",
+    ]
+    rows = []
+    for i, r in enumerate(ranked[:limit], 1):
+        plan = r.trial.user_attrs.get("plan") or r.trial.params
+        rows.append(
+            [
+                str(i),
+                f"#{r.trial.number}",
+                f"{r.cost:.4f}",
+                *[f"{weights[n]:g} x {r.terms[n]:.4g} = {weights[n] * r.terms[n]:.4f}" for n in names],
+                ", ".join(f"{k}={v:g}" for k, v in plan.items() if k != "version"),
+            ]
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    more = len(ranked) - limit
+    weights_text = ", ".join(f"{n}={weights[n]:g}" for n in names)
+    lines.append(
+        f"{len(ranked)} feasible Pareto-optimal trials ranked by cost = sum of weight x term "
+        f"(weights {weights_text}; lower is better)" + (f"; {more} more not shown" if more > 0 else "")
+    )
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""Export one trial as a deployable model directory, and load or verify such a directory.
+
+``export_trial`` rebuilds the model from the trial's stored plan with the runner's own
+``build`` (the same ``apply_plan`` the search ran), re-measures it, evaluates it once on the
+held-out test split, and writes, all at once (a temporary directory renamed into place):
+
+    model.pt      TorchScript, traced and frozen: loads with ``torch.jit.load`` alone, no
+                  tradeoff classes and no Python pickle
+    model.onnx    the same network for ONNX runtimes, where it exports cleanly (float models;
+                  PyTorch's quantized CPU kernels have no faithful ONNX form), checked in
+                  onnxruntime against the TorchScript model's top-1 on the test split
+    plan.json     the plan
+    record.json   the plan, the stored and re-measured figures and their differences, the
+                  baseline, the test accuracy, the task fingerprint, software versions and the
+                  SHA-256 of every file
+
+``load`` checks every file against the record before it loads anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from search.errors import UsageError
+from search.measure import Measurement, accuracy, deployable
+
+FORMAT = "tradeoff-export"
+EXPORT_VERSION = 1
+MODEL_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "plan.json"
+RECORD_FILE = "record.json"
+
+# What counts as noise when re-measured figures are compared with the stored ones.
+TOLERANCES = {
+    "accuracy": "at most one validation image",
+    "params, flops, size_bytes": "exact",
+    "latency_ms": "within 35 % or the stored p10-p90 spread, whichever is wider",
+    "energy_mj": "within 35 % when measured; 1 % when estimated",
+}
+
+
+class ExportError(UsageError):
+    """An export directory that cannot be written, loaded or trusted."""
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("tradeoff", "torch", "torchvision", "optuna", "torch-pruning", "onnx", "onnxruntime"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def differences(stored: dict[str, Any], measured: Measurement, *, n_val: int) -> list[str]:
+    """The re-measured figures that differ from the stored ones beyond noise (see TOLERANCES)."""
+    out = []
+    now = measured.to_dict()
+    if "accuracy" in stored and abs(now["accuracy"] - stored["accuracy"]) * n_val > 1.0 + 1e-9:
+        out.append(f"accuracy {stored['accuracy']:.4f} stored, {now['accuracy']:.4f} now")
+    for name in ("params", "flops", "size_bytes"):
+        if name in stored and int(stored[name]) != int(now[name]):
+            out.append(f"{name} {stored[name]} stored, {now[name]} now")
+    if "latency_ms" in stored:
+        old, new = float(stored["latency_ms"]), now["latency_ms"]
+        spread = (stored.get("latency_p90_ms", old) - stored.get("latency_p10_ms", old)) / old if old else 0
+        if old and abs(new - old) / old > max(0.35, spread):
+            out.append(
+                f"latency_ms {old:.4g} stored ({stored.get('latency_threads', '?')} threads), "
+                f"{new:.4g} now ({now['latency_threads']} threads)"
+            )
+    if "energy_mj" in stored:
+        old, new = float(stored["energy_mj"]), now["energy_mj"]
+        tol = 0.01 if str(stored.get("energy_method", "")).startswith("estimated") else 0.35
+        if old and abs(new - old) / old > tol:
+            out.append(f"energy_mj {old:.4g} stored, {new:.4g} now")
+    return out
+
+
+@torch.no_grad()
+def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripted, path: str) -> dict:
+    """Write ``model`` as ONNX (dynamic batch) and compare its top-1 with ``scripted`` in
+    onnxruntime; a model that does not export cleanly gets the reason instead."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"written": False, "reason": "onnxruntime is not installed"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                path,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        ours = session.run(None, {"input": test_x.numpy()})[0].argmax(1)
+    except Exception as e:  # noqa: BLE001 - any exporter or runtime failure means "not offered"
+        if os.path.exists(path):
+            os.remove(path)
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        return {"written": False, "reason": f"{type(e).__name__}: {reason}"}
+    theirs = scripted(test_x).argmax(1).numpy()
+    mismatches = int((ours != theirs).sum())
+    if mismatches:
+        os.remove(path)
+        return {
+            "written": False,
+            "reason": f"onnxruntime's top-1 differs from PyTorch's on {mismatches} of {len(theirs)} "
+            "test images",
+        }
+    return {"written": True, "opset": 17, "top1_mismatches_test": 0, "checked_images": len(theirs)}
+
+
+def _check_target(out_dir: str, force: bool) -> None:
+    if os.path.exists(out_dir):
+        if not force:
+            raise ExportError(f"export directory {out_dir} exists; choose another --output or pass --force")
+        if not os.path.isdir(out_dir):
+            raise ExportError(f"{out_dir} exists and is not a directory; choose another --output")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise ExportError(f"cannot export to {out_dir}: its parent directory {parent} does not exist")
+
+
+def _move_into_place(tmp: str, out_dir: str) -> None:
+    """Replace ``out_dir`` with ``tmp`` so that a reader sees the old export or the new one."""
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out_dir)), prefix=".old-export-")
+        os.rmdir(old)
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_trial(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    out_dir: str,
+    *,
+    runner,
+    force: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Rebuild, re-measure, test and write ``trial`` to ``out_dir``; returns the record."""
+    from search.report import baseline_of
+    from search.study import CONFIG_ATTR
+    from search.teacher import TEACHER_ATTR
+    from spaces import Plan
+
+    _check_target(out_dir, force)
+    plan = Plan.from_params(trial.params)
+    task = runner.task
+    knobs = ", ".join(f"{k}={v:g}" for k, v in plan.active().items()) or "baseline"
+    log(f"rebuilding trial #{trial.number} ({knobs}) ...")
+    compressed, times = runner.build(plan)
+    measured = runner.measure(compressed)
+    stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.__dataclass_fields__}
+    diffs = differences(stored, measured, n_val=len(task.val))
+    for d in diffs:
+        log(f"warning: re-measured {d}")
+    scripted = deployable(compressed.model, task.example_input)
+    test_acc = accuracy(scripted, task.test.x, task.test.y)
+    log(f"test accuracy {test_acc:.2%} on {len(task.test)} held-out images")
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
+    try:
+        model_path = os.path.join(tmp, MODEL_FILE)
+        torch.jit.save(scripted, model_path)
+        onnx_info = _onnx(
+            compressed.model, task.example_input, task.test.x, scripted, os.path.join(tmp, ONNX_FILE)
+        )
+        files = {MODEL_FILE: {"format": "TorchScript (traced, frozen); torch.jit.load"}}
+        if onnx_info.get("written"):
+            files[ONNX_FILE] = {"format": "ONNX; onnxruntime.InferenceSession"}
+        for name, info in files.items():
+            path = os.path.join(tmp, name)
+            info.update(bytes=os.path.getsize(path), sha256=sha256_file(path))
+        record = {
+            "format": FORMAT,
+            "version": EXPORT_VERSION,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "study": study.study_name,
+            "trial": trial.number,
+            "plan": plan.to_dict(),
+            "skipped_layers": list(compressed.skipped),
+            "stored": stored,
+            "measured": measured.to_dict(),
+            "differences": diffs,
+            "tolerances": TOLERANCES,
+            "test_accuracy": test_acc,
+            "test_images": len(task.test),
+            "baseline": baseline_of(study),
+            "teacher": study.user_attrs.get(TEACHER_ATTR),
+            "task": {
+                "name": task.name,
+                "model": task.model_name,
+                "fingerprint": task.fingerprint(),
+                "num_classes": task.num_classes,
+                "input_shape": list(task.example_input.shape),
+                "input_dtype": "float32",
+            },
+            "config": json.loads(study.user_attrs[CONFIG_ATTR]),
+            "rebuild_seconds": {k: round(v, 3) for k, v in times.items()},
+            "onnx": onnx_info,
+            "files": files,
+            "versions": versions(),
+        }
+        with open(os.path.join(tmp, PLAN_FILE), "w") as f:
+            json.dump(plan.to_dict(), f, indent=2)
+            f.write("\n")
+        with open(os.path.join(tmp, RECORD_FILE), "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.write("\n")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return record
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Exported:
+    model: torch.jit.ScriptModule
+    record: dict[str, Any]
+    path: str
+
+
+def read_record(path: str) -> dict[str, Any]:
+    """The export's record, and every file it lists checked against its size and SHA-256."""
+    record_path = os.path.join(path, RECORD_FILE)
+    if not os.path.isdir(path):
+        raise ExportError(f"{path} is not an export directory (it does not exist or is not a directory)")
+    try:
+        with open(record_path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise ExportError(f"{path} is not a tradeoff export: {RECORD_FILE} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{record_path} is corrupt or truncated ({e}); export the trial again") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ExportError(f"{record_path} is not a tradeoff export record")
+    if int(record.get("version", 0)) > EXPORT_VERSION:
+        raise ExportError(
+            f"{path} was exported by a newer tradeoff (format {record['version']}); upgrade tradeoff"
+        )
+    for name, info in record.get("files", {}).items():
+        file_path = os.path.join(path, name)
+        if not os.path.isfile(file_path):
+            raise ExportError(f"{file_path} is missing; export the trial again")
+        size = os.path.getsize(file_path)
+        if size != info.get("bytes"):
+            raise ExportError(
+                f"{file_path} is {size} bytes, the record says {info.get('bytes')}: truncated or replaced"
+            )
+        if sha256_file(file_path) != info.get("sha256"):
+            raise ExportError(f"{file_path} does not match its SHA-256 in {RECORD_FILE}: it was changed")
+    if MODEL_FILE not in record.get("files", {}):
+        raise ExportError(f"{record_path} lists no {MODEL_FILE}")
+    return record
+
+
+def load(path: str) -> Exported:
+    """Load an export made by ``tradeoff export``: the record and every file are checked first,
+    then the TorchScript model is loaded (TorchScript's own format: no Python pickle, so no
+    arbitrary code runs on load). Needs only torch, not this package's classes."""
+    record = read_record(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            model = torch.jit.load(os.path.join(path, MODEL_FILE), map_location="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(
+            f"{os.path.join(path, MODEL_FILE)} does not load: {str(e).splitlines()[0]}"
+        ) from None
+    return Exported(model=model.eval(), record=record, path=path)
+
+
+def verify(path: str, *, log=print) -> list[str]:
+    """Load the export, re-run its test split and check accuracy, output shape, size and the
+    ONNX twin against the record; the list of problems (empty when everything holds)."""
+    from search.tasks import get_task
+
+    exported = load(path)
+    record = exported.record
+    t = record["task"]
+    config = record.get("config", {})
+    task = get_task(
+        t["name"],
+        t["model"],
+        seed=int(config.get("seed", 0)),
+        teacher_epochs=config.get("teacher_epochs"),
+    )
+    problems = []
+    if task.fingerprint() != t["fingerprint"]:
+        problems.append(
+            f"this machine's task {t['name']}/{t['model']} differs from the exported one "
+            f"(fingerprint {task.fingerprint()} vs {t['fingerprint']})"
+        )
+        return problems
+    with torch.no_grad():
+        out = exported.model(task.test.x[:2])
+    if tuple(out.shape) != (2, t["num_classes"]):
+        problems.append(f"output shape {tuple(out.shape)}, expected (2, {t['num_classes']})")
+    acc = accuracy(exported.model, task.test.x, task.test.y)
+    log(f"test accuracy {acc:.2%} (record: {record['test_accuracy']:.2%}) on {len(task.test)} images")
+    if abs(acc - record["test_accuracy"]) * len(task.test) > 1.0 + 1e-9:
+        problems.append(f"test accuracy {acc:.4f}, the record says {record['test_accuracy']:.4f}")
+    size = record["measured"]["size_bytes"]
+    log(
+        f"size {size} bytes as measured ({record['measured']['size_method']}); model file "
+        f"{record['files'][MODEL_FILE]['bytes']} bytes, SHA-256 checked"
+    )
+    if ONNX_FILE in record["files"]:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(os.path.join(path, ONNX_FILE), providers=["CPUExecutionProvider"])
+        with torch.no_grad():
+            ours = exported.model(task.test.x).argmax(1).numpy()
+        theirs = session.run(None, {"input": task.test.x.numpy()})[0].argmax(1)
+        mismatches = int((ours != theirs).sum())
+        log(f"ONNX (onnxruntime) top-1 matches TorchScript on {len(ours) - mismatches} of {len(ours)} images")
+        if mismatches:
+            problems.append(f"ONNX top-1 differs from TorchScript on {mismatches} test images")
+    return problems

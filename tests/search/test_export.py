@@ -1,0 +1,188 @@
+"""`tradeoff export` / `verify` and `search.export.load`, on a real finished study."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from search.cli import main
+from search.export import ExportError, load
+from search.measure import accuracy
+from search.tasks import get_task
+
+
+@pytest.fixture
+def study_dir(finished_study, tmp_path, monkeypatch):
+    """A private copy of the finished study (database and artifact store), as the working
+    directory."""
+    shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
+    shutil.copytree(finished_study / "tradeoff-artifacts", tmp_path / "tradeoff-artifacts")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRADEOFF_STORAGE", raising=False)
+    return tmp_path
+
+
+def run(capsys, *args):
+    """`tradeoff ARGS` in this process (the errors need no fresh interpreter): (code, out, err)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _trials(path):
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{path / 'tradeoff.db'}")
+    return study, [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def _pick(trials, *, quantized: bool):
+    """A compressed trial (not the baseline) with float or quantized weights."""
+    for t in trials:
+        plan = t.user_attrs["plan"]
+        structural = plan["student_width"] < 1 or plan["prune_ratio"] > 0 or plan["rank_ratio"] < 1
+        if (plan["weight_bits"] < 32) == quantized and (structural or quantized):
+            return t
+    raise AssertionError("the finished study has no such trial")
+
+
+def test_export_load_remeasure_matches_stored_plan_and_figures(study_dir, cli):
+    _, trials = _trials(study_dir)
+    t = _pick(trials, quantized=False)
+    r = cli("export", "--trial", str(t.number), "--output", "out", cwd=study_dir)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((study_dir / "out" / "record.json").read_text())
+    plan = json.loads((study_dir / "out" / "plan.json").read_text())
+    assert plan == record["plan"] == t.user_attrs["plan"]
+    assert {k: v for k, v in plan.items() if k != "version"} == t.params
+    for name in ("params", "flops", "size_bytes"):  # deterministic figures: exactly the stored ones
+        assert record["measured"][name] == t.user_attrs[name]
+    assert not [d for d in record["differences"] if not d.startswith(("latency", "energy"))]
+    assert record["baseline"]["trial"] == 0 and record["task"]["model"] == "tiny_resnet"
+    assert {"torch", "optuna", "python"} <= set(record["versions"])
+
+    exported = load(str(study_dir / "out"))
+    task = get_task("digits", "tiny_resnet")
+    assert record["task"]["fingerprint"] == task.fingerprint()
+    val_acc = accuracy(exported.model, task.val.x, task.val.y)
+    assert abs(val_acc - t.user_attrs["accuracy"]) * len(task.val) <= 1
+    test_acc = accuracy(exported.model, task.test.x, task.test.y)
+    assert test_acc == pytest.approx(record["test_accuracy"])
+
+    # the ONNX twin runs in onnxruntime with the same top-1 as PyTorch on the whole test split
+    import onnxruntime as ort
+
+    assert record["onnx"]["written"], record["onnx"]
+    session = ort.InferenceSession(str(study_dir / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_top1 = session.run(None, {"input": task.test.x.numpy()})[0].argmax(1)
+    with torch.no_grad():
+        torch_top1 = exported.model(task.test.x).argmax(1).numpy()
+    np.testing.assert_array_equal(onnx_top1, torch_top1)
+
+    v = cli("verify", "out", cwd=study_dir)
+    assert v.returncode == 0, v.stderr
+    assert "out: verified" in v.stdout
+
+
+def test_export_of_a_quantized_trial_by_weights(study_dir, cli):
+    _, trials = _trials(study_dir)
+    t = _pick(trials, quantized=True)
+    r = cli("export", "--trial", str(t.number), "-o", "q", cwd=study_dir)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((study_dir / "q" / "record.json").read_text())
+    assert record["measured"]["weight_bits"] == t.user_attrs["weight_bits"] < 32
+    assert record["measured"]["size_bytes"] == t.user_attrs["size_bytes"]
+    # int8 kernels have no faithful ONNX form here: either offered and checked, or the reason given
+    assert record["onnx"]["written"] or record["onnx"]["reason"]
+    exported = load(str(study_dir / "q"))
+    with torch.no_grad():
+        assert exported.model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_export_by_weights_takes_the_top_of_select(study_dir, capsys):
+    code, out, err = run(capsys, "select", "--weights", "size=1", "--min-accuracy", "0.5")
+    assert code == 0, err
+    top = int(out.splitlines()[1].split()[1].lstrip("#"))
+    code, _, err = run(capsys, "export", "--weights", "size=1", "--min-accuracy", "0.5", "-o", "best")
+    assert code == 0, err
+    assert json.loads((study_dir / "best" / "record.json").read_text())["trial"] == top
+
+
+def test_bad_exports_are_one_line_errors_and_write_nothing(study_dir, capsys):
+    study, trials = _trials(study_dir)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    failed = len(study.trials) - 1
+    (study_dir / "taken").mkdir()
+    (study_dir / "taken" / "keep.txt").write_text("mine")
+    cases = [
+        (["--trial", "999"], "no such trial"),
+        (["--trial", str(failed)], "did not complete"),
+        (["--trial", "0", "--weights", "size=1"], "either --trial or --weights"),
+        (
+            ["--weights", "size=1", "--max-latency-ms", "0.000001"],
+            "no trial meets the constraints; nearest: #",
+        ),
+        (["--weights", "speed=1"], "unknown weight 'speed'"),
+    ]
+    for args, message in cases:
+        code, _, err = run(capsys, "export", *args, "-o", "new")
+        assert code == 2 and message in err, (args, err)
+        assert err.strip().count("\n") == 0, err
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "taken")
+    assert code == 2 and "exists" in err and "--force" in err
+    assert (study_dir / "taken" / "keep.txt").read_text() == "mine"
+    assert not (study_dir / "new").exists()
+    assert sorted(p.name for p in study_dir.iterdir() if p.name.startswith(".")) == []
+
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "taken", "--force")
+    assert code == 0, err
+    assert not (study_dir / "taken" / "keep.txt").exists() and (study_dir / "taken" / "model.pt").exists()
+
+
+def test_tampered_or_truncated_exports_do_not_load(study_dir, capsys):
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "base")
+    assert code == 0, err
+    good = study_dir / "base"
+
+    def copy(name):
+        dst = study_dir / name
+        shutil.copytree(good, dst)
+        return dst
+
+    truncated = copy("truncated")
+    data = (truncated / "model.pt").read_bytes()
+    (truncated / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportError, match="truncated or replaced"):
+        load(str(truncated))
+
+    tampered = copy("tampered")
+    data = bytearray((tampered / "model.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tampered / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="does not match its SHA-256"):
+        load(str(tampered))
+
+    broken = copy("broken-record")
+    text = (broken / "record.json").read_text()
+    (broken / "record.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ExportError, match="corrupt or truncated"):
+        load(str(broken))
+
+    with pytest.raises(ExportError, match="record.json is missing"):
+        load(str(study_dir / "tradeoff-artifacts"))
+
+    # a record whose claims the model does not meet: verify says so and exits 1
+    lying = copy("lying")
+    record = json.loads((lying / "record.json").read_text())
+    record["test_accuracy"] = 0.1
+    (lying / "record.json").write_text(json.dumps(record))
+    code, _, err = run(capsys, "verify", "lying")
+    assert code == 1 and "verify: test accuracy" in err
+    for name in ("truncated", "tampered", "broken-record"):
+        code, _, err = run(capsys, "verify", name)
+        assert code == 2 and err.startswith("tradeoff: error:"), err
+        assert err.strip().count("\n") == 0

@@ -1,0 +1,40 @@
+"""`tradeoff report`: a self-contained HTML file and a PNG, from a real finished study."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import optuna
+
+from search.report import figure, front
+
+
+def test_report_writes_self_contained_html_and_png(finished_study, cli, tmp_path):
+    shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
+    r = cli("report", "--output", "front.html", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "front.html").read_text()
+    assert not re.search(r"<script[^>]+src=", html)  # plotly.js is inlined, nothing fetched
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000
+    png = (tmp_path / "front.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_figure_marks_baseline_single_technique_front_and_dominated(finished_study):
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{finished_study / 'tradeoff.db'}")
+    fig = figure(study)
+    names = {t.name for t in fig.data if t.type == "scatter"}
+    assert {"baseline", "single technique", "Pareto front"} <= names
+    on_front = {t.number for t in front(study)}
+    pareto_points = next(t for t in fig.data if t.type == "scatter" and t.name == "Pareto front")
+    assert {int(re.match(r"#(\d+):", s).group(1)) for s in pareto_points.text} == on_front
+    table = next(t for t in fig.data if t.type == "table")
+    assert list(table.cells.values[0]) == [f"#{n}" for n in (t.number for t in front(study))]
+
+
+def test_report_on_a_missing_study_is_one_line(cli, tmp_path):
+    r = cli("report", "--study-name", "nope", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "no study named 'nope'" in r.stderr
