@@ -240,8 +240,36 @@ def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: 
 
 def _config_args(s: argparse.ArgumentParser) -> None:
     g = s.add_argument_group("search configuration (stored with the study)")
-    g.add_argument("--task", help="bundled task (default: digits)")
-    g.add_argument("--model", help="model to compress (default: resnet18; tiny_resnet for quick tries)")
+    g.add_argument(
+        "--data",
+        "--task",
+        dest="task",
+        help="the data: digits (bundled, the default), an image folder (one sub-folder per class, "
+        "optionally inside train/ val/ test/), or a plug-in package.module:function returning "
+        "(train, val, test)",
+    )
+    g.add_argument(
+        "--model",
+        help="model to compress: a torchvision classification model by name (resnet18, the default, "
+        "mobilenet_v2, efficientnet_b0, ...), tiny_resnet for quick tries, or a plug-in "
+        "package.module:function returning an nn.Module",
+    )
+    g.add_argument(
+        "--checkpoint",
+        help="trained weights for --model (a state dict saved with torch.save; loaded weights-only): "
+        "the teacher, instead of training one",
+    )
+    g.add_argument(
+        "--image-size",
+        type=_positive_int,
+        help="image folders: side in pixels after resize + crop (default: 64)",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=("data", "imagenet"),
+        help="image folders: per-channel statistics of the training split (data, the default) or "
+        "ImageNet's (for ImageNet-trained checkpoints)",
+    )
     g.add_argument(
         "--objectives",
         help="comma-separated figures to optimise (default: accuracy,size_bytes,latency_ms,energy_mj; "
@@ -298,6 +326,9 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     for name in (
         "task",
         "model",
+        "checkpoint",
+        "image_size",
+        "normalize",
         "target",
         "prune_mode",
         "student_steps",
@@ -353,7 +384,7 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
     from search.report import format_front, progress_line
     from search.runner import Runner
     from search.study import open_study
-    from search.tasks import get_task
+    from search.tasks import task_for
     from search.teacher import ensure_teacher
     from search.worker import BUDGET_ATTR, Stopper, counts, host_share, run_worker
     from storage import open_artifact_store, open_storage, redact
@@ -370,8 +401,13 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
         grace_period=args.grace_period,
     )
     given = {} if mode == "worker" else _given_config(args)
+    tasks = []
+
+    def prepare(cfg) -> None:  # data and model checked before a new study is stored
+        tasks.append(task_for(cfg, log=_log))
+
     study, config, created = open_study(
-        storage, args.study_name, given, n_trials=args.n_trials, create=(mode != "worker")
+        storage, args.study_name, given, n_trials=args.n_trials, create=(mode != "worker"), prepare=prepare
     )
     if mode == "create" and not created:
         raise UsageError(
@@ -396,7 +432,7 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
         f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
         f"{args.study_name!r} in {redact(url)} ({complete} complete trials, budget {budget})"
     )
-    task = get_task(config.task, config.model, seed=config.seed, teacher_epochs=config.teacher_epochs)
+    task = tasks[0] if tasks else task_for(config, log=_log)
     teacher = ensure_teacher(
         study, task, open_artifact_store(args.artifacts), device=device, train=(mode != "worker"), log=_log
     )
@@ -519,7 +555,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from search.export import _check_target, export_trial
     from search.runner import Runner
-    from search.tasks import get_task
+    from search.tasks import task_for
     from search.teacher import ensure_teacher
     from storage import open_artifact_store
 
@@ -553,7 +589,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ranked, _ = _ranking(args, study, config)
         trial = ranked[0].trial
         _log(f"selected trial #{trial.number} (cost {ranked[0].cost:.4f})")
-    task = get_task(config.task, config.model, seed=config.seed, teacher_epochs=config.teacher_epochs)
+    task = task_for(config, log=_log)
     teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), train=False, log=_log)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     runner = Runner(config, task, teacher, device=args.device)

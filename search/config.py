@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from search.errors import UsageError
 from search.measure import OBJECTIVES
-from search.tasks import MODELS, TASKS
+from search.tasks import MODELS, NORMALIZATIONS, data_kind, is_plugin, torchvision_models
 from spaces import SpaceError, validate_space
 
 CONFIG_VERSION = 1
@@ -37,8 +38,12 @@ def fitted_population(n_trials: int) -> int:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    task: str = "digits"
+    task: str = "digits"  # --data: a bundled task, an image folder or a plug-in
     model: str = "resnet18"
+    checkpoint: str | None = None  # trained weights of `model`: the teacher
+    checkpoint_sha256: str | None = None  # filled in at creation; workers need not have the file
+    image_size: int | None = None  # image folders: side in pixels (default 64)
+    normalize: str = "data"  # image folders: "data" (training split's statistics) or "imagenet"
     seed: int = 0
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     constraints: dict[str, float] = field(default_factory=dict)
@@ -62,10 +67,26 @@ class SearchConfig:
 
     def validated(self, *, n_trials: int | None = None) -> SearchConfig:
         """A checked copy with every default filled in; UsageError names the first bad field."""
-        if self.task not in TASKS:
-            raise UsageError(f"unknown task {self.task!r}; available: {', '.join(sorted(TASKS))}")
-        if self.model not in MODELS:
-            raise UsageError(f"unknown model {self.model!r}; available: {', '.join(sorted(MODELS))}")
+        task = self.task
+        if data_kind(task) == "folder":
+            task = os.path.abspath(task)  # workers find the data where the creator did
+        if not (self.model in MODELS or self.model in torchvision_models() or is_plugin(self.model)):
+            raise UsageError(
+                f"unknown model {self.model!r}: give a torchvision classification model (e.g. resnet18, "
+                f"mobilenet_v2), one of {', '.join(sorted(MODELS))}, or a plug-in package.module:function"
+            )
+        checkpoint, checkpoint_sha = self.checkpoint, self.checkpoint_sha256
+        if checkpoint and checkpoint_sha is None:
+            if not os.path.isfile(checkpoint):
+                raise UsageError(f"--checkpoint {checkpoint}: no such file")
+            checkpoint = os.path.abspath(checkpoint)
+            from search.tasks import _sha256_file
+
+            checkpoint_sha = _sha256_file(checkpoint)
+        if self.image_size is not None and not 8 <= int(self.image_size) <= 1024:
+            raise UsageError(f"--image-size {self.image_size}: give 8 to 1024 pixels")
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(f"--normalize {self.normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
         objectives = tuple(self.objectives)
         if not objectives:
             raise UsageError("`objectives` must name at least one figure.")
@@ -132,6 +153,9 @@ class SearchConfig:
             space=space,
             population_size=population,
             scalarize=scalarize,
+            task=task,
+            checkpoint=checkpoint,
+            checkpoint_sha256=checkpoint_sha,
         )
 
     @property
@@ -178,6 +202,8 @@ class SearchConfig:
                 value = tuple(value)
             if name == "space":
                 value = validate_space(value)
+            if name in ("task", "checkpoint") and isinstance(value, str) and os.path.exists(value):
+                value = os.path.abspath(value)
             if name == "constraints":
                 value = {k: float(v) for k, v in value.items() if v is not None}
                 stored = {k: v for k, v in stored.items() if k in value}  # only those given

@@ -232,6 +232,7 @@ def export_trial(
                 "model": task.model_name,
                 "fingerprint": task.fingerprint(),
                 "num_classes": task.num_classes,
+                "classes": list(task.classes),
                 "input_shape": list(task.example_input.shape),
                 "input_dtype": "float32",
             },
@@ -317,18 +318,13 @@ def load(path: str) -> Exported:
 def verify(path: str, *, log=print) -> list[str]:
     """Load the export, re-run its test split and check accuracy, output shape, size and the
     ONNX twin against the record; the list of problems (empty when everything holds)."""
-    from search.tasks import get_task
+    from search.config import SearchConfig
+    from search.tasks import task_for
 
     exported = load(path)
     record = exported.record
     t = record["task"]
-    config = record.get("config", {})
-    task = get_task(
-        t["name"],
-        t["model"],
-        seed=int(config.get("seed", 0)),
-        teacher_epochs=config.get("teacher_epochs"),
-    )
+    task = task_for(SearchConfig.from_json(json.dumps(record.get("config", {}))))
     problems = []
     if task.fingerprint() != t["fingerprint"]:
         problems.append(

@@ -44,11 +44,14 @@ def open_study(
     *,
     n_trials: int | None = None,
     create: bool = True,
+    prepare=None,
 ) -> tuple[optuna.Study, SearchConfig, bool]:
     """(study, its configuration, whether it was created now).
 
     An existing study keeps its stored configuration; a setting in ``given`` that differs from
     it is an error, so a resumed or joined study can never run another search by accident.
+    ``prepare(config)`` runs before a new study is stored (to check the data and the model), so
+    bad input leaves nothing behind.
     """
     config = stored_config(storage, study_name)
     created = False
@@ -59,10 +62,12 @@ def open_study(
             config = SearchConfig(**given).validated(n_trials=n_trials)
         except TypeError as e:
             raise UsageError(f"bad search configuration: {e}") from None
+        if prepare is not None:
+            prepare(config)
         try:
             study = optuna.create_study(storage=storage, study_name=study_name, directions=config.directions)
         except DuplicatedStudyError:  # another process created it between our look and now
-            return open_study(storage, study_name, given, n_trials=n_trials, create=False)
+            return open_study(storage, study_name, given, n_trials=n_trials, create=False, prepare=prepare)
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)

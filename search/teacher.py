@@ -19,7 +19,7 @@ from torch import nn
 
 from search.errors import UsageError
 from search.measure import accuracy
-from search.tasks import Task
+from search.tasks import Task, load_weights_
 from search.training import train_classifier
 
 TEACHER_ATTR = "tradeoff:teacher"
@@ -58,12 +58,18 @@ def _save_atomic(state: dict, path: str) -> None:
 
 
 def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Module, str, float]:
-    """The task's teacher from the local cache or trained now: (model, checkpoint path, seconds)."""
-    path = os.path.join(
-        cache_dir(), f"teacher-r{RECIPE}-{task.name}-{task.model_name}-{task.fingerprint()}.pt"
-    )
+    """The task's teacher: the user's checkpoint, the local cache, or trained now:
+    (model, checkpoint path, seconds of training)."""
+    label = "folder" if os.path.isdir(task.name) else task.name.replace(":", "_").replace(os.sep, "_")
+    model_label = task.model_name.replace(":", "_").replace(os.sep, "_")
+    path = os.path.join(cache_dir(), f"teacher-r{RECIPE}-{label}-{model_label}-{task.fingerprint()}.pt")
     if os.path.exists(path):
         return _load(task, path), path, 0.0
+    if task.checkpoint:
+        model = load_weights_(task.build(), task.checkpoint, task.model_name).eval()
+        _save_atomic(model.state_dict(), path)  # the plain state dict, whatever wrapper it came in
+        log(f"teacher: the weights of {task.checkpoint} (not trained)")
+        return model, path, 0.0
     log(
         f"training the teacher ({task.model_name} on {task.name}, {task.teacher_epochs} epochs, "
         f"{len(task.train)} images) ..."
@@ -126,6 +132,7 @@ def ensure_teacher(
             "fingerprint": task.fingerprint(),
             "model": task.model_name,
             "train_seconds": round(seconds, 1),
+            "source": f"checkpoint {task.checkpoint}" if task.checkpoint else "trained by tradeoff",
             "val_accuracy": val_acc,
             "test_accuracy": test_acc,
         },

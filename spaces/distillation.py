@@ -29,7 +29,9 @@ def thin_copy_(model: nn.Module, width: float, ctx: ApplyContext) -> nn.Module:
     """Shrink every prunable layer's channels to ``width`` and re-initialise all weights."""
     # Which channels go does not matter (the weights are re-initialised); magnitude keeps it
     # deterministic.
-    prune_channels_(model, 1.0 - width, ctx, importance=tp.importance.GroupMagnitudeImportance(p=1))
+    model = prune_channels_(
+        model, 1.0 - width, ctx, importance=tp.importance.GroupMagnitudeImportance(p=1), knob="student_width"
+    )
     reinitialise_(model)
     ctx.from_scratch = True
     return model

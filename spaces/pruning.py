@@ -13,6 +13,9 @@ counted by its non-zeros and a sparse encoding (see ``search.measure``).
 
 from __future__ import annotations
 
+import copy
+
+import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -39,26 +42,118 @@ def _unprunable(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
 
 
+def _tp_prune_(
+    module: nn.Module, inputs, ratio: float, importance: tp.importance.Importance, ignored: list[nn.Module]
+) -> None:
+    pruner = tp.pruner.BasePruner(
+        module,
+        inputs,
+        importance=importance,
+        pruning_ratio=ratio,
+        ignored_layers=ignored,
+        round_to=ROUND_TO,
+    )
+    pruner.step()
+
+
 def prune_channels_(
-    model: nn.Module, ratio: float, ctx: ApplyContext, *, importance: tp.importance.Importance | None = None
+    model: nn.Module,
+    ratio: float,
+    ctx: ApplyContext,
+    *,
+    importance: tp.importance.Importance | None = None,
+    knob: str = "pruning",
 ) -> nn.Module:
-    """Remove ``ratio`` of the output channels of every prunable group in place."""
+    """Remove ``ratio`` of the output channels of every prunable group.
+
+    torch-pruning traces the whole model once. Where its graph cannot follow an operation (a
+    functional reshape such as ShuffleNet's ``channel_shuffle``), the model is pruned block by
+    block instead (:func:`_prune_blockwise`), and the blocks it cannot handle are listed in
+    ``ctx.skipped``. Returns the pruned model (a new object when the fallback was taken)."""
+    importance = importance or tp.importance.GroupMagnitudeImportance(p=2)
     ignored = classifier_layers(model, ctx.num_classes) + _unprunable(model)
+    backup = copy.deepcopy(model)
     try:
-        pruner = tp.pruner.BasePruner(
-            model,
-            ctx.example_input,
-            importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio,
-            ignored_layers=ignored,
-            round_to=ROUND_TO,
-        )
-        pruner.step()
+        _tp_prune_(model, ctx.example_input, ratio, importance, ignored)
     except Exception as e:  # noqa: BLE001 - torch-pruning raises bare errors for unsupported graphs
-        raise PlanError(f"structural pruning at ratio {ratio} failed: {type(e).__name__}: {e}") from e
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        model = _prune_blockwise(backup, ratio, ctx, importance, reason, knob)
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
             raise PlanError(f"pruning left layer {name} with no channels")
+    return model
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def _prune_blockwise(
+    model: nn.Module, ratio: float, ctx: ApplyContext, importance, whole_graph_error: str, knob: str
+) -> nn.Module:
+    """Prune each block on its own, keeping its input and output channels, so that nothing
+    outside it changes: the largest blocks whose graph torch-pruning can trace, found top-down.
+    A block whose output shape would change, or that cannot be traced and holds nothing
+    traceable, is left whole and listed."""
+    inputs: dict[nn.Module, tuple] = {}
+    order: list[nn.Module] = []
+
+    def record(mod, args):
+        inputs.setdefault(mod, args)
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) and mod not in order:
+            order.append(mod)
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model.eval()(ctx.example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    keep = set(classifier_layers(model, ctx.num_classes)) | set(_unprunable(model))
+    pruned = 0
+
+    def visit(name: str, block: nn.Module) -> None:
+        nonlocal pruned
+        layers = [m for m in order if any(m is b for b in block.modules())]
+        if len(layers) < 2:
+            return
+        args = inputs.get(block)
+        if args is not None and block is not model and all(isinstance(a, torch.Tensor) for a in args):
+            trial = copy.deepcopy(block)  # pruned on a copy: a failure leaves the block as it was
+            index = {id(b): t for b, t in zip(block.modules(), trial.modules())}
+            with torch.no_grad():
+                shape = block(*args).shape
+            try:
+                # the block's last layer keeps its outputs: the block's output channels hold
+                last = [index[id(layers[-1])], *(index[id(m)] for m in layers if m in keep)]
+                _tp_prune_(trial, args, ratio, importance, last)
+                with torch.no_grad():
+                    changed = trial(*args).shape != shape
+                if changed:
+                    raise ValueError("the block's output shape changed")
+            except Exception:  # noqa: BLE001 - try its children instead
+                pass
+            else:
+                _set_submodule(model, name, trial)
+                pruned += 1
+                return
+        children = list(block.named_children())
+        if not children:
+            ctx.skip(knob, name, "torch-pruning cannot trace it")
+            return
+        for child_name, child in children:
+            visit(f"{name}.{child_name}" if name else child_name, child)
+
+    visit("", model)
+    ctx.skip(
+        "pruning",
+        "(whole model)",
+        f"pruned block by block: torch-pruning's graph failed ({whole_graph_error})",
+    )
+    if not pruned:
+        raise PlanError(f"structural pruning at ratio {ratio} failed: {whole_graph_error}")
     return model
 
 

@@ -26,17 +26,26 @@ ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 ENGINE = "x86"
 
 
-def qconfig_mapping(bits: int):
-    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+def qconfig_mapping(bits: int, *, layers_only: bool = False):
+    """PyTorch's default x86 mapping (b-bit-valued weights below 8 bits). ``layers_only``
+    quantizes conv and linear layers alone and leaves every other op in float."""
+    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
 
     mapping = get_default_qconfig_mapping(ENGINE)
+    qconfig = mapping.global_qconfig
     if bits < 8:
         levels = 2 ** (bits - 1) - 1
         weight = PerChannelMinMaxObserver.with_args(
             dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-levels, quant_max=levels
         )
-        mapping.set_global(QConfig(activation=mapping.global_qconfig.activation, weight=weight))
+        qconfig = QConfig(activation=qconfig.activation, weight=weight)
+        mapping.set_global(qconfig)
+    if layers_only:
+        # conv/linear with the batch-norms and ReLUs that fuse into them (fusion wants one qconfig)
+        mapping = QConfigMapping()
+        for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, torch.nn.functional.relu):
+            mapping.set_object_type(kind, qconfig)
     return mapping
 
 
@@ -56,16 +65,33 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_fx(
-                copy.deepcopy(model).eval(), qconfig_mapping(bits), example_inputs=(ctx.example_input,)
-            )
-            for batch in ctx.calibration:
-                prepared(batch)
-            return convert_fx(prepared).eval()
+            try:
+                return _quantize_fx(model, qconfig_mapping(bits), ctx, prepare_fx, convert_fx)
+            except Exception as e:  # noqa: BLE001 - an int8 kernel that rejects some op or shape
+                first = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                quantized = _quantize_fx(
+                    model, qconfig_mapping(bits, layers_only=True), ctx, prepare_fx, convert_fx
+                )
+                ctx.skip(
+                    "weight_bits",
+                    "ops other than conv/linear",
+                    f"kept in float: the int8 model failed ({first})",
+                )
+                return quantized
         except Exception as e:  # noqa: BLE001 - FX cannot trace every model
             raise PlanError(f"{bits}-bit quantization failed: {type(e).__name__}: {e}") from e
         finally:
             torch.set_flush_denormal(True)
+
+
+def _quantize_fx(model: nn.Module, mapping, ctx: ApplyContext, prepare_fx, convert_fx) -> nn.Module:
+    """Prepare, calibrate, convert, and check that the int8 model runs on the example input."""
+    prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, example_inputs=(ctx.example_input,))
+    for batch in ctx.calibration:
+        prepared(batch)
+    quantized = convert_fx(prepared).eval()
+    quantized(ctx.example_input)
+    return quantized
 
 
 @register_knob

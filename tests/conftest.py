@@ -106,3 +106,31 @@ def finished_study(tmp_path_factory):
     r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path)
     assert r.returncode == 0, r.stderr
     return path
+
+
+def _make_image_folder(root, classes=("circle", "square", "stripes"), n=12, size=20, seed=0):
+    """Generated images in torchvision's ImageFolder layout, one pattern per class, as PNG and
+    JPEG files."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for c, name in enumerate(classes):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            mask = [
+                (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2,
+                (abs(yy - size / 2) < size / 4) & (abs(xx - size / 2) < size / 4),
+                (yy // 3) % 2 == 0,
+            ][c % 3]
+            img[mask] = [200, 180, 40]
+            Image.fromarray(img).save(d / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_folder():
+    return _make_image_folder

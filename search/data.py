@@ -1,0 +1,195 @@
+"""User data: image folders (torchvision's ``ImageFolder`` layout) and data plug-ins.
+
+An image folder is read once into tensors (the search fine-tunes hundreds of models on the
+same images, so decoding them once pays): every image converted to RGB, resized on its
+shorter side to ``image_size`` and centre-cropped, then normalised per channel with the
+training split's mean and standard deviation (``normalize="data"``) or ImageNet's
+(``"imagenet"``, for ImageNet-trained checkpoints). Class discovery and the list of image
+extensions are torchvision's own (``torchvision.datasets.folder``).
+
+Layout: ``ROOT/<class>/<image>``, split 60/20/20 per class with the seed; or
+``ROOT/train/<class>/...`` with optional ``ROOT/val`` and ``ROOT/test`` (a missing one is cut
+from train, 20 % per class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+
+from search.errors import UsageError
+from search.tasks import Split, _split_indices, load_plugin
+
+SPLIT_DIRS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class LoadedFolder:
+    splits: tuple[Split, Split, Split]
+    classes: tuple[str, ...]
+    listing_hash: str
+    notes: tuple[str, ...]
+
+
+def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> dict[str, list[torch.Tensor]]:
+    """{class: [image tensors]} for one folder of class sub-folders."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import functional as F
+
+    try:
+        classes, _ = find_classes(root)
+    except FileNotFoundError:
+        raise UsageError(
+            f"data folder {root} has no class sub-folders; expected {root}/<class>/<image files>"
+        ) from None
+    out: dict[str, list[torch.Tensor]] = {}
+    for cls in classes:
+        images = []
+        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
+            for fname in sorted(files):
+                path = os.path.join(dirpath, fname)
+                if not fname.lower().endswith(IMG_EXTENSIONS):
+                    counts["not_images"] += 1
+                    continue
+                try:
+                    with Image.open(path) as im:
+                        img = im.convert("RGB")
+                except (UnidentifiedImageError, OSError, ValueError):
+                    counts["unreadable"] += 1
+                    continue
+                img = F.center_crop(F.resize(img, image_size), [image_size, image_size])
+                images.append(F.pil_to_tensor(img))
+                counts["listing"].update(f"{os.path.relpath(path, root)}|{os.path.getsize(path)}\n".encode())
+        if not images:
+            raise UsageError(
+                f"class folder {os.path.join(root, cls)} has no readable images "
+                f"(extensions: {', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+            )
+        out[cls] = images
+    return out
+
+
+def folder_splits(root: str, *, image_size: int, normalize: str, seed: int) -> LoadedFolder:
+    if image_size < 8:
+        raise UsageError(f"--image-size {image_size}: give at least 8 pixels")
+    counts: dict = {"not_images": 0, "unreadable": 0, "listing": hashlib.sha256()}
+    present = [d for d in SPLIT_DIRS if os.path.isdir(os.path.join(root, d))]
+    if present and "train" not in present:
+        raise UsageError(
+            f"data folder {root} has {'/'.join(present)}/ but no train/; add {root}/train/<class>/"
+        )
+    parts = {d: _read_class_folder(os.path.join(root, d), image_size, counts) for d in present} or {
+        "all": _read_class_folder(root, image_size, counts)
+    }
+    first = next(iter(parts))
+    classes = tuple(sorted(parts[first]))
+    for d, p in parts.items():
+        if tuple(sorted(p)) != classes:
+            missing = sorted(set(classes) - set(p))
+            extra = sorted(set(p) - set(classes))
+            raise UsageError(
+                f"data folder {os.path.join(root, d)} has other classes than {os.path.join(root, first)}"
+                + (f": missing {', '.join(missing)}" if missing else "")
+                + (f": extra {', '.join(extra)}" if extra else "")
+            )
+
+    def stack(part: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = [t for c in classes for t in part[c]]
+        ys = [i for i, c in enumerate(classes) for _ in part[c]]
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+    def cut(x, y, fractions, what):
+        small = [classes[c] for c in np.unique(y.numpy()) if int((y == c).sum()) < len(fractions)]
+        if small:
+            raise UsageError(
+                f"class {small[0]} has too few images to cut {what} from it (need {len(fractions)}); add "
+                f"images, or give {root}/train, {root}/val and {root}/test"
+            )
+        idx = list(_split_indices(y.numpy(), seed, fractions))
+        if fractions[2] == 0:  # a two-way cut: whatever rounding left over stays in train
+            idx[0] = np.sort(np.concatenate([idx[0], idx[2]]))
+        return [(x[i], y[i]) for i in idx]
+
+    if "all" in parts:
+        tr, va, te = cut(*stack(parts["all"]), (0.6, 0.2, 0.2), "train/val/test")
+    else:
+        tr = stack(parts["train"])
+        va = stack(parts["val"]) if "val" in parts else None
+        te = stack(parts["test"]) if "test" in parts else None
+        if va is None and te is None:
+            tr, va, te = cut(*tr, (0.6, 0.2, 0.2), "val and test")
+        elif va is None:
+            tr, va, _ = cut(*tr, (0.8, 0.2, 0.0), "val")
+        elif te is None:
+            tr, te, _ = cut(*tr, (0.8, 0.2, 0.0), "test")
+    xs = [t[0].float() / 255.0 for t in (tr, va, te)]
+    if normalize == "imagenet":
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    else:  # the training split's own statistics
+        mean = xs[0].mean(dim=(0, 2, 3), keepdim=True)
+        std = xs[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    splits = tuple(Split((x - mean) / std, t[1]) for x, t in zip(xs, (tr, va, te)))
+    notes = []
+    if counts["not_images"] or counts["unreadable"]:
+        notes.append(
+            f"data folder {root}: skipped {counts['not_images']} files that are not images and "
+            f"{counts['unreadable']} unreadable images"
+        )
+    return LoadedFolder(splits, classes, counts["listing"].hexdigest()[:16], tuple(notes))  # type: ignore[arg-type]
+
+
+def _as_split(obj, spec: str, which: str) -> Split:
+    """(x, y) tensors, or a Dataset of (image tensor, label) pairs, as a Split."""
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, torch.Tensor) for t in obj):
+        x, y = obj
+    elif hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
+        try:
+            pairs = [obj[i] for i in range(len(obj))]
+            x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+            y = torch.tensor([int(p[1]) for p in pairs])
+        except Exception as e:  # noqa: BLE001
+            raise UsageError(
+                f"data plug-in {spec!r}: its {which} split is not (image tensor, label) pairs: {e}"
+            ) from None
+    else:
+        raise UsageError(
+            f"data plug-in {spec!r}: its {which} split is a {type(obj).__name__}; give (x, y) tensors or a "
+            "Dataset of (image, label)"
+        )
+    if x.dim() != 4 or not x.is_floating_point():
+        raise UsageError(
+            f"data plug-in {spec!r}: {which} images must be a float N x C x H x W tensor, got "
+            f"{x.dtype} of shape {tuple(x.shape)}"
+        )
+    if y.dim() != 1 or len(y) != len(x) or len(y) == 0 or int(y.min()) < 0:
+        raise UsageError(f"data plug-in {spec!r}: {which} labels must be N class indices >= 0, one per image")
+    return Split(x.float().contiguous(), y.long())
+
+
+def plugin_splits(spec: str) -> tuple[Split, Split, Split]:
+    """The splits a ``package.module:function`` returns: a dict with train/val/test, or a
+    (train, val, test) tuple; each (x, y) tensors or a Dataset of (image tensor, label)."""
+    from search.tasks import _call_with_accepted
+
+    out = _call_with_accepted(load_plugin(spec, "data"), spec, "data")
+    if isinstance(out, dict):
+        missing = [k for k in SPLIT_DIRS if k not in out]
+        if missing:
+            raise UsageError(f"data plug-in {spec!r} returned no {', '.join(missing)} split")
+        out = [out[k] for k in SPLIT_DIRS]
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise UsageError(
+            f"data plug-in {spec!r} returned {type(out).__name__}; return (train, val, test) or a dict "
+            "of them"
+        )
+    splits = tuple(_as_split(o, spec, w) for o, w in zip(out, SPLIT_DIRS))
+    shapes = {tuple(s.x.shape[1:]) for s in splits}
+    if len(shapes) != 1:
+        raise UsageError(f"data plug-in {spec!r}: the splits' image shapes differ: {sorted(shapes)}")
+    return splits  # type: ignore[return-value]
