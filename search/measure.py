@@ -298,7 +298,7 @@ def estimated_energy_mj(
         + activation_bytes * PJ_PER_BYTE_SRAM
     )
     method = (
-        f"estimated: Horowitz ISSCC 2014 (45 nm): {macs} MACs x {PJ_MAC[mac_bits]} pJ ({mac_bits}-bit) "
+        f"estimated: Horowitz ISSCC 2014 (45 nm): {macs} MACs x {PJ_MAC[mac_bits]:g} pJ ({mac_bits}-bit) "
         f"+ {other_flops} other ops x {PJ_ADD_FP32} pJ + {weight_bytes} weight bytes from DRAM x "
         f"{PJ_PER_BYTE_DRAM:.0f} pJ + {activation_bytes} activation bytes via SRAM x {PJ_PER_BYTE_SRAM} pJ"
     )
@@ -321,24 +321,39 @@ def measure(
     weight_bits: int = 32,
     sparse: bool = False,
     float_model: nn.Module | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Measurement:
     """Measure ``model`` for deployment on ``device``.
 
     ``float_model`` is the same network before quantization, for FLOP, parameter and
     activation counts (fvcore does not trace quantized kernels); by default ``model`` itself.
     ``weight_bits`` and ``sparse`` say how the weights are stored (see :func:`encoded_size`).
+    ``timings``, when given, receives the seconds each measurement took.
     """
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[f"{name}_s"] = now - clock
+        clock = now
+
     torch.set_flush_denormal(True)
     reference = (float_model if float_model is not None else model).eval()
     cpu_example = example_input.cpu()
     total_flops, macs = count_flops(reference, cpu_example)
+    lap("flops")
     act_bytes = activation_elements(reference, cpu_example) * (1 if weight_bits <= 8 else 4) * 2
     params = count_params(reference, sparse=sparse)
     size, size_method = encoded_size(model, weight_bits=weight_bits, sparse=sparse)
-
+    lap("size")
     deployed = deployable(model.to(device), example_input.to(device))
+    lap("trace")
     acc = accuracy(deployed, val_x, val_y, device=device)
+    lap("accuracy")
     med, p10, p90 = latency(deployed, example_input, warmup=warmup, repeats=repeats, device=device)
+    lap("latency")
     threads = torch.get_num_threads()
     method = (
         f"TorchScript trace+freeze, batch 1, median of {repeats} runs after {warmup} warm-up, "
@@ -357,6 +372,7 @@ def measure(
             activation_bytes=act_bytes,
             bits=weight_bits,
         )
+    lap("energy")
     model.cpu()
     return Measurement(
         accuracy=acc,

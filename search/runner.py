@@ -52,29 +52,24 @@ class Runner:
         )
 
     def build(self, plan: Plan) -> tuple[Compressed, dict[str, float]]:
-        """The compressed model for ``plan`` and where the time went."""
-        times = {"finetune_s": 0.0}
-
-        def timed_finetune(model: nn.Module, from_scratch: bool) -> nn.Module:
-            t = time.perf_counter()
-            model = self._finetune(model, from_scratch)
-            times["finetune_s"] = time.perf_counter() - t
-            return model
-
+        """The compressed model for ``plan`` and where the time went: ``apply_s`` (knobs and
+        teacher copy), ``finetune_s``, and each step of ``apply_plan`` as ``step_*``."""
         ctx = ApplyContext(
             example_input=self.task.example_input,
             num_classes=self.task.num_classes,
-            finetune=timed_finetune,
+            finetune=self._finetune,
             calibration=list(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
             options={"prune_mode": self.config.prune_mode},
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
         compressed = apply_plan(self.teacher, plan, ctx)
-        times["apply_s"] = time.perf_counter() - t0 - times["finetune_s"]
+        finetune = ctx.timings.get("finetune_s", 0.0)
+        times = {"finetune_s": finetune, "apply_s": time.perf_counter() - t0 - finetune}
+        times.update({f"step_{k}": v for k, v in ctx.timings.items() if k != "finetune_s"})
         return compressed, times
 
-    def measure(self, compressed: Compressed) -> Measurement:
+    def measure(self, compressed: Compressed, timings: dict[str, float] | None = None) -> Measurement:
         c = self.config
         return measure(
             compressed.model,
@@ -87,6 +82,7 @@ class Runner:
             weight_bits=compressed.weight_bits,
             sparse=compressed.sparse,
             float_model=compressed.float_model,
+            timings=timings,
         )
 
     @staticmethod
@@ -120,8 +116,10 @@ class Runner:
         compressed, times = self.build(plan)
         trial.set_user_attr("skipped_layers", list(compressed.skipped))
         t1 = time.perf_counter()
-        m = self.measure(compressed)
+        measure_times: dict[str, float] = {}
+        m = self.measure(compressed, measure_times)
         times["measure_s"] = time.perf_counter() - t1
+        times.update({f"measure_{k}": v for k, v in measure_times.items()})
         times["total_s"] = time.perf_counter() - t0
         for name, value in m.to_dict().items():
             trial.set_user_attr(name, value)

@@ -8,7 +8,7 @@ from optuna.exceptions import DuplicatedStudyError
 from search.config import SearchConfig
 from search.errors import UsageError
 from search.runner import ROLE_ATTR
-from spaces import BASELINE, probe_plans
+from spaces import BASELINE, probe_plans, space_filling_plans
 
 CONFIG_ATTR = "tradeoff:config"
 
@@ -71,10 +71,15 @@ def open_study(
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
-        for plan in probe_plans(config.space):
+        probes = probe_plans(config.space)
+        for plan in probes:
             study.enqueue_trial(
                 plan.params(), user_attrs={ROLE_ATTR: "single-technique"}, skip_if_exists=True
             )
+        # the rest of NSGA-II's first generation: a Latin hypercube over the space, not random
+        n_fill = (config.population_size or 50) - 1 - len(probes)
+        for plan in space_filling_plans(config.space, n_fill, seed=config.seed):
+            study.enqueue_trial(plan.params(), user_attrs={ROLE_ATTR: "space-filling"}, skip_if_exists=True)
         created = True
     else:
         diff = config.differences(given)

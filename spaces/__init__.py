@@ -11,6 +11,7 @@ from spaces.plan import (
     apply_plan,
     default_space,
     probe_plans,
+    space_filling_plans,
     suggest_plan,
     validate_space,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "default_space",
     "probe_plans",
     "register_knob",
+    "space_filling_plans",
     "suggest_plan",
     "validate_space",
 ]

@@ -36,7 +36,7 @@ class ApplyContext:
     Reported by knobs: ``skipped`` collects ``"knob: layer: reason"`` for every layer a knob
     could not handle; ``from_scratch`` says the weights were re-initialised (a student), so the
     model needs distillation rather than a short fine-tune; ``sparse`` that weights hold zeros
-    that a sparse encoding would drop.
+    that a sparse encoding would drop; ``timings`` where ``apply_plan`` spent its time.
     """
 
     example_input: torch.Tensor
@@ -47,6 +47,7 @@ class ApplyContext:
     skipped: list[str] = field(default_factory=list)
     from_scratch: bool = False
     sparse: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step of apply_plan
 
     def skip(self, knob: str, layer: str, reason: str) -> None:
         self.skipped.append(f"{knob}: {layer}: {reason}")

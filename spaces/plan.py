@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,14 @@ class Plan:
     rank_ratio: float = 1.0
     weight_bits: int = 32
     version: int = PLAN_VERSION
+
+    def __post_init__(self) -> None:
+        # Optuna's stepped floats carry binary noise (0.6000000000000001): keep plans readable
+        # and equal to what a user types; 10 decimals change no layer's channel count.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                object.__setattr__(self, f.name, round(value, 10))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +121,34 @@ def probe_plans(space: Mapping[str, Mapping[str, Any]]) -> list[Plan]:
     return plans
 
 
+def space_filling_plans(space: Mapping[str, Mapping[str, Any]], n: int, *, seed: int = 0) -> list[Plan]:
+    """``n`` plans spread over ``space`` by a Latin hypercube (scipy's), each value snapped to its
+    knob's step or choices: an informed first generation for NSGA-II instead of random draws."""
+    knobs = [k for k in ordered_knobs() if k.name in space]
+    if n <= 0 or not knobs:
+        return []
+    from scipy.stats import qmc
+
+    plans: list[Plan] = []
+    for row in qmc.LatinHypercube(d=len(knobs), seed=seed).random(n):
+        values: dict[str, Any] = {}
+        for knob, u in zip(knobs, row):
+            spec = space[knob.name]
+            if "choices" in spec:
+                choices = list(spec["choices"])
+                values[knob.name] = choices[min(int(u * len(choices)), len(choices) - 1)]
+                continue
+            low, high, step = spec["low"], spec["high"], spec.get("step")
+            value = low + u * (high - low)
+            if step:
+                value = low + round((value - low) / step) * step
+            values[knob.name] = round(min(max(value, low), high), 10)
+        plan = Plan(**values)
+        if plan not in plans:
+            plans.append(plan)
+    return plans
+
+
 def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
     """A compressed copy of ``teacher``, in a fixed order: student -> prune -> low-rank ->
     distillation / fine-tune against the teacher (when any of those changed the model) ->
@@ -120,17 +157,25 @@ def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
     active = plan.active()
     for name, value in active.items():
         KNOBS[name].check(value)
+    t = time.perf_counter()
     model = copy.deepcopy(teacher)
+    ctx.timings["teacher_copy_s"] = time.perf_counter() - t
     structural = [k for k in ordered_knobs() if k.name in active and k.structural]
     for knob in structural:
+        t = time.perf_counter()
         model = knob.apply(model, active[knob.name], ctx)
+        ctx.timings[f"{knob.name}_s"] = time.perf_counter() - t
     if structural and ctx.finetune is not None:
+        t = time.perf_counter()
         model = ctx.finetune(model, ctx.from_scratch)
+        ctx.timings["finetune_s"] = time.perf_counter() - t
     float_model = make_permanent_(model).eval()
     model = float_model
     for knob in ordered_knobs():
         if knob.name in active and not knob.structural:
+            t = time.perf_counter()
             model = knob.apply(model, active[knob.name], ctx)
+            ctx.timings[f"{knob.name}_s"] = time.perf_counter() - t
     return Compressed(
         model=model.eval(),
         float_model=float_model,

@@ -32,6 +32,7 @@ def study_and_runner(tmp_path, tiny_task, tiny_teacher):
         "model": "tiny_resnet",
         "finetune_steps": 30,
         "latency_repeats": 10,
+        "population_size": 2,  # the baseline and the one single-technique plan: no space-filling
         "constraints": {"max_size_mb": 100.0},
         "space": {  # prune only: the other knobs fixed at off
             "student_width": {"low": 1, "high": 1},
@@ -117,6 +118,28 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(tmp_pa
         {"rank_ratio": 0.25},
         {"weight_bits": 8},
     ]
+
+
+def test_the_first_generation_is_filled_by_a_latin_hypercube(tmp_path):
+    from spaces import KNOBS
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
+    study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet"}, n_trials=40)
+    assert config.population_size == 10
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    fill = [t.system_attrs["fixed_params"] for t in waiting if t.user_attrs["role"] == "space-filling"]
+    assert len(waiting) == 10 and len(fill) == 5
+    assert len({tuple(sorted(p.items())) for p in fill}) == 5
+    for name, knob in KNOBS.items():
+        spec = config.space[name]
+        values = [p[name] for p in fill]
+        if "choices" in spec:
+            assert set(values) <= set(spec["choices"])
+        else:
+            assert all(spec["low"] <= v <= spec["high"] for v in values)
+            # one point in each fifth of the range: a Latin hypercube, not clustered draws
+            cells = {min(4, int((v - spec["low"]) / (spec["high"] - spec["low"]) * 5)) for v in values}
+            assert len(cells) >= 4, (name, values)
 
 
 def test_config_is_stored_in_the_study(study_and_runner):

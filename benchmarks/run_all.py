@@ -1,0 +1,63 @@
+"""Run every benchmark in one go, one after the other (never two at once: they would slow each
+other down), and write each one's markdown under benchmarks/results/.
+
+    python benchmarks/run_all.py            # the full set, under 30 minutes on 2 cores
+    python benchmarks/run_all.py --quick    # a smoke run, under 3 minutes (.ci/run runs it)
+    python benchmarks/run_all.py --rebuild-table   # also re-measure the tabular benchmark first
+
+The tabular benchmark's table (benchmarks/data/digits_resnet18_grid.json) is measured once and
+committed; the full run checks a sample of it against live trials. The quick run builds a
+small table with tiny_resnet instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def step(name: str, args: list[str], stdout_to: str | None = None) -> float:
+    print(f"== {name}: {' '.join(args)}", file=sys.stderr, flush=True)
+    sys.path.insert(0, os.path.dirname(HERE))
+    from search.teacher import cache_dir
+
+    env = dict(os.environ, TRADEOFF_CACHE=cache_dir())  # one teacher cache for every step
+    t = time.perf_counter()
+    if stdout_to:
+        with open(stdout_to, "w") as out:
+            subprocess.run(
+                [sys.executable, *args], check=True, cwd=os.path.dirname(HERE), env=env, stdout=out
+            )
+    else:
+        subprocess.run([sys.executable, *args], check=True, cwd=os.path.dirname(HERE), env=env)
+    seconds = time.perf_counter() - t
+    print(f"== {name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rebuild-table", action="store_true")
+    a = ap.parse_args()
+    q = ["--quick"] if a.quick else []
+    b = os.path.join(HERE, "{}.py")
+    times = {}
+    if a.quick or a.rebuild_table:
+        times["tabular build"] = step("tabular build", [b.format("tabular"), "build", *q])
+    if not a.quick:
+        times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
+    times["samplers"] = step("samplers", [b.format("samplers"), *q])
+    times["speed"] = step("speed", [b.format("speed"), *q])
+    results = os.path.join(HERE, "results", "workers-quick.md" if a.quick else "workers.md")
+    times["workers"] = step("workers", [b.format("workers"), *q], stdout_to=results)
+    print("total " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; {sum(times.values()):.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""A tabular benchmark: every plan of a fixed grid measured once on the bundled task, so that
+sampler comparisons replay trials from a table in seconds instead of hours.
+
+    python benchmarks/tabular.py build            # measure the grid (about 10 min on 2 cores)
+    python benchmarks/tabular.py check --n 4      # live trials of sampled grid plans vs the table
+    python benchmarks/tabular.py build --quick    # tiny_resnet, a 2x2x2x4 grid: a smoke run
+
+Each structural combination (student width x prune ratio x rank ratio) is built once by the
+runner (`Runner.build`, the search's own code: teacher copy, knobs, distillation/fine-tune),
+measured as float, then quantized at each bit-width from the same fine-tuned float model, which
+is exactly what `apply_plan` does for those plans (the same seed gives the same fine-tune), and
+measured again. The table is JSON with the machine, versions and settings it was measured with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from search.config import SearchConfig  # noqa: E402
+from search.export import versions  # noqa: E402
+from search.runner import CALIBRATION_SAMPLES, Runner  # noqa: E402
+from search.tasks import task_for  # noqa: E402
+from search.teacher import train_teacher  # noqa: E402
+from spaces import ApplyContext, Compressed, Plan  # noqa: E402
+from spaces.quantization import quantize  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TABLE = os.path.join(HERE, "data", "digits_resnet18_grid.json")
+GRID = {
+    "student_width": [0.25, 0.5, 1.0],
+    "prune_ratio": [0.0, 0.3, 0.6],
+    "rank_ratio": [0.25, 0.6, 1.0],
+    "weight_bits": [32, 8, 4, 2],
+}
+QUICK_GRID = {
+    "student_width": [0.5, 1.0],
+    "prune_ratio": [0.0, 0.5],
+    "rank_ratio": [0.5, 1.0],
+    "weight_bits": [32, 8, 4, 2],
+}
+FIGURES = (
+    "accuracy",
+    "size_bytes",
+    "latency_ms",
+    "energy_mj",
+    "flops",
+    "params",
+    "latency_p10_ms",
+    "latency_p90_ms",
+)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def key(plan: Plan | dict) -> str:
+    d = plan.params() if isinstance(plan, Plan) else plan
+    return f"{float(d['student_width']):g}|{float(d['prune_ratio']):g}|{float(d['rank_ratio']):g}|{int(d['weight_bits'])}"
+
+
+def setup(model: str):
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    config = SearchConfig(model=model).validated(n_trials=40)
+    task = task_for(config)
+    teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
+    return config, task, Runner(config, task, teacher)
+
+
+def row(plan: Plan, m, times: dict) -> dict:
+    figures = m.to_dict()
+    return {
+        "plan": plan.params(),
+        "figures": {k: figures[k] for k in FIGURES},
+        "times": {k: round(v, 3) for k, v in times.items()},
+    }
+
+
+def build(grid: dict, model: str, out: str) -> None:
+    config, task, runner = setup(model)
+    rows = []
+    t_start = time.perf_counter()
+    structural = list(itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"]))
+    for i, (w, p, r) in enumerate(structural):
+        plan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=32)
+        compressed, times = runner.build(plan)
+        times["measure_s"] = -time.perf_counter()
+        m = runner.measure(compressed)
+        times["measure_s"] += time.perf_counter()
+        rows.append(row(plan, m, times))
+        for bits in (b for b in grid["weight_bits"] if b != 32):
+            qplan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=bits)
+            ctx = ApplyContext(
+                example_input=task.example_input,
+                num_classes=task.num_classes,
+                calibration=list(task.train.x[:CALIBRATION_SAMPLES].split(64)),
+            )
+            t = time.perf_counter()
+            q = quantize(compressed.float_model, bits, ctx)
+            qtimes = dict(times, step_weight_bits_s=time.perf_counter() - t)
+            t = time.perf_counter()
+            qm = runner.measure(
+                Compressed(q, compressed.float_model, bits, compressed.sparse, compressed.skipped)
+            )
+            qtimes["measure_s"] = time.perf_counter() - t
+            rows.append(row(qplan, qm, qtimes))
+        print(
+            f"[{i + 1}/{len(structural)}] width {w:g} prune {p:g} rank {r:g}: float accuracy {m.accuracy:.2%}, "
+            f"{time.perf_counter() - t_start:.0f} s so far",
+            file=sys.stderr,
+        )
+    base = next(r for r in rows if key(r["plan"]) == key(Plan()))
+    table = {
+        "meta": {
+            "task": task.name,
+            "model": task.model_name,
+            "fingerprint": task.fingerprint(),
+            "grid": grid,
+            "config": json.loads(config.to_json()),
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "baseline": base["figures"],
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(table, f, indent=1)
+    print(f"wrote {len(rows)} plans to {out} in {table['meta']['seconds']:.0f} s", file=sys.stderr)
+
+
+def load(path: str = TABLE) -> dict:
+    with open(path) as f:
+        table = json.load(f)
+    table["by_key"] = {key(r["plan"]): r for r in table["rows"]}
+    return table
+
+
+def check(path: str, n: int, seed: int = 1) -> list[str]:
+    """Live trials of ``n`` sampled grid plans against the table: the markdown lines."""
+    import random
+
+    table = load(path)
+    _, task, runner = setup(table["meta"]["model"])
+    if task.fingerprint() != table["meta"]["fingerprint"]:
+        return [f"the table was measured on another task (fingerprint {table['meta']['fingerprint']})"]
+    plans = random.Random(seed).sample(table["rows"], n)
+    lines = [
+        "| plan | accuracy table / live | size_bytes table / live | latency_ms table / live |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in plans:
+        plan = Plan.from_params(r["plan"])
+        compressed, _ = runner.build(plan)
+        m = runner.measure(compressed)
+        t = r["figures"]
+        lines.append(
+            f"| {key(plan)} | {t['accuracy']:.4f} / {m.accuracy:.4f} | {t['size_bytes']} / {m.size_bytes} | "
+            f"{t['latency_ms']:.3f} / {m.latency_ms:.3f} ({m.latency_ms / t['latency_ms']:.2f}x) |"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("build", "check"))
+    ap.add_argument("--quick", action="store_true", help="tiny_resnet on a small grid")
+    ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_grid.json)")
+    ap.add_argument("--n", type=int, default=4, help="check: live plans to compare")
+    a = ap.parse_args()
+    path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
+    if a.action == "build":
+        build(QUICK_GRID if a.quick else GRID, "tiny_resnet" if a.quick else "resnet18", path)
+    else:
+        print("\n".join(check(path, a.n)))
+
+
+if __name__ == "__main__":
+    main()
