@@ -156,7 +156,7 @@ def realised(table: dict, threads: int) -> list[str]:
         peak = int8 if r["plan"]["weight_bits"] <= 8 else fp32
         limit_ms = 2 * f["flops"] / peak * 1e3
         out.append(
-            f"| {key(r['plan'])} | {f['accuracy']:.2%} | {flops_ratio:.3f} | {lat_ratio:.3f} | "
+            f"| {key(r['plan']).replace('|', '/')} | {f['accuracy']:.2%} | {flops_ratio:.3f} | {lat_ratio:.3f} | "
             f"{(1 / lat_ratio) / (1 / flops_ratio):.2f} | {f['latency_ms']:.3f} | {limit_ms:.4f} | "
             f"{f['latency_ms'] / limit_ms:.0f}x |"
         )

@@ -177,7 +177,7 @@ def check(path: str, n: int, seed: int = 1) -> list[str]:
         m = runner.measure(compressed)
         t = r["figures"]
         lines.append(
-            f"| {key(plan)} | {t['accuracy']:.4f} / {m.accuracy:.4f} | {t['size_bytes']} / {m.size_bytes} | "
+            f"| {key(plan).replace('|', '/')} | {t['accuracy']:.4f} / {m.accuracy:.4f} | {t['size_bytes']} / {m.size_bytes} | "
             f"{t['latency_ms']:.3f} / {m.latency_ms:.3f} ({m.latency_ms / t['latency_ms']:.2f}x) |"
         )
     return lines
@@ -194,7 +194,12 @@ def main() -> None:
     if a.action == "build":
         build(QUICK_GRID if a.quick else GRID, "tiny_resnet" if a.quick else "resnet18", path)
     else:
-        print("\n".join(check(path, a.n)))
+        text = "\n".join(check(path, a.n))
+        print(text)
+        with open(
+            os.path.join(HERE, "results", "tabular_check-quick.md" if a.quick else "tabular_check.md"), "w"
+        ) as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

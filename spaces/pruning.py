@@ -148,7 +148,7 @@ def _prune_blockwise(
 
     visit("", model)
     ctx.skip(
-        "pruning",
+        knob,
         "(whole model)",
         f"pruned block by block: torch-pruning's graph failed ({whole_graph_error})",
     )
