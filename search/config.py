@@ -80,9 +80,9 @@ class SearchConfig:
             if not os.path.isfile(checkpoint):
                 raise UsageError(f"--checkpoint {checkpoint}: no such file")
             checkpoint = os.path.abspath(checkpoint)
-            from search.tasks import _sha256_file
+            from search.tasks import sha256_file
 
-            checkpoint_sha = _sha256_file(checkpoint)
+            checkpoint_sha = sha256_file(checkpoint)
         if self.image_size is not None and not 8 <= int(self.image_size) <= 1024:
             raise UsageError(f"--image-size {self.image_size}: give 8 to 1024 pixels")
         if self.normalize not in NORMALIZATIONS:

@@ -20,7 +20,6 @@ held-out test split, and writes, all at once (a temporary directory renamed into
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from torch import nn
 
 from search.errors import UsageError
 from search.measure import Measurement, accuracy, deployable
+from search.tasks import sha256_file
 
 FORMAT = "tradeoff-export"
 EXPORT_VERSION = 1
@@ -56,14 +56,6 @@ TOLERANCES = {
 
 class ExportError(UsageError):
     """An export directory that cannot be written, loaded or trusted."""
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -305,7 +305,8 @@ def load_weights_(model: nn.Module, path: str, model_name: str) -> nn.Module:
     return model
 
 
-def _sha256_file(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -379,7 +380,7 @@ def get_task(
     probe = build()
     if checkpoint:
         if os.path.isfile(checkpoint):
-            sha = _sha256_file(checkpoint)
+            sha = sha256_file(checkpoint)
             if checkpoint_sha256 and sha != checkpoint_sha256:
                 raise UsageError(
                     f"checkpoint {checkpoint} has changed since the study was created (SHA-256 differs); "

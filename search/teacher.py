@@ -7,7 +7,6 @@ a new study of the same task does not train again), then training.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -19,7 +18,7 @@ from torch import nn
 
 from search.errors import UsageError
 from search.measure import accuracy
-from search.tasks import Task, load_weights_
+from search.tasks import Task, load_weights_, sha256_file
 from search.training import train_classifier
 
 TEACHER_ATTR = "tradeoff:teacher"
@@ -30,14 +29,6 @@ def cache_dir() -> str:
     path = os.environ.get("TRADEOFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tradeoff")
     os.makedirs(path, exist_ok=True)
     return path
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load(task: Task, path: str) -> nn.Module:
@@ -113,7 +104,7 @@ def ensure_teacher(
                     f"cannot fetch the study's teacher (artifact {meta['artifact_id']}): {e}; "
                     "point --artifacts at the study's artifact store"
                 ) from None
-            if _sha256(tmp) != meta["sha256"]:
+            if sha256_file(tmp) != meta["sha256"]:
                 os.remove(tmp)
                 raise UsageError("the study's teacher checkpoint is corrupt (SHA-256 mismatch)")
             os.replace(tmp, path)
@@ -128,7 +119,7 @@ def ensure_teacher(
         TEACHER_ATTR,
         {
             "artifact_id": artifact_id,
-            "sha256": _sha256(path),
+            "sha256": sha256_file(path),
             "fingerprint": task.fingerprint(),
             "model": task.model_name,
             "train_seconds": round(seconds, 1),

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
+from conftest import run_tradeoff as tradeoff  # the real command in a subprocess
 
 QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5"]
-
-
-def tradeoff(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("TRADEOFF_STORAGE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def complete_trials(db) -> int:

@@ -130,7 +130,7 @@ def test_the_first_generation_is_filled_by_a_latin_hypercube(tmp_path):
     fill = [t.system_attrs["fixed_params"] for t in waiting if t.user_attrs["role"] == "space-filling"]
     assert len(waiting) == 10 and len(fill) == 5
     assert len({tuple(sorted(p.items())) for p in fill}) == 5
-    for name, knob in KNOBS.items():
+    for name in KNOBS:
         spec = config.space[name]
         values = [p[name] for p in fill]
         if "choices" in spec:
