@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,21 +21,11 @@ import tempfile
 import optuna
 import torch
 
+from search.measure import cpu_name
 from search.report import _fmt, baseline_of, front
 from search.teacher import TEACHER_ATTR
 from spaces import KNOBS, Plan
 from storage import open_storage
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def ratio(t, base, name) -> str:

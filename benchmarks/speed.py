@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from tabular import HERE, TABLE, cpu_name, key, load  # noqa: E402
+from tabular import HERE, TABLE, key, load  # noqa: E402
 
 from search.cost import dominates  # noqa: E402
-from search.measure import deployable, latency  # noqa: E402
+from search.measure import cpu_name, deployable, latency  # noqa: E402
 from spaces import Plan, default_space, space_filling_plans  # noqa: E402
 
 

@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 
 from search.config import SearchConfig  # noqa: E402
 from search.export import versions  # noqa: E402
+from search.measure import cpu_name  # noqa: E402
 from search.runner import CALIBRATION_SAMPLES, Runner  # noqa: E402
 from search.tasks import task_for  # noqa: E402
 from search.teacher import train_teacher  # noqa: E402
@@ -58,17 +58,6 @@ FIGURES = (
     "latency_p10_ms",
     "latency_p90_ms",
 )
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def key(plan: Plan | dict) -> str:

@@ -490,7 +490,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_study(args: argparse.Namespace, *, heartbeat: bool = False):
+def _load_study(args: argparse.Namespace):
     import optuna
 
     from search.study import stored_config
@@ -503,14 +503,19 @@ def _load_study(args: argparse.Namespace, *, heartbeat: bool = False):
     return optuna.load_study(study_name=args.study_name, storage=storage), config
 
 
+def _select_constraints(args: argparse.Namespace) -> dict[str, float]:
+    """The selection constraints the user typed (`select` and `export`)."""
+    from search.cost import SELECT_CONSTRAINTS
+
+    return {n: getattr(args, n) for n in SELECT_CONSTRAINTS if getattr(args, n) is not None}
+
+
 def _ranking(args: argparse.Namespace, study, config):
     from search.cost import parse_weights, rank
     from search.report import baseline_of
 
     weights = parse_weights(args.weights)
-    constraints = {
-        n: getattr(args, n) for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
-    }
+    constraints = _select_constraints(args)
     baseline = baseline_of(study)
     if baseline is None:
         raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
@@ -553,20 +558,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     import optuna
     import torch
 
-    from search.export import _check_target, export_trial
+    from search.export import check_target, export_trial
     from search.runner import Runner
     from search.tasks import task_for
     from search.teacher import ensure_teacher
     from storage import open_artifact_store
 
     torch.set_flush_denormal(True)
-    _check_target(args.output, args.force)  # before any work
+    check_target(args.output, args.force)  # before any work
     study, config = _load_study(args)
     if args.trial is not None:
-        if args.weights or any(
-            getattr(args, n) is not None
-            for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
-        ):
+        if args.weights or _select_constraints(args):
             raise UsageError("give either --trial or --weights/constraints, not both")
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         if args.trial not in by_number:
@@ -591,7 +593,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         _log(f"selected trial #{trial.number} (cost {ranked[0].cost:.4f})")
     task = task_for(config, log=_log)
     teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), train=False, log=_log)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     runner = Runner(config, task, teacher, device=args.device)
     record = export_trial(study, trial, args.output, runner=runner, force=args.force, log=_log)
     onnx = record["onnx"]

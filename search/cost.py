@@ -44,6 +44,22 @@ SELECT_CONSTRAINTS: dict[str, tuple[str, str, float]] = {
 }
 
 
+def _check_name(name: str) -> None:
+    if name not in WEIGHTS:
+        raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(WEIGHTS)}")
+
+
+def _check_value(name: str, weight: float, shown: object) -> None:
+    if not math.isfinite(weight) or weight < 0:
+        raise UsageError(f"--weights: {name}={shown} must be a finite number >= 0")
+
+
+def _check_not_all_zero(weights: Mapping[str, float]) -> dict[str, float]:
+    if not any(weights.values()):
+        raise UsageError("--weights: every weight is 0; give at least one a positive weight")
+    return dict(weights)
+
+
 def parse_weights(text: str | None) -> dict[str, float]:
     """``accuracy=0.6,size=0.2,...`` -> {name: weight}; UsageError names the bad part."""
     if text is None or not text.strip():
@@ -54,25 +70,24 @@ def parse_weights(text: str | None) -> dict[str, float]:
         name = name.strip()
         if not sep:
             raise UsageError(f"--weights: {part.strip()!r} is not NAME=NUMBER (e.g. accuracy=0.6,size=0.4)")
-        if name not in WEIGHTS:
-            raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(WEIGHTS)}")
+        _check_name(name)
         if name in weights:
             raise UsageError(f"--weights: {name!r} is given twice")
         try:
-            w = float(value)
+            weights[name] = float(value)
         except ValueError:
             raise UsageError(f"--weights: {name}={value!r} is not a number") from None
-        if not math.isfinite(w) or w < 0:
-            raise UsageError(f"--weights: {name}={value} must be a finite number >= 0")
-        weights[name] = w
-    if not any(weights.values()):
-        raise UsageError("--weights: every weight is 0; give at least one a positive weight")
-    return weights
+        _check_value(name, weights[name], value)
+    return _check_not_all_zero(weights)
 
 
 def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """The same checks as :func:`parse_weights`, for weights that arrive as a mapping."""
-    return parse_weights(",".join(f"{k}={v}" for k, v in weights.items()))
+    """The same checks as :func:`parse_weights`, for weights that arrive as a mapping (a stored
+    configuration)."""
+    for name, weight in weights.items():
+        _check_name(name)
+        _check_value(name, float(weight), weight)
+    return _check_not_all_zero({name: float(w) for name, w in weights.items()})
 
 
 def terms(figures: Mapping[str, float], baseline: Mapping[str, float], weights: Mapping[str, float]):

@@ -23,7 +23,7 @@ import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from search.errors import UsageError
-from search.tasks import Split, _split_indices, load_plugin
+from search.tasks import IMAGENET_MEAN, IMAGENET_STD, Split, _split_indices, load_plugin
 
 SPLIT_DIRS = ("train", "val", "test")
 
@@ -129,8 +129,8 @@ def folder_splits(root: str, *, image_size: int, normalize: str, seed: int) -> L
             tr, te, _ = cut(*tr, (0.8, 0.2, 0.0), "test")
     xs = [t[0].float() / 255.0 for t in (tr, va, te)]
     if normalize == "imagenet":
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     else:  # the training split's own statistics
         mean = xs[0].mean(dim=(0, 2, 3), keepdim=True)
         std = xs[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)

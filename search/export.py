@@ -133,7 +133,7 @@ def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripte
     return {"written": True, "opset": 17, "top1_mismatches_test": 0, "checked_images": len(theirs)}
 
 
-def _check_target(out_dir: str, force: bool) -> None:
+def check_target(out_dir: str, force: bool) -> None:
     if os.path.exists(out_dir):
         if not force:
             raise ExportError(f"export directory {out_dir} exists; choose another --output or pass --force")
@@ -171,7 +171,7 @@ def export_trial(
     from search.teacher import TEACHER_ATTR
     from spaces import Plan
 
-    _check_target(out_dir, force)
+    check_target(out_dir, force)
     plan = Plan.from_params(trial.params)
     task = runner.task
     knobs = ", ".join(f"{k}={v:g}" for k, v in plan.active().items()) or "baseline"

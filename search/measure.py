@@ -75,6 +75,20 @@ class Measurement:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def cpu_name() -> str:
+    """This machine's CPU model, as /proc/cpuinfo names it, for the record of a measurement."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
 def deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
     """The model as it ships: traced and frozen TorchScript (batch-norm folded, constants
     inlined). TorchScript is deprecated upstream in favour of torch.export, but it is still the

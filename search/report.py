@@ -30,10 +30,15 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The Pareto-optimal trials over the study's figures (only feasible ones where the study
     has constraints), by size; a plan the sampler proposed again (``duplicate_of``) is shown
     once, as its first trial."""
-    from search.cost import measured, pareto
+    from search.cost import measured
 
     objectives = objectives_of(study)
-    trials = measured(study.get_trials(deepcopy=False), objectives)
+    return _front_of(measured(study.get_trials(deepcopy=False), objectives), objectives)
+
+
+def _front_of(trials: list[optuna.trial.FrozenTrial], objectives) -> list[optuna.trial.FrozenTrial]:
+    from search.cost import pareto
+
     ok = [t for t in trials if feasible(t)]
     return sorted(pareto(ok, objectives), key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
 
@@ -152,13 +157,15 @@ def _plan_text(t: optuna.trial.FrozenTrial) -> str:
 
 
 def _groups(study: optuna.Study):
-    """(label, style, trials) for each kind of point, drawn in this order."""
+    """(objectives, [(label, style, trials)] for each kind of point in drawing order, the front
+    by size), from one read of the study's trials."""
     from search.cost import measured
     from search.runner import ROLE_ATTR
 
     objectives = objectives_of(study)
     trials = measured(study.get_trials(deepcopy=False), objectives)
-    on_front = {t.number for t in front(study)}
+    front_trials = _front_of(trials, objectives)
+    on_front = {t.number for t in front_trials}
     base = baseline_of(study) or {}
     groups = [
         ("infeasible", dict(color="#d0d0d0", symbol="x", size=7), [t for t in trials if not feasible(t)]),
@@ -183,7 +190,7 @@ def _groups(study: optuna.Study):
             [t for t in trials if t.number == base.get("trial")],
         ),
     ]
-    return objectives, groups
+    return objectives, groups, front_trials
 
 
 def figure(study: optuna.Study):
@@ -193,7 +200,7 @@ def figure(study: optuna.Study):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    objectives, groups = _groups(study)
+    objectives, groups, front_trials = _groups(study)
     pairs = [p for p in itertools.combinations(objectives, 2)] or [(objectives[0], objectives[0])]
     if "accuracy" in objectives:  # accuracy on the y axis of every pair that has it
         pairs = [(b, a) if a == "accuracy" else (a, b) for a, b in pairs]
@@ -231,7 +238,6 @@ def figure(study: optuna.Study):
         for axis, name in (("x", x), ("y", y)):
             kind = "log" if name in ("size_bytes", "latency_ms", "energy_mj", "flops", "params") else "linear"
             getattr(fig, f"update_{axis}axes")(type=kind, title_text=_LABELS[name], row=r + 1, col=c + 1)
-    front_trials = front(study)
     base = baseline_of(study) or {}
     header = ["trial", "plan", *[_LABELS[o] for o in objectives]]
     cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
@@ -263,7 +269,7 @@ def write_png(study: optuna.Study, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    objectives, groups = _groups(study)
+    objectives, groups, front_trials = _groups(study)
     y = "accuracy" if "accuracy" in objectives else objectives[0]
     x = "size_bytes" if "size_bytes" in objectives else next((o for o in objectives if o != y), y)
     mpl_marker = {"x": "x", "circle": "o", "diamond": "D", "star": "*"}
@@ -283,7 +289,7 @@ def write_png(study: optuna.Study, path: str) -> None:
             )
     # the staircase of this plot's own two figures: the best accuracy at each size
     stairs, best = [], -float("inf")
-    for t in sorted(next(g[2] for g in groups if g[0] == "Pareto front"), key=lambda t: _axis(x, t)):
+    for t in sorted(front_trials, key=lambda t: _axis(x, t)):
         if _axis(y, t) > best:
             best = _axis(y, t)
             stairs.append((_axis(x, t), best))
