@@ -22,8 +22,8 @@ import optuna
 import torch
 
 from search.measure import cpu_name
+from search.records import TEACHER_ATTR
 from search.report import _fmt, baseline_of, front
-from search.teacher import TEACHER_ATTR
 from spaces import KNOBS, Plan
 from storage import open_storage
 

@@ -381,12 +381,13 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
     import optuna
     import torch
 
+    from search.records import BUDGET_ATTR
     from search.report import format_front, progress_line
     from search.runner import Runner
     from search.study import open_study
     from search.tasks import task_for
     from search.teacher import ensure_teacher
-    from search.worker import BUDGET_ATTR, Stopper, counts, host_share, run_worker
+    from search.worker import Stopper, counts, host_share, run_worker
     from storage import open_artifact_store, open_storage, redact
 
     torch.set_flush_denormal(True)
@@ -505,17 +506,18 @@ def _load_study(args: argparse.Namespace):
 
 def _select_constraints(args: argparse.Namespace) -> dict[str, float]:
     """The selection constraints the user typed (`select` and `export`)."""
-    from search.cost import SELECT_CONSTRAINTS
+    from search.cost import FLAG_CONSTRAINTS
 
-    return {n: getattr(args, n) for n in SELECT_CONSTRAINTS if getattr(args, n) is not None}
+    return {n: getattr(args, n) for n in FLAG_CONSTRAINTS if getattr(args, n) is not None}
 
 
 def _ranking(args: argparse.Namespace, study, config):
-    from search.cost import parse_weights, rank
+    from search.cost import check_constraints, merge_constraints, parse_weights, rank
     from search.report import baseline_of
 
     weights = parse_weights(args.weights)
-    constraints = _select_constraints(args)
+    # the study's own constraints always hold; the ones typed now can only tighten them
+    constraints = merge_constraints(config.constraints, check_constraints(_select_constraints(args)))
     baseline = baseline_of(study)
     if baseline is None:
         raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
@@ -559,6 +561,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from search.export import check_target, export_trial
+    from search.records import DUPLICATE_ATTR, FAIL_ATTR, broken_constraints
     from search.runner import Runner
     from search.tasks import task_for
     from search.teacher import ensure_teacher
@@ -579,14 +582,20 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
         trial = by_number[args.trial]
         if trial.state != optuna.trial.TrialState.COMPLETE:
-            reason = trial.user_attrs.get("fail_reason")
+            reason = trial.user_attrs.get(FAIL_ATTR)
             raise UsageError(
                 f"--trial {args.trial} did not complete ({trial.state.name.lower()}"
                 + (f": {reason}" if reason else "")
                 + "); pick a complete trial, e.g. from `tradeoff select`"
             )
-        if "duplicate_of" in trial.user_attrs:
-            trial = by_number[trial.user_attrs["duplicate_of"]]
+        if DUPLICATE_ATTR in trial.user_attrs:
+            trial = by_number[trial.user_attrs[DUPLICATE_ATTR]]
+        broken = broken_constraints(trial)
+        if broken:
+            _log(
+                f"warning: trial #{trial.number} breaks the study's constraints ({', '.join(broken)}); "
+                "exporting it because --trial asked for it"
+            )
     else:
         ranked, _ = _ranking(args, study, config)
         trial = ranked[0].trial
@@ -632,8 +641,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import socket
 
-    from optuna_dashboard import run_server
-
+    from search.dashboard import serve
     from storage import open_artifact_store, open_storage, redact
 
     url = _storage_url(args)
@@ -648,7 +656,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                 f"cannot listen on {args.host}:{args.port}: {e.strerror}; choose another --port"
             ) from None
     _log(f"optuna-dashboard on http://{args.host}:{args.port}/dashboard/ for {redact(url)} (Ctrl-C stops it)")
-    run_server(storage, host=args.host, port=args.port, artifact_store=artifacts)
+    serve(storage, host=args.host, port=args.port, artifact_store=artifacts)
     return 0
 
 

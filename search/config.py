@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.cost import check_constraints, check_weights, constraint_values
 from search.errors import UsageError
 from search.measure import OBJECTIVES
 from search.tasks import MODELS, NORMALIZATIONS, data_kind, is_plugin, torchvision_models
@@ -17,17 +17,6 @@ from spaces import SpaceError, validate_space
 
 CONFIG_VERSION = 1
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
-
-# constraint name -> (figure, how the constraint value is computed; <= 0 is feasible)
-CONSTRAINTS: dict[str, tuple[str, str]] = {
-    "max_latency_ms": ("latency_ms", "max"),
-    "max_size_mb": ("size_bytes", "max"),
-    "max_energy_mj": ("energy_mj", "max"),
-    "max_params": ("params", "max"),
-    "max_flops": ("flops", "max"),
-    "min_accuracy": ("accuracy", "min"),
-}
-_SCALE = {"max_size_mb": 1e6}  # MB = 10^6 bytes
 
 
 def fitted_population(n_trials: int) -> int:
@@ -95,22 +84,7 @@ class SearchConfig:
                 raise UsageError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
         if len(set(objectives)) != len(objectives):
             raise UsageError("`objectives` lists a figure twice.")
-        constraints = {}
-        for name, value in self.constraints.items():
-            if name not in CONSTRAINTS:
-                raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)}")
-            if value is None:
-                continue
-            value = float(value)
-            if not math.isfinite(value) or value <= 0:
-                raise UsageError(
-                    f"impossible constraint --{name.replace('_', '-')} {value:g}: it must be > 0"
-                )
-            if name == "min_accuracy" and value > 1:
-                raise UsageError(
-                    f"impossible constraint --min-accuracy {value:g}: accuracy is a fraction in (0, 1]"
-                )
-            constraints[name] = value
+        constraints = check_constraints(self.constraints)
         try:
             space = validate_space(self.space)
         except SpaceError as e:
@@ -138,8 +112,6 @@ class SearchConfig:
             raise UsageError("`kd_alpha` must be in [0, 1] and `kd_temperature` > 0.")
         scalarize = {}
         if self.scalarize:
-            from search.cost import check_weights
-
             scalarize = check_weights(self.scalarize)
         population = self.population_size
         if population == 0 and n_trials is not None:
@@ -170,13 +142,7 @@ class SearchConfig:
 
     def constraint_values(self, figures: Mapping[str, float]) -> dict[str, float]:
         """One value per constraint, <= 0 where the figures meet it (Optuna's convention)."""
-        out = {}
-        for name, bound in sorted(self.constraints.items()):
-            figure, kind = CONSTRAINTS[name]
-            limit = bound * _SCALE.get(name, 1.0)
-            value = float(figures[figure])
-            out[name] = value - limit if kind == "max" else limit - value
-        return out
+        return constraint_values(figures, self.constraints)
 
     # -- storage ------------------------------------------------------------------------------
 

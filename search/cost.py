@@ -23,6 +23,8 @@ import optuna
 
 from search.errors import UsageError
 from search.measure import OBJECTIVES
+from search.records import DUPLICATE_ATTR, broken_constraints, plan_of
+from search.records import feasible as is_feasible
 
 # weight name -> figure it weighs
 WEIGHTS: dict[str, str] = {
@@ -35,13 +37,61 @@ WEIGHTS: dict[str, str] = {
 }
 DEFAULT_WEIGHTS = {"accuracy": 0.6, "size": 0.2, "latency": 0.1, "energy": 0.1}
 
-# selection constraint -> (figure, kind, scale of the given number to the figure's unit)
-SELECT_CONSTRAINTS: dict[str, tuple[str, str, float]] = {
+# constraint -> (figure, kind, scale of the given number to the figure's unit): the study's
+# constraints (stored with it, given to Optuna) and select's/export's take the same names
+CONSTRAINTS: dict[str, tuple[str, str, float]] = {
     "max_latency_ms": ("latency_ms", "max", 1.0),
-    "max_size_mb": ("size_bytes", "max", 1e6),
+    "max_size_mb": ("size_bytes", "max", 1e6),  # MB = 10^6 bytes
     "max_energy_mj": ("energy_mj", "max", 1.0),
+    "max_params": ("params", "max", 1.0),
+    "max_flops": ("flops", "max", 1.0),
     "min_accuracy": ("accuracy", "min", 1.0),
 }
+# the ones with a command-line flag on search, create, select and export
+FLAG_CONSTRAINTS = ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
+
+
+def check_constraints(constraints: Mapping[str, float | None]) -> dict[str, float]:
+    """The given constraints (None values dropped) as floats; UsageError names an unknown or
+    impossible one."""
+    out = {}
+    for name, value in constraints.items():
+        if name not in CONSTRAINTS:
+            raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)}")
+        if value is None:
+            continue
+        value = float(value)
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"impossible constraint {flag} {value:g}: it must be a finite number > 0")
+        if name == "min_accuracy" and value > 1:
+            raise UsageError(f"impossible constraint {flag} {value:g}: accuracy is a fraction in (0, 1]")
+        out[name] = value
+    return out
+
+
+def constraint_values(figures: Mapping[str, float], constraints: Mapping[str, float]) -> dict[str, float]:
+    """One value per constraint, <= 0 where the figures meet it (Optuna's convention), in the
+    figure's unit."""
+    out = {}
+    for name, bound in sorted(constraints.items()):
+        figure, kind, scale = CONSTRAINTS[name]
+        limit, value = bound * scale, float(figures[figure])
+        out[name] = value - limit if kind == "max" else limit - value
+    return out
+
+
+def merge_constraints(study: Mapping[str, float], given: Mapping[str, float]) -> dict[str, float]:
+    """The study's stored constraints tightened by the ones given now: a choice never leaves
+    the study's constraints."""
+    out = dict(study)
+    for name, value in given.items():
+        kind = CONSTRAINTS[name][1]
+        if name not in out:
+            out[name] = value
+        else:
+            out[name] = min(out[name], value) if kind == "max" else max(out[name], value)
+    return out
 
 
 def _check_name(name: str) -> None:
@@ -111,12 +161,9 @@ def cost(figures: Mapping[str, float], baseline: Mapping[str, float], weights: M
 def violations(figures: Mapping[str, float], constraints: Mapping[str, float]) -> dict[str, float]:
     """{constraint: how far the figures miss it, relative to the bound} for the missed ones."""
     out = {}
-    for name, bound in constraints.items():
-        figure, kind, scale = SELECT_CONSTRAINTS[name]
-        limit, value = bound * scale, float(figures[figure])
-        miss = (value - limit) if kind == "max" else (limit - value)
+    for name, miss in constraint_values(figures, constraints).items():
         if miss > 0:
-            out[name] = miss / limit
+            out[name] = miss / (constraints[name] * CONSTRAINTS[name][2])
     return out
 
 
@@ -144,7 +191,7 @@ def measured(trials: Iterable[optuna.trial.FrozenTrial], objectives: Sequence[st
         t
         for t in trials
         if t.state == optuna.trial.TrialState.COMPLETE
-        and "duplicate_of" not in t.user_attrs
+        and DUPLICATE_ATTR not in t.user_attrs
         and all(o in t.user_attrs for o in objectives)
     ]
 
@@ -172,35 +219,32 @@ def rank(
     objectives: Sequence[str],
     constraints: Mapping[str, float] | None = None,
 ) -> list[Ranked]:
-    """The feasible Pareto-optimal trials, cheapest first (ties: lower trial number)."""
-    constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
-    for name, value in constraints.items():
-        if name not in SELECT_CONSTRAINTS:
-            raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(SELECT_CONSTRAINTS)}")
-        if not math.isfinite(value) or value <= 0 or (name == "min_accuracy" and value > 1):
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"{flag} {value:g} is impossible: "
-                + ("accuracy is a fraction in (0, 1]" if name == "min_accuracy" else "it must be > 0")
-            )
+    """The feasible Pareto-optimal trials, cheapest first (ties: lower trial number).
+
+    Feasible: meets ``constraints`` (pass the study's own merged with the user's, see
+    :func:`merge_constraints`) and every constraint stored on the trial itself."""
+    constraints = check_constraints(constraints or {})
     needed = sorted(set(objectives) | {WEIGHTS[n] for n in weights})
     pool = measured(trials, needed)
     if not pool:
         raise UsageError("the study has no complete trial yet; run `tradeoff search` first")
-    feasible = [t for t in pool if not violations(t.user_attrs, constraints)]
+    feasible = [t for t in pool if not violations(t.user_attrs, constraints) and is_feasible(t)]
     if not feasible:
 
         def miss(t):
             return sum(violations(t.user_attrs, constraints).values())
 
         nearest = sorted(pool, key=lambda t: (miss(t), t.number))[:3]
-        shown = "; ".join(
-            f"#{t.number} misses "
-            + ", ".join(
+
+        def described(t) -> str:
+            misses = [
                 _describe_miss(n, t.user_attrs, constraints[n]) for n in violations(t.user_attrs, constraints)
-            )
-            for t in nearest
-        )
+            ]
+            # a constraint stored on the trial that was not given here (a study from elsewhere)
+            misses += [f"the study's constraint {n!r}" for n in broken_constraints(t) if n not in constraints]
+            return f"#{t.number} misses " + ", ".join(misses)
+
+        shown = "; ".join(described(t) for t in nearest)
         raise NoFeasibleTrial(
             f"no trial meets the constraints; nearest: {shown}",
             [(t, violations(t.user_attrs, constraints)) for t in nearest],
@@ -213,7 +257,7 @@ def rank(
 
 
 def _describe_miss(name: str, figures: Mapping[str, float], bound: float) -> str:
-    figure, kind, scale = SELECT_CONSTRAINTS[name]
+    figure, kind, scale = CONSTRAINTS[name]
     value = float(figures[figure]) / scale
     unit = {"max_latency_ms": " ms", "max_size_mb": " MB", "max_energy_mj": " mJ"}.get(name, "")
     if name == "min_accuracy":
@@ -233,7 +277,7 @@ def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, li
     ]
     rows = []
     for i, r in enumerate(ranked[:limit], 1):
-        plan = r.trial.user_attrs.get("plan") or r.trial.params
+        plan = plan_of(r.trial)
         rows.append(
             [
                 str(i),

@@ -166,9 +166,8 @@ def export_trial(
     log=print,
 ) -> dict[str, Any]:
     """Rebuild, re-measure, test and write ``trial`` to ``out_dir``; returns the record."""
+    from search.records import CONFIG_ATTR, TEACHER_ATTR, constraints_of, feasible
     from search.report import baseline_of
-    from search.study import CONFIG_ATTR
-    from search.teacher import TEACHER_ATTR
     from spaces import Plan
 
     check_target(out_dir, force)
@@ -212,6 +211,8 @@ def export_trial(
             "plan": plan.to_dict(),
             "skipped_layers": list(compressed.skipped),
             "stored": stored,
+            "constraints": constraints_of(trial),  # the study's, as stored on the trial: <= 0 is met
+            "feasible": feasible(trial),
             "measured": measured.to_dict(),
             "differences": diffs,
             "tolerances": TOLERANCES,

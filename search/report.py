@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import optuna
 
-from search.runner import BASELINE_ATTR, FAIL_ATTR
+from search.records import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    FAIL_ATTR,
+    ROLE_ATTR,
+    broken_constraints,
+    feasible,
+    plan_of,
+)
 
 FIGURES = ("accuracy", "size_bytes", "latency_ms", "energy_mj", "flops", "params")
 
@@ -16,14 +24,9 @@ def baseline_of(study: optuna.Study) -> dict | None:
 def objectives_of(study: optuna.Study) -> tuple[str, ...]:
     """The figures the study trades off (a scalarized study still has them in its config)."""
     from search.config import DEFAULT_OBJECTIVES, SearchConfig
-    from search.study import CONFIG_ATTR
 
     text = study.user_attrs.get(CONFIG_ATTR)
     return SearchConfig.from_json(text).objectives if text else DEFAULT_OBJECTIVES
-
-
-def feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return all(v <= 0 for v in t.constraints)
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -69,10 +72,15 @@ def format_front(study: optuna.Study) -> str:
     """The front as a table: each figure and, in brackets, its change against the baseline
     (accuracy in points, the rest as a ratio)."""
     base = baseline_of(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    infeasible = [t for t in complete if not feasible(t)]
     trials = front(study)
     if not trials:
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-            return f"study {study.study_name!r}: no complete trial meets the study's constraints yet"
+        if complete:
+            return (
+                f"study {study.study_name!r}: none of its {len(complete)} complete trials meets the "
+                f"study's constraints yet ({_infeasible_summary(infeasible)})"
+            )
         return f"study {study.study_name!r} has no completed trial yet"
     header = ["trial", *FIGURES, "plan"]
     rows = []
@@ -81,18 +89,27 @@ def format_front(study: optuna.Study) -> str:
         for name in FIGURES:
             v = t.user_attrs.get(name)
             row.append("-" if v is None else _fmt(name, v) + _vs(name, v, base.get(name) if base else None))
-        plan = t.user_attrs.get("plan") or t.params
+        plan = plan_of(t)
         row.append(", ".join(f"{k}={v:g}" for k, v in plan.items() if k != "version"))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    n_done = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     lines.append(
-        f"{len(trials)} Pareto-optimal of {n_done} complete trials in study {study.study_name!r}"
+        f"{len(trials)} Pareto-optimal of {len(complete)} complete trials in study {study.study_name!r}"
+        + (f"; {_infeasible_summary(infeasible)}, not shown" if infeasible else "")
         + ("" if base else " (no baseline measured yet)")
     )
     return "\n".join(lines)
+
+
+def _infeasible_summary(infeasible: list[optuna.trial.FrozenTrial]) -> str:
+    """``3 infeasible (#0, #4, #7: max_size_mb)``: which trials break which constraints."""
+    if not infeasible:
+        return "0 infeasible"
+    numbers = ", ".join(f"#{t.number}" for t in infeasible[:8]) + (", ..." if len(infeasible) > 8 else "")
+    names = sorted({n for t in infeasible for n in broken_constraints(t)})
+    return f"{len(infeasible)} infeasible ({numbers}: {', '.join(names)})"
 
 
 def progress_line(
@@ -111,6 +128,9 @@ def progress_line(
         if n in trial.user_attrs
     )
     m, s = divmod(int(elapsed_s), 60)
+    broken = broken_constraints(trial)
+    if broken:
+        figs += f" | infeasible: {', '.join(broken)}"
     return f"{head} | {figs} | front: {len(front(study))}{_best_so_far(study, base)} | elapsed {m}:{s:02d}"
 
 
@@ -121,7 +141,9 @@ def _best_so_far(study: optuna.Study, base: dict) -> str:
     good = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.user_attrs.get("accuracy", 0) >= base["accuracy"] - 0.01 and "size_bytes" in t.user_attrs
+        if t.user_attrs.get("accuracy", 0) >= base["accuracy"] - 0.01
+        and "size_bytes" in t.user_attrs
+        and feasible(t)
     ]
     if not good:
         return ""
@@ -149,7 +171,7 @@ def _axis(name: str, t: optuna.trial.FrozenTrial) -> float:
 
 
 def _plan_text(t: optuna.trial.FrozenTrial) -> str:
-    plan = t.user_attrs.get("plan") or t.params
+    plan = plan_of(t)
     from spaces import KNOBS
 
     on = [f"{k}={v:g}" for k, v in plan.items() if k in KNOBS and v != KNOBS[k].off]
@@ -160,7 +182,6 @@ def _groups(study: optuna.Study):
     """(objectives, [(label, style, trials)] for each kind of point in drawing order, the front
     by size), from one read of the study's trials."""
     from search.cost import measured
-    from search.runner import ROLE_ATTR
 
     objectives = objectives_of(study)
     trials = measured(study.get_trials(deepcopy=False), objectives)
@@ -282,7 +303,7 @@ def write_png(study: optuna.Study, path: str) -> None:
                 s=style["size"] ** 2 * 0.8,
                 c=style["color"],
                 marker=mpl_marker[style["symbol"]],
-                edgecolors="black" if "line" in style else "none",
+                edgecolors="black" if "line" in style else None,
                 linewidths=0.6,
                 label=label,
                 zorder=3 if label != "dominated" else 2,

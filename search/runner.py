@@ -17,13 +17,19 @@ from torch import nn
 
 from search.config import SearchConfig
 from search.measure import Measurement, measure
+from search.records import (
+    BASELINE_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    PLAN_ATTR,
+    ROLE_ATTR,
+    SKIPPED_ATTR,
+    TIME_PREFIX,
+)
 from search.tasks import Task
 from search.training import finetune_kd, logits_of
 from spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, suggest_plan
 
-BASELINE_ATTR = "tradeoff:baseline"
-ROLE_ATTR = "role"
-FAIL_ATTR = "fail_reason"
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 
 
@@ -102,7 +108,7 @@ class Runner:
     def _run(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
         plan = suggest_plan(trial, self.config.space)
-        trial.set_user_attr("plan", plan.to_dict())
+        trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         twin = self._measured_twin(trial)
         if twin is not None:
             # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
@@ -111,10 +117,10 @@ class Runner:
                     trial.set_user_attr(name, value)
             for name, value in twin.constraints.items():
                 trial.set_constraint(name, value)
-            trial.set_user_attr("duplicate_of", twin.number)
+            trial.set_user_attr(DUPLICATE_ATTR, twin.number)
             return list(twin.values)
         compressed, times = self.build(plan)
-        trial.set_user_attr("skipped_layers", list(compressed.skipped))
+        trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
         t1 = time.perf_counter()
         measure_times: dict[str, float] = {}
         m = self.measure(compressed, measure_times)
@@ -124,7 +130,7 @@ class Runner:
         for name, value in m.to_dict().items():
             trial.set_user_attr(name, value)
         for name, value in times.items():
-            trial.set_user_attr(f"time_{name}", round(value, 3))
+            trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
         for name, value in self.config.constraint_values(m.to_dict()).items():
             trial.set_constraint(name, value)
         if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:

@@ -7,10 +7,8 @@ from optuna.exceptions import DuplicatedStudyError
 
 from search.config import SearchConfig
 from search.errors import UsageError
-from search.runner import ROLE_ATTR
+from search.records import CONFIG_ATTR, ROLE_ATTR
 from spaces import BASELINE, probe_plans, space_filling_plans
-
-CONFIG_ATTR = "tradeoff:config"
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:

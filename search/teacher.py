@@ -18,10 +18,10 @@ from torch import nn
 
 from search.errors import UsageError
 from search.measure import accuracy
+from search.records import TEACHER_ATTR
 from search.tasks import Task, load_weights_, sha256_file
 from search.training import train_classifier
 
-TEACHER_ATTR = "tradeoff:teacher"
 RECIPE = 2  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
 
 

@@ -29,11 +29,8 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search.runner import FAIL_ATTR
+from search.records import FAIL_ATTR, WORKER_ATTR
 from storage.urls import transient
-
-BUDGET_ATTR = "tradeoff:budget"
-WORKER_ATTR = "worker"
 
 
 @contextlib.contextmanager

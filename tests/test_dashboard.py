@@ -12,41 +12,20 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, wait_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"dashboard exited: {proc.stderr.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"dashboard did not answer {url} in {timeout} s")
 
 
 @pytest.fixture
 def dashboard(finished_study, tmp_path):
     shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
     shutil.copytree(finished_study / "tradeoff-artifacts", tmp_path / "tradeoff-artifacts")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("TRADEOFF_STORAGE", None)
     proc = subprocess.Popen(
@@ -58,7 +37,7 @@ def dashboard(finished_study, tmp_path):
         text=True,
     )
     try:
-        _wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
+        wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -162,7 +162,9 @@ def test_compose_wires_every_service_to_the_same_storage():
     for name in ("create", "worker", "dashboard"):
         assert services[name]["environment"]["TRADEOFF_STORAGE"].startswith("postgresql+psycopg://")
         assert "POSTGRES_PASSWORD" in services[name]["environment"]["TRADEOFF_STORAGE"]
-    assert "optuna-dashboard" in " ".join(services["dashboard"]["command"])
+    # the dashboard is `tradeoff dashboard`: the URL from the environment, not its command line
+    assert services["dashboard"]["command"][:2] == ["tradeoff", "dashboard"]
+    assert "TRADEOFF_STORAGE" not in " ".join(services["dashboard"]["command"])
     assert "pgdata" in compose["volumes"]
     assert os.path.exists(os.path.join(ROOT, ".env.example"))
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from search.config import SearchConfig
-from search.runner import BASELINE_ATTR, FAIL_ATTR, Runner
-from search.study import CONFIG_ATTR, open_study
+from search.records import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR
+from search.runner import Runner
+from search.study import open_study
 from spaces import Plan
 from storage import open_storage
 

@@ -1,0 +1,58 @@
+"""What a tradeoff study stores, and how it is read back: every key in one place.
+
+Study user attributes: ``tradeoff:config`` (the SearchConfig, JSON), ``tradeoff:baseline``
+(the uncompressed model's figures), ``tradeoff:teacher`` (the teacher artifact's id, SHA-256
+and task fingerprint), ``tradeoff:budget`` (complete trials the workers stop at).
+
+Trial user attributes: ``plan`` (``Plan.to_dict()``), every figure of ``Measurement`` with its
+``*_method``, ``role`` (baseline / single-technique / space-filling for enqueued plans),
+``duplicate_of`` (a re-proposed plan: the trial whose figures it copied), ``fail_reason``,
+``skipped_layers``, ``worker`` and ``time_*`` (seconds per step). Constraints are Optuna's own
+(``trial.set_constraint``): <= 0 is feasible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+CONFIG_ATTR = "tradeoff:config"
+BASELINE_ATTR = "tradeoff:baseline"
+TEACHER_ATTR = "tradeoff:teacher"
+BUDGET_ATTR = "tradeoff:budget"
+
+PLAN_ATTR = "plan"
+ROLE_ATTR = "role"
+DUPLICATE_ATTR = "duplicate_of"
+FAIL_ATTR = "fail_reason"
+SKIPPED_ATTR = "skipped_layers"
+WORKER_ATTR = "worker"
+TIME_PREFIX = "time_"
+
+
+def constraints_of(trial: optuna.trial.FrozenTrial | Any) -> dict[str, float]:
+    """The trial's constraint values by name (<= 0 is met). Optuna 5 gives a mapping; a
+    sequence (Optuna's older list form, or a trial read by other means) is named by position."""
+    values = getattr(trial, "constraints", trial)
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): float(v) for k, v in values.items()}
+    return {str(i): float(v) for i, v in enumerate(values)}
+
+
+def broken_constraints(trial: optuna.trial.FrozenTrial | Any) -> list[str]:
+    """The names of the constraints the trial does not meet (empty when it meets all)."""
+    return [name for name, value in constraints_of(trial).items() if not value <= 0]
+
+
+def feasible(trial: optuna.trial.FrozenTrial | Any) -> bool:
+    """Whether the trial meets every constraint of its study (a trial without any does)."""
+    return not broken_constraints(trial)
+
+
+def plan_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The trial's plan as stored (``plan``), else its Optuna params."""
+    return dict(trial.user_attrs.get(PLAN_ATTR) or trial.params)

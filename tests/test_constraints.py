@@ -1,0 +1,200 @@
+"""Studies under constraints, end to end: every command on a study created with each constraint
+flag, the real `tradeoff` command in a subprocess where a trial runs, on a real SQLite file.
+
+Each trial's stored constraint values must agree with its figures; infeasible trials are
+stored, counted as infeasible by `front`, and never chosen by `select` or `export`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import optuna
+import pytest
+from conftest import free_port, run_tradeoff, wait_http
+
+from search.cli import main
+from search.cost import constraint_values
+from search.records import broken_constraints, constraints_of, feasible
+
+QUICK = [
+    "--model",
+    "tiny_resnet",
+    "--finetune-steps",
+    "5",
+    "--student-steps",
+    "10",
+    "--latency-repeats",
+    "3",
+]
+
+# tiny_resnet's float weights are 1.26 MB: a 1 MB bound leaves the baseline infeasible and the
+# int8 and half-width plans feasible. No plan runs in 10 ns: every trial is infeasible. The
+# accuracy and energy bounds may go either way; the checks hold for both.
+CASES = {
+    "max_size_mb": ["--max-size-mb", "1.0"],
+    "min_accuracy": ["--min-accuracy", "0.9"],
+    "max_latency_ms": ["--max-latency-ms", "0.00001"],
+    "max_energy_mj": ["--max-energy-mj", "0.2"],
+    "all": [
+        "--max-size-mb",
+        "1.0",
+        "--min-accuracy",
+        "0.3",
+        "--max-latency-ms",
+        "1000",
+        "--max-energy-mj",
+        "50",
+    ],
+}
+SURELY_INFEASIBLE = {"max_size_mb": [0], "max_latency_ms": "all", "all": [0]}
+
+
+def load(cwd, name: str = "tradeoff") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd / 'tradeoff.db'}")
+
+
+def complete(study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def check_stored(study, bounds: dict[str, float]) -> list[optuna.trial.FrozenTrial]:
+    """Every complete trial carries one value per constraint, computed from its own figures;
+    returns the infeasible ones."""
+    trials = complete(study)
+    assert trials
+    for t in trials:
+        stored = constraints_of(t)
+        assert set(stored) == set(bounds), (t.number, stored)
+        assert stored == pytest.approx(constraint_values(t.user_attrs, bounds))
+    return [t for t in trials if not feasible(t)]
+
+
+def in_process(capsys, *args):
+    """`tradeoff ARGS` in this process (no trial runs): (code, out, err)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def bounds_of(flags: list[str]) -> dict[str, float]:
+    return {flags[i][2:].replace("-", "_"): float(flags[i + 1]) for i in range(0, len(flags), 2)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_command_on_a_study_with_constraints(case, tmp_path, monkeypatch, capsys):
+    flags, bounds = CASES[case], bounds_of(CASES[case])
+    r = run_tradeoff("search", "--n-trials", "3", *QUICK, *flags, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "[3/3] trial #2" in r.stderr
+    resumed = run_tradeoff("search", "--n-trials", "1", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming study 'tradeoff'" in resumed.stderr
+
+    study = load(tmp_path)
+    assert len(complete(study)) == 4
+    infeasible = check_stored(study, bounds)
+    surely = SURELY_INFEASIBLE.get(case, [])
+    if surely == "all":
+        assert len(infeasible) == 4
+    for number in surely if surely != "all" else []:
+        assert number in {t.number for t in infeasible}
+    # the progress line says which constraint a trial breaks
+    for t in infeasible:
+        if t.number < 3:
+            line = next(x for x in r.stderr.splitlines() if f"trial #{t.number} complete" in x)
+            assert f"infeasible: {', '.join(broken_constraints(t))}" in line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRADEOFF_STORAGE", raising=False)
+    feasible_numbers = {t.number for t in complete(study) if feasible(t)}
+
+    code, out, err = in_process(capsys, "front")
+    assert code == 0, err
+    listed = {int(line.split()[0][1:]) for line in out.splitlines() if line.startswith("#")}
+    assert listed <= feasible_numbers
+    if infeasible:
+        assert f"{len(infeasible)} infeasible (" in out
+    if not feasible_numbers:
+        assert "meets the study's constraints" in out
+
+    code, out, err = in_process(capsys, "select")
+    if feasible_numbers:
+        assert code == 0, err
+        rows = [line.split() for line in out.splitlines()[1:]]
+        chosen = {int(row[1][1:]) for row in rows if len(row) > 1 and row[1].startswith("#")}
+        assert chosen and chosen <= feasible_numbers
+    else:
+        assert code == 2 and "no trial meets the constraints" in err
+
+    code, out, err = in_process(capsys, "report", "--output", str(tmp_path / "report.html"))
+    if feasible_numbers:
+        assert code == 0, err
+        assert (tmp_path / "report.html").stat().st_size > 100_000 and (tmp_path / "report.png").exists()
+    else:
+        assert code == 2 and "no measured feasible trial" in err
+
+    code, out, err = in_process(capsys, "export", "--output", str(tmp_path / "out"))
+    if feasible_numbers:
+        assert code == 0, err
+        record = json.loads((tmp_path / "out" / "record.json").read_text())
+        assert record["trial"] in feasible_numbers and record["feasible"] is True
+        assert set(record["constraints"]) == set(bounds)
+    else:
+        assert code == 2 and "no trial meets the constraints" in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_workers_create_and_dashboard_on_a_study_with_constraints(tmp_path, monkeypatch, capsys):
+    flags = CASES["all"]
+    bounds = bounds_of(flags)
+    r = run_tradeoff("create", "--n-trials", "3", *QUICK, *flags, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    w = run_tradeoff("worker", cwd=tmp_path)
+    assert w.returncode == 0, w.stderr
+    assert "Traceback" not in w.stderr
+    study = load(tmp_path)
+    assert len(complete(study)) == 3
+    infeasible = check_stored(study, bounds)
+    assert 0 in {t.number for t in infeasible}  # the float baseline is over 1 MB
+
+    # an explicit --trial of an infeasible trial exports with a warning and says so in the record
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRADEOFF_STORAGE", raising=False)
+    code, out, err = in_process(capsys, "export", "--trial", "0", "--output", str(tmp_path / "base"))
+    assert code == 0, err
+    assert "breaks the study's constraints (max_size_mb)" in err
+    assert json.loads((tmp_path / "base" / "record.json").read_text())["feasible"] is False
+    code, out, err = in_process(capsys, "verify", str(tmp_path / "base"))
+    assert code == 0, err
+
+    # the dashboard reports Optuna 5's named constraints where its plots look for them
+    port = free_port()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TRADEOFF_STORAGE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "dashboard", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/studies/{study._study_id}", timeout=30
+        ) as resp:
+            detail = json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    shown = {t["number"]: t["constraints"] for t in detail["trials"]}
+    for t in complete(study):
+        assert shown[t.number] == pytest.approx([v for _, v in sorted(constraints_of(t).items())])
+        assert any(v > 0 for v in shown[t.number]) == (not feasible(t))
