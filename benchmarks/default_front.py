@@ -21,11 +21,11 @@ import tempfile
 import optuna
 import torch
 
-from search.measure import cpu_name
-from search.records import TEACHER_ATTR
-from search.report import _fmt, baseline_of, front
-from spaces import KNOBS, Plan
-from storage import open_storage
+from tradeoff.search.measure import cpu_name
+from tradeoff.search.records import TEACHER_ATTR
+from tradeoff.search.report import _fmt, baseline_of, front
+from tradeoff.spaces import KNOBS, Plan, format_plan
+from tradeoff.storage import open_storage
 
 
 def ratio(t, base, name) -> str:
@@ -36,8 +36,7 @@ def ratio(t, base, name) -> str:
 
 
 def plan_text(t) -> str:
-    active = Plan.from_params(t.params).active()
-    return ", ".join(f"{k}={v:g}" for k, v in active.items()) or "baseline"
+    return format_plan(t.params)
 
 
 def row(t, base) -> str:
@@ -131,7 +130,7 @@ def main() -> int:
         cmd = ["tradeoff", "search", "--n-trials", str(args.n_trials), *args.search_args]
         command = " ".join(cmd)
         print(f"running `{command}` in {work}", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "search.cli", *cmd[1:]], cwd=work, env=env, check=True)
+        subprocess.run([sys.executable, "-m", "tradeoff.search.cli", *cmd[1:]], cwd=work, env=env, check=True)
         url = f"sqlite:///{os.path.join(work, 'tradeoff.db')}"
     study = optuna.load_study(study_name=args.study_name, storage=open_storage(url, heartbeat_interval=None))
     text = report(study, command)

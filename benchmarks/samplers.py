@@ -24,24 +24,20 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+from tabular import HERE, TABLE, key, load
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from optuna._hypervolume import compute_hypervolume  # noqa: E402
-from tabular import HERE, TABLE, key, load  # noqa: E402
-
-from search.config import fitted_population  # noqa: E402
-from spaces import BASELINE, Plan, probe_plans, space_filling_plans, suggest_plan  # noqa: E402
+from tradeoff.search.config import fitted_population
+from tradeoff.spaces import KNOBS, Plan, probe_plans, space_filling_plans, suggest_plan
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 REFERENCE = np.array([10.0, 0.0, 0.0, 0.0])
 SAMPLERS = ("nsga2-tradeoff", "nsga2-default", "random", "tpe")
-KNOB_OFF = {"student_width": 1.0, "prune_ratio": 0.0, "rank_ratio": 1.0, "weight_bits": 32}
+KNOB_OFF = {name: knob.off for name, knob in KNOBS.items()}
 
 
 def normalised(figures: dict, base: dict) -> np.ndarray:
@@ -75,7 +71,7 @@ def run(table: dict, space: dict, sampler_name: str, budget: int, seed: int) -> 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"], sampler=sampler)
     if sampler_name == "nsga2-tradeoff":
         probes = probe_plans(space)
-        seeded = [BASELINE, *probes, *space_filling_plans(space, population - 1 - len(probes), seed=seed)]
+        seeded = [Plan(), *probes, *space_filling_plans(space, population - 1 - len(probes), seed=seed)]
         for plan in seeded:
             study.enqueue_trial(plan.params(), skip_if_exists=True)
     points = []

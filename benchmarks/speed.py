@@ -25,15 +25,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from tabular import HERE, TABLE, key, load
 
-import torch  # noqa: E402
-from tabular import HERE, TABLE, key, load  # noqa: E402
-
-from search.cost import dominates  # noqa: E402
-from search.measure import cpu_name, deployable, latency  # noqa: E402
-from spaces import Plan, default_space, space_filling_plans  # noqa: E402
+from tradeoff.search.cost import dominates
+from tradeoff.search.measure import cpu_name, deployable, latency
+from tradeoff.spaces import Plan, default_space, space_filling_plans
 
 
 def breakdown(runner, n: int, seed: int = 3) -> list[str]:

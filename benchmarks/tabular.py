@@ -15,24 +15,23 @@ measured again. The table is JSON with the machine, versions and settings it was
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from search.config import SearchConfig  # noqa: E402
-from search.export import versions  # noqa: E402
-from search.measure import cpu_name  # noqa: E402
-from search.runner import CALIBRATION_SAMPLES, Runner  # noqa: E402
-from search.tasks import task_for  # noqa: E402
-from search.teacher import train_teacher  # noqa: E402
-from spaces import ApplyContext, Compressed, Plan  # noqa: E402
-from spaces.quantization import quantize  # noqa: E402
+from tradeoff.search.config import SearchConfig
+from tradeoff.search.export import versions
+from tradeoff.search.measure import cpu_name
+from tradeoff.search.runner import CALIBRATION_SAMPLES, Runner
+from tradeoff.search.tasks import task_for
+from tradeoff.search.teacher import train_teacher
+from tradeoff.spaces import ApplyContext, Compressed, Plan
+from tradeoff.spaces.quantization import quantize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TABLE = os.path.join(HERE, "data", "digits_resnet18_grid.json")
@@ -100,14 +99,20 @@ def build(grid: dict, model: str, out: str) -> None:
             ctx = ApplyContext(
                 example_input=task.example_input,
                 num_classes=task.num_classes,
-                calibration=list(task.train.x[:CALIBRATION_SAMPLES].split(64)),
+                calibration=tuple(task.train.x[:CALIBRATION_SAMPLES].split(64)),
             )
             t = time.perf_counter()
-            q = quantize(compressed.float_model, bits, ctx)
+            q = quantize(compressed.float_model, bits, ctx, [])
             qtimes = dict(times, step_weight_bits_s=time.perf_counter() - t)
             t = time.perf_counter()
             qm = runner.measure(
-                Compressed(q, compressed.float_model, bits, compressed.sparse, compressed.skipped)
+                Compressed(
+                    q,
+                    compressed.float_model,
+                    dataclasses.replace(compressed.facts, weight_bits=bits),
+                    compressed.skipped,
+                    {},
+                )
             )
             qtimes["measure_s"] = time.perf_counter() - t
             rows.append(row(qplan, qm, qtimes))

@@ -5,7 +5,7 @@
 
 Part 1 runs `tradeoff create` and then 1 or 2 `tradeoff worker` processes on one SQLite study
 (each worker takes its share of the cores) and reports complete trials per hour.
-Part 2 runs the worker loop (`search.worker.run_worker`: budget lock, stale-trial check, ask,
+Part 2 runs the worker loop (`tradeoff.search.worker.run_worker`: the study lock, stale-trial check, ask,
 heartbeat, tell) with an objective that does no work, in 1, 4 and 16 processes at once, on
 SQLite and on PostgreSQL, and reports the median wall time of one trial as each worker sees it.
 """
@@ -30,7 +30,7 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 def tradeoff(args: list[str], cwd: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", *args],
+        [sys.executable, "-m", "tradeoff.search.cli", *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -59,8 +59,8 @@ def trials_per_hour(n_workers: int, budget: int, extra: list[str], cache: str) -
 
 
 def _noop_worker(url: str, n: int, out: mp.Queue) -> None:
-    from search.worker import run_worker
-    from storage import open_storage
+    from tradeoff.search.worker import run_worker
+    from tradeoff.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(url)
@@ -81,7 +81,7 @@ def _noop_worker(url: str, n: int, out: mp.Queue) -> None:
 
 
 def storage_overhead(url: str, n_workers: int, n: int) -> float:
-    from storage import open_storage
+    from tradeoff.storage import open_storage
 
     optuna.create_study(study_name="noop", storage=open_storage(url, heartbeat_interval=None))
     q: mp.Queue = mp.Queue()

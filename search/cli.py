@@ -1,17 +1,16 @@
-"""The ``tradeoff`` command line."""
+"""The ``tradeoff`` command line: parsing only; ``commands.py`` does the work."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from search.errors import UsageError
-from spaces import KNOBS, PlanError, SpaceError
-from storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, StorageError
+from tradeoff.search.figures import FIGURES, by_constraint, by_weight
+from tradeoff.spaces import KNOBS
+from tradeoff.storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, TradeoffError
 
 DEFAULT_STUDY = "tradeoff"
 DEFAULT_N_TRIALS = 40
@@ -195,12 +194,19 @@ def _select_args(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--weights",
         help="cost weights, e.g. accuracy=0.6,size=0.2,latency=0.1,energy=0.1 (the default); names: "
-        "accuracy, size, latency, energy, params, flops",
+        + ", ".join(by_weight()),
     )
-    s.add_argument("--max-latency-ms", type=_number, help="only trials with latency_ms <= this")
-    s.add_argument("--max-size-mb", type=_number, help="only trials with size <= this x 10^6 bytes")
-    s.add_argument("--max-energy-mj", type=_number, help="only trials with energy_mj <= this")
-    s.add_argument("--min-accuracy", type=_number, help="only trials with validation accuracy (0-1) >= this")
+    _constraint_args(s, "only trials with")
+
+
+def _constraint_args(s, prefix: str) -> None:
+    """One flag per registered figure's constraint (--max-size-mb, --min-accuracy, ...)."""
+    for name, figure in by_constraint().items():
+        unit = figure.constraint_unit.strip() or ("fraction 0-1" if figure.unit == "fraction" else "count")
+        sign = "<=" if figure.direction == "minimize" else ">="
+        s.add_argument(
+            figure.flag, dest=name, type=_number, help=f"{prefix} {figure.name} {sign} this ({unit})"
+        )
 
 
 def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: int | None) -> None:
@@ -273,12 +279,9 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--objectives",
         help="comma-separated figures to optimise (default: accuracy,size_bytes,latency_ms,energy_mj; "
-        "also params, flops)",
+        f"any of {', '.join(FIGURES)})",
     )
-    g.add_argument("--max-latency-ms", type=_number, help="constraint: latency_ms <= this")
-    g.add_argument("--max-size-mb", type=_number, help="constraint: size_bytes <= this x 10^6")
-    g.add_argument("--max-energy-mj", type=_number, help="constraint: energy_mj <= this")
-    g.add_argument("--min-accuracy", type=_number, help="constraint: validation accuracy (0-1) >= this")
+    _constraint_args(g, "constraint:")
     knobs = ", ".join(f"{k.name} ({k.help})" for k in KNOBS.values())
     g.add_argument(
         "--space",
@@ -296,11 +299,19 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         type=int,
         help="distillation batches for a student trained from scratch (default: 400)",
     )
+    for knob in KNOBS.values():
+        for option, spec in knob.options.items():
+            g.add_argument(
+                spec.flag, dest=f"knob_option:{knob.name}:{option}", choices=spec.choices, help=spec.help
+            )
     g.add_argument(
-        "--prune-mode",
-        choices=("structured", "unstructured"),
-        help="structured: remove whole channels (default); unstructured: zero single weights "
-        "(params then counts non-zeros and size_bytes a sparse encoding)",
+        "--plugin",
+        dest="plugins",
+        action="append",
+        metavar="MODULE",
+        help="a Python module (package.module, the working directory is importable) imported before the "
+        "search space is read: knobs and figures of your own register themselves there (repeatable; "
+        "stored with the study, so every worker imports it too)",
     )
     g.add_argument(
         "--teacher-epochs", type=_positive_int, help="teacher training epochs (default: per model)"
@@ -330,7 +341,6 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         "image_size",
         "normalize",
         "target",
-        "prune_mode",
         "student_steps",
         "finetune_steps",
         "teacher_epochs",
@@ -342,31 +352,30 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
             given[name] = getattr(args, name)
     if args.objectives:
         given["objectives"] = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    constraints = {
-        n: getattr(args, n) for n in ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
-    }
-    if any(v is not None for v in constraints.values()):
-        given["constraints"] = {k: v for k, v in constraints.items() if v is not None}
+    constraints = _constraints(args)
+    if constraints:
+        given["constraints"] = constraints
     if args.space:
         given["space"] = dict(args.space)
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith("knob_option:") and value is not None:
+            _, knob, option = key.split(":")
+            options.setdefault(knob, {})[option] = value
+    if options:
+        given["knob_options"] = options
+    if args.plugins:
+        given["plugins"] = tuple(args.plugins)
     if args.scalarize:
-        from search.cost import parse_weights
+        from tradeoff.search.cost import parse_weights
 
         given["scalarize"] = parse_weights(args.scalarize)
     return given
 
 
-def _storage_url(args: argparse.Namespace) -> str:
-    """The storage URL; one typed with a password on the command line is refused (every user of
-    the machine can read a command line), and the error does not repeat it."""
-    from storage import ENV_URL_FILE, redact, resolve_url
-
-    if args.storage and redact(args.storage) != args.storage:
-        raise UsageError(
-            f"--storage {redact(args.storage)} carries a password on the command line; put the URL in "
-            f"${ENV_URL} or in a file named by ${ENV_URL_FILE}"
-        )
-    return resolve_url(args.storage)
+def _constraints(args: argparse.Namespace) -> dict[str, float]:
+    """The constraint flags the user typed."""
+    return {n: getattr(args, n) for n in by_constraint() if getattr(args, n, None) is not None}
 
 
 def _log(msg: str) -> None:
@@ -374,98 +383,22 @@ def _log(msg: str) -> None:
 
 
 def _run(args: argparse.Namespace, *, mode: str) -> int:
-    """search: create or resume, run --n-trials more. create: make the study, its teacher and its
-    baseline. worker: join an existing study and run trials until its budget is met."""
-    import contextlib
+    from tradeoff.search.commands import run_trials
+    from tradeoff.search.report import format_front
 
-    import optuna
-    import torch
-
-    from search.records import BUDGET_ATTR
-    from search.report import format_front, progress_line
-    from search.runner import Runner
-    from search.study import open_study
-    from search.tasks import task_for
-    from search.teacher import ensure_teacher
-    from search.worker import Stopper, counts, host_share, run_worker
-    from storage import open_artifact_store, open_storage, redact
-
-    torch.set_flush_denormal(True)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
-
-    url = _storage_url(args)
-    storage = open_storage(
-        url,
+    study = run_trials(
+        mode,
+        url=args.storage,
+        study_name=args.study_name,
+        given={} if mode == "worker" else _given_config(args),
+        n_trials=args.n_trials,
+        artifacts=args.artifacts,
+        device=args.device,
+        threads=args.threads,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
+        log=_log,
     )
-    given = {} if mode == "worker" else _given_config(args)
-    tasks = []
-
-    def prepare(cfg) -> None:  # data and model checked before a new study is stored
-        tasks.append(task_for(cfg, log=_log))
-
-    study, config, created = open_study(
-        storage, args.study_name, given, n_trials=args.n_trials, create=(mode != "worker"), prepare=prepare
-    )
-    if mode == "create" and not created:
-        raise UsageError(
-            f"study {args.study_name!r} already exists; start workers on it, or choose another --study-name"
-        )
-    if config.target.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
-    complete, _ = counts(study)
-    if mode == "search":
-        budget, n_trials = complete + args.n_trials, args.n_trials
-    elif mode == "create":
-        study.set_user_attr(BUDGET_ATTR, args.n_trials or 40)
-        budget, n_trials = 1, 1  # the baseline
-    else:
-        budget = study.user_attrs.get(BUDGET_ATTR)
-        if budget is None:
-            raise UsageError(
-                f"study {args.study_name!r} has no trial budget; it was not made by `tradeoff create`"
-            )
-        n_trials = args.n_trials
-    _log(
-        f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
-        f"{args.study_name!r} in {redact(url)} ({complete} complete trials, budget {budget})"
-    )
-    task = tasks[0] if tasks else task_for(config, log=_log)
-    teacher = ensure_teacher(
-        study, task, open_artifact_store(args.artifacts), device=device, train=(mode != "worker"), log=_log
-    )
-    runner = Runner(config, task, teacher, device=device)
-
-    start, done = time.perf_counter(), 0
-    total = n_trials or max(0, budget - complete)
-
-    def progress(trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal done
-        done += 1
-        _log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
-
-    with contextlib.ExitStack() as stack:
-        share = stack.enter_context(host_share())
-        stopper = stack.enter_context(Stopper())
-
-        def set_threads() -> None:
-            torch.set_num_threads(args.threads or share())
-
-        run_worker(
-            study,
-            storage,
-            runner,
-            budget=budget,
-            n_trials=n_trials,
-            stopper=stopper,
-            on_trial=progress,
-            before_trial=set_threads,
-        )
-    if stopper.requested:
-        _log("stopped: no trial of this worker is left running")
     if mode != "worker":
         print(format_front(study))
     return 0
@@ -484,149 +417,57 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_front(args: argparse.Namespace) -> int:
-    from search.report import format_front
+    from tradeoff.search.commands import load_study
+    from tradeoff.search.report import format_front
 
-    study, _ = _load_study(args)
+    study, _ = load_study(args.storage, args.study_name)
     print(format_front(study))
     return 0
 
 
-def _load_study(args: argparse.Namespace):
-    import optuna
-
-    from search.study import stored_config
-    from storage import open_storage
-
-    storage = open_storage(_storage_url(args), heartbeat_interval=None)
-    config = stored_config(storage, args.study_name)
-    if config is None:
-        raise UsageError(f"no study named {args.study_name!r} in this storage; run `tradeoff search` first")
-    return optuna.load_study(study_name=args.study_name, storage=storage), config
-
-
-def _select_constraints(args: argparse.Namespace) -> dict[str, float]:
-    """The selection constraints the user typed (`select` and `export`)."""
-    from search.cost import FLAG_CONSTRAINTS
-
-    return {n: getattr(args, n) for n in FLAG_CONSTRAINTS if getattr(args, n) is not None}
-
-
-def _ranking(args: argparse.Namespace, study, config):
-    from search.cost import check_constraints, merge_constraints, parse_weights, rank
-    from search.report import baseline_of
-
-    weights = parse_weights(args.weights)
-    # the study's own constraints always hold; the ones typed now can only tighten them
-    constraints = merge_constraints(config.constraints, check_constraints(_select_constraints(args)))
-    baseline = baseline_of(study)
-    if baseline is None:
-        raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
-    ranked = rank(
-        study.get_trials(deepcopy=False),
-        baseline,
-        weights,
-        objectives=config.objectives,
-        constraints=constraints,
-    )
-    return ranked, weights
-
-
 def cmd_select(args: argparse.Namespace) -> int:
-    from search.cost import format_ranking
+    from tradeoff.search.commands import load_study
+    from tradeoff.search.cost import format_ranking, ranking
 
-    study, config = _load_study(args)
-    ranked, weights = _ranking(args, study, config)
+    study, config = load_study(args.storage, args.study_name)
+    ranked, weights = ranking(study, config, weights=args.weights, constraints=_constraints(args))
     print(format_ranking(ranked, weights, limit=args.limit))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import os
+    from tradeoff.search.commands import report
 
-    from search.report import write_report
-
-    study, _ = _load_study(args)
-    parent = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(parent):
-        raise UsageError(f"--output {args.output}: the directory {parent} does not exist")
-    html, png = write_report(study, args.output)
-    _log(f"wrote {html} ({os.path.getsize(html) / 1e6:.1f} MB, self-contained) and {png}")
+    report(args.storage, args.study_name, args.output, log=_log)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    import optuna
-    import torch
+    from tradeoff.search.commands import export
 
-    from search.export import check_target, export_trial
-    from search.records import DUPLICATE_ATTR, FAIL_ATTR, broken_constraints
-    from search.runner import Runner
-    from search.tasks import task_for
-    from search.teacher import ensure_teacher
-    from storage import open_artifact_store
-
-    torch.set_flush_denormal(True)
-    check_target(args.output, args.force)  # before any work
-    study, config = _load_study(args)
-    if args.trial is not None:
-        if args.weights or _select_constraints(args):
-            raise UsageError("give either --trial or --weights/constraints, not both")
-        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-        if args.trial not in by_number:
-            last = max(by_number) if by_number else None
-            raise UsageError(
-                f"--trial {args.trial}: no such trial in study {args.study_name!r}"
-                + (f" (numbers run 0-{last})" if last is not None else " (it has no trials)")
-            )
-        trial = by_number[args.trial]
-        if trial.state != optuna.trial.TrialState.COMPLETE:
-            reason = trial.user_attrs.get(FAIL_ATTR)
-            raise UsageError(
-                f"--trial {args.trial} did not complete ({trial.state.name.lower()}"
-                + (f": {reason}" if reason else "")
-                + "); pick a complete trial, e.g. from `tradeoff select`"
-            )
-        if DUPLICATE_ATTR in trial.user_attrs:
-            trial = by_number[trial.user_attrs[DUPLICATE_ATTR]]
-        broken = broken_constraints(trial)
-        if broken:
-            _log(
-                f"warning: trial #{trial.number} breaks the study's constraints ({', '.join(broken)}); "
-                "exporting it because --trial asked for it"
-            )
-    else:
-        ranked, _ = _ranking(args, study, config)
-        trial = ranked[0].trial
-        _log(f"selected trial #{trial.number} (cost {ranked[0].cost:.4f})")
-    task = task_for(config, log=_log)
-    teacher = ensure_teacher(study, task, open_artifact_store(args.artifacts), train=False, log=_log)
-    runner = Runner(config, task, teacher, device=args.device)
-    record = export_trial(study, trial, args.output, runner=runner, force=args.force, log=_log)
-    onnx = record["onnx"]
-    _log(
-        f"wrote {args.output}: {', '.join(record['files'])}, plan.json, record.json"
-        + ("" if onnx.get("written") else f" (no ONNX: {onnx['reason']})")
+    record = export(
+        args.storage,
+        args.study_name,
+        args.output,
+        trial=args.trial,
+        weights=args.weights,
+        constraints=_constraints(args),
+        force=args.force,
+        artifacts=args.artifacts,
+        device=args.device,
+        log=_log,
     )
-    print(
-        json.dumps(
-            {
-                "trial": record["trial"],
-                "plan": record["plan"],
-                "test_accuracy": record["test_accuracy"],
-                "differences": record["differences"],
-            },
-            indent=2,
-        )
-    )
+    summary = {k: record[k] for k in ("trial", "plan", "test_accuracy", "differences")}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from search.export import verify
+    from tradeoff.search.export import verify
 
     torch.set_flush_denormal(True)
     problems = verify(args.directory, log=_log)
@@ -639,24 +480,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import socket
+    from tradeoff.search.commands import dashboard
 
-    from search.dashboard import serve
-    from storage import open_artifact_store, open_storage, redact
-
-    url = _storage_url(args)
-    storage = open_storage(url, heartbeat_interval=None)
-    artifacts = open_artifact_store(args.artifacts)
-    with socket.socket() as probe:  # a clear error for a taken port, before the server starts
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as e:
-            raise UsageError(
-                f"cannot listen on {args.host}:{args.port}: {e.strerror}; choose another --port"
-            ) from None
-    _log(f"optuna-dashboard on http://{args.host}:{args.port}/dashboard/ for {redact(url)} (Ctrl-C stops it)")
-    serve(storage, host=args.host, port=args.port, artifact_store=artifacts)
+    dashboard(args.storage, artifacts=args.artifacts, host=args.host, port=args.port, log=_log)
     return 0
 
 
@@ -685,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, StorageError, SpaceError, PlanError) as e:
+    except TradeoffError as e:
         print(f"tradeoff: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

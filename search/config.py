@@ -9,13 +9,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.cost import check_constraints, check_weights, constraint_values
-from search.errors import UsageError
-from search.measure import OBJECTIVES
-from search.tasks import MODELS, NORMALIZATIONS, data_kind, is_plugin, torchvision_models
-from spaces import SpaceError, validate_space
+from tradeoff.search.cost import check_constraints, check_weights, constraint_values
+from tradeoff.search.data import NORMALIZATIONS, data_kind
+from tradeoff.search.errors import UsageError
+from tradeoff.search.figures import FIGURES
+from tradeoff.search.models import MODELS, torchvision_models
+from tradeoff.search.plugins import import_plugin_modules, is_plugin
+from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
+from tradeoff.storage.artifacts import sha256_file
 
-CONFIG_VERSION = 1
+# 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
+CONFIG_VERSION = 2
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 
 
@@ -40,7 +44,8 @@ class SearchConfig:
     target: str = "cpu"  # where latency and energy are measured
     population_size: int = 0  # 0: fitted to the first run's trial budget
     teacher_epochs: int | None = None
-    prune_mode: str = "structured"  # or "unstructured"
+    knob_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. prune_ratio: mode
+    plugins: tuple[str, ...] = ()  # modules imported first: knobs and figures of the user's own
     finetune_steps: int = 150
     finetune_lr: float = 0.01
     student_steps: int = 400  # distillation of a from-scratch student
@@ -56,6 +61,8 @@ class SearchConfig:
 
     def validated(self, *, n_trials: int | None = None) -> SearchConfig:
         """A checked copy with every default filled in; UsageError names the first bad field."""
+        plugins = tuple(self.plugins)
+        import_plugin_modules(plugins)
         task = self.task
         if data_kind(task) == "folder":
             task = os.path.abspath(task)  # workers find the data where the creator did
@@ -69,8 +76,6 @@ class SearchConfig:
             if not os.path.isfile(checkpoint):
                 raise UsageError(f"--checkpoint {checkpoint}: no such file")
             checkpoint = os.path.abspath(checkpoint)
-            from search.tasks import sha256_file
-
             checkpoint_sha = sha256_file(checkpoint)
         if self.image_size is not None and not 8 <= int(self.image_size) <= 1024:
             raise UsageError(f"--image-size {self.image_size}: give 8 to 1024 pixels")
@@ -80,8 +85,8 @@ class SearchConfig:
         if not objectives:
             raise UsageError("`objectives` must name at least one figure.")
         for name in objectives:
-            if name not in OBJECTIVES:
-                raise UsageError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+            if name not in FIGURES:
+                raise UsageError(f"unknown objective {name!r}; choose from {', '.join(FIGURES)}")
         if len(set(objectives)) != len(objectives):
             raise UsageError("`objectives` lists a figure twice.")
         constraints = check_constraints(self.constraints)
@@ -97,8 +102,10 @@ class SearchConfig:
                     "use --space weight_bits=32 with a cuda target"
                 )
             space["weight_bits"] = {"choices": [32]}
-        if self.prune_mode not in ("structured", "unstructured"):
-            raise UsageError(f"unknown prune_mode {self.prune_mode!r}; use structured or unstructured")
+        try:
+            knob_options = validate_options(self.knob_options)
+        except SpaceError as e:
+            raise UsageError(f"knob options: {e}") from None
         for name in ("finetune_steps", "student_steps", "latency_warmup", "seed"):
             if int(getattr(self, name)) < 0:
                 raise UsageError(f"`{name}` must be >= 0.")
@@ -128,13 +135,15 @@ class SearchConfig:
             task=task,
             checkpoint=checkpoint,
             checkpoint_sha256=checkpoint_sha,
+            knob_options=knob_options,
+            plugins=plugins,
         )
 
     @property
     def directions(self) -> list[str]:
         if self.scalarize:
             return ["minimize"]
-        return [OBJECTIVES[name] for name in self.objectives]
+        return [FIGURES[name].direction for name in self.objectives]
 
     @property
     def metric_names(self) -> list[str]:
@@ -154,9 +163,14 @@ class SearchConfig:
         data = json.loads(text)
         if int(data.get("version", 1)) > CONFIG_VERSION:
             raise UsageError("this study was made by a newer tradeoff; upgrade tradeoff to join it")
+        if int(data.get("version", 1)) < 2 and data.get("prune_mode", "structured") != "structured":
+            # version 1 kept pruning's mode in a field of its own
+            data.setdefault("knob_options", {}).setdefault("prune_ratio", {})["mode"] = data["prune_mode"]
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives", DEFAULT_OBJECTIVES))
+        data["plugins"] = tuple(data.get("plugins", ()))
+        data["version"] = CONFIG_VERSION
         return cls(**data)
 
     def differences(self, given: Mapping[str, Any]) -> list[str]:
@@ -164,8 +178,12 @@ class SearchConfig:
         out = []
         for name, value in given.items():
             stored = getattr(self, name)
-            if name == "objectives":
+            if name in ("objectives", "plugins"):
                 value = tuple(value)
+            if name == "knob_options":  # every option of the knobs given, defaults filled in
+                validate_options(value)
+                value = {k: KNOBS[k].make(KNOBS[k].off, value[k]).options() for k in value}
+                stored = {k: KNOBS[k].make(KNOBS[k].off, stored.get(k)).options() for k in value}
             if name == "space":
                 value = validate_space(value)
             if name in ("task", "checkpoint") and isinstance(value, str) and os.path.exists(value):

@@ -4,8 +4,9 @@
 
 Each term is normalised against the baseline, so the weights are comparable: accuracy is the
 drop in percentage points (negative when the plan is more accurate), the others are ratios to
-the baseline (1.0 = as big / slow / hungry as the uncompressed model). ``params`` and ``flops``
-can be weighted the same way.
+the baseline (1.0 = as big / slow / hungry as the uncompressed model). Every registered figure
+can be weighted, by its alias (``tradeoff.search.figures``: size, latency, energy, params,
+flops, memory, ...).
 
 :func:`rank` is the whole of ``tradeoff select``: keep the complete trials that meet the
 constraints, keep the Pareto-optimal ones among those (over the study's objectives), sort by
@@ -21,51 +22,31 @@ from dataclasses import dataclass
 
 import optuna
 
-from search.errors import UsageError
-from search.measure import OBJECTIVES
-from search.records import DUPLICATE_ATTR, broken_constraints, plan_of
-from search.records import feasible as is_feasible
+from tradeoff.search.errors import UsageError
+from tradeoff.search.figures import FIGURES, by_constraint, by_weight
+from tradeoff.search.records import DUPLICATE_ATTR, broken_constraints, plan_of
+from tradeoff.search.records import feasible as is_feasible
+from tradeoff.spaces import format_plan
 
-# weight name -> figure it weighs
-WEIGHTS: dict[str, str] = {
-    "accuracy": "accuracy",
-    "size": "size_bytes",
-    "latency": "latency_ms",
-    "energy": "energy_mj",
-    "params": "params",
-    "flops": "flops",
-}
 DEFAULT_WEIGHTS = {"accuracy": 0.6, "size": 0.2, "latency": 0.1, "energy": 0.1}
-
-# constraint -> (figure, kind, scale of the given number to the figure's unit): the study's
-# constraints (stored with it, given to Optuna) and select's/export's take the same names
-CONSTRAINTS: dict[str, tuple[str, str, float]] = {
-    "max_latency_ms": ("latency_ms", "max", 1.0),
-    "max_size_mb": ("size_bytes", "max", 1e6),  # MB = 10^6 bytes
-    "max_energy_mj": ("energy_mj", "max", 1.0),
-    "max_params": ("params", "max", 1.0),
-    "max_flops": ("flops", "max", 1.0),
-    "min_accuracy": ("accuracy", "min", 1.0),
-}
-# the ones with a command-line flag on search, create, select and export
-FLAG_CONSTRAINTS = ("max_latency_ms", "max_size_mb", "max_energy_mj", "min_accuracy")
 
 
 def check_constraints(constraints: Mapping[str, float | None]) -> dict[str, float]:
     """The given constraints (None values dropped) as floats; UsageError names an unknown or
-    impossible one."""
+    impossible one. Names and units are the figures' (``max_size_mb``: MB)."""
+    known = by_constraint()
     out = {}
     for name, value in constraints.items():
-        if name not in CONSTRAINTS:
-            raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(CONSTRAINTS)}")
+        if name not in known:
+            raise UsageError(f"unknown constraint {name!r}; choose from {', '.join(known)}")
         if value is None:
             continue
         value = float(value)
-        flag = "--" + name.replace("_", "-")
+        flag = known[name].flag
         if not math.isfinite(value) or value <= 0:
             raise UsageError(f"impossible constraint {flag} {value:g}: it must be a finite number > 0")
-        if name == "min_accuracy" and value > 1:
-            raise UsageError(f"impossible constraint {flag} {value:g}: accuracy is a fraction in (0, 1]")
+        if known[name].unit == "fraction" and value > 1:
+            raise UsageError(f"impossible constraint {flag} {value:g}: {name[4:]} is a fraction in (0, 1]")
         out[name] = value
     return out
 
@@ -73,30 +54,32 @@ def check_constraints(constraints: Mapping[str, float | None]) -> dict[str, floa
 def constraint_values(figures: Mapping[str, float], constraints: Mapping[str, float]) -> dict[str, float]:
     """One value per constraint, <= 0 where the figures meet it (Optuna's convention), in the
     figure's unit."""
+    known = by_constraint()
     out = {}
     for name, bound in sorted(constraints.items()):
-        figure, kind, scale = CONSTRAINTS[name]
-        limit, value = bound * scale, float(figures[figure])
-        out[name] = value - limit if kind == "max" else limit - value
+        figure = known[name]
+        out[name] = figure.constraint_value(figures[figure.name], bound)
     return out
 
 
 def merge_constraints(study: Mapping[str, float], given: Mapping[str, float]) -> dict[str, float]:
     """The study's stored constraints tightened by the ones given now: a choice never leaves
     the study's constraints."""
+    known = by_constraint()
     out = dict(study)
     for name, value in given.items():
-        kind = CONSTRAINTS[name][1]
         if name not in out:
             out[name] = value
+        elif known[name].direction == "minimize":
+            out[name] = min(out[name], value)
         else:
-            out[name] = min(out[name], value) if kind == "max" else max(out[name], value)
+            out[name] = max(out[name], value)
     return out
 
 
 def _check_name(name: str) -> None:
-    if name not in WEIGHTS:
-        raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(WEIGHTS)}")
+    if name not in by_weight():
+        raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(by_weight())}")
 
 
 def _check_value(name: str, weight: float, shown: object) -> None:
@@ -143,11 +126,12 @@ def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
 def terms(figures: Mapping[str, float], baseline: Mapping[str, float], weights: Mapping[str, float]):
     """{weight name: normalised term} for the weighted names."""
     out = {}
+    weighed = by_weight()
     for name in weights:
-        figure = WEIGHTS[name]
-        value, base = float(figures[figure]), float(baseline[figure])
-        if figure == "accuracy":
-            out[name] = 100.0 * (base - value)  # points of drop
+        figure = weighed[name]
+        value, base = float(figures[figure.name]), float(baseline[figure.name])
+        if figure.unit == "fraction":  # accuracy: points of drop (a fall in a maximised figure)
+            out[name] = 100.0 * (base - value) if figure.direction == "maximize" else 100.0 * (value - base)
         else:
             out[name] = value / base if base else math.inf
     return out
@@ -163,7 +147,7 @@ def violations(figures: Mapping[str, float], constraints: Mapping[str, float]) -
     out = {}
     for name, miss in constraint_values(figures, constraints).items():
         if miss > 0:
-            out[name] = miss / (constraints[name] * CONSTRAINTS[name][2])
+            out[name] = miss / (constraints[name] * by_constraint()[name].constraint_scale)
     return out
 
 
@@ -180,7 +164,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 def pareto(trials: Sequence[optuna.trial.FrozenTrial], objectives: Sequence[str]):
     """The trials no other trial dominates on the figures ``objectives`` (read from user attrs)."""
-    directions = [OBJECTIVES[o] for o in objectives]
+    directions = [FIGURES[o].direction for o in objectives]
     vecs = [[float(t.user_attrs[o]) for o in objectives] for t in trials]
     return [t for t, v in zip(trials, vecs) if not any(dominates(w, v, directions) for w in vecs)]
 
@@ -224,7 +208,7 @@ def rank(
     Feasible: meets ``constraints`` (pass the study's own merged with the user's, see
     :func:`merge_constraints`) and every constraint stored on the trial itself."""
     constraints = check_constraints(constraints or {})
-    needed = sorted(set(objectives) | {WEIGHTS[n] for n in weights})
+    needed = sorted(set(objectives) | {by_weight()[n].name for n in weights})
     pool = measured(trials, needed)
     if not pool:
         raise UsageError("the study has no complete trial yet; run `tradeoff search` first")
@@ -257,12 +241,8 @@ def rank(
 
 
 def _describe_miss(name: str, figures: Mapping[str, float], bound: float) -> str:
-    figure, kind, scale = CONSTRAINTS[name]
-    value = float(figures[figure]) / scale
-    unit = {"max_latency_ms": " ms", "max_size_mb": " MB", "max_energy_mj": " mJ"}.get(name, "")
-    if name == "min_accuracy":
-        return f"accuracy {value:.2%} < {bound:.2%}"
-    return f"{figure.split('_')[0]} {value:.4g}{unit} > {bound:g}{unit}"
+    figure = by_constraint()[name]
+    return figure.describe_miss(float(figures[figure.name]), bound)
 
 
 def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, limit: int = 10) -> str:
@@ -272,19 +252,18 @@ def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, li
         "rank",
         "trial",
         "cost",
-        *[f"{n} ({'pts drop' if n == 'accuracy' else 'x base'})" for n in names],
+        *[f"{n} ({'pts drop' if by_weight()[n].unit == 'fraction' else 'x base'})" for n in names],
         "plan",
     ]
     rows = []
     for i, r in enumerate(ranked[:limit], 1):
-        plan = plan_of(r.trial)
         rows.append(
             [
                 str(i),
                 f"#{r.trial.number}",
                 f"{r.cost:.4f}",
                 *[f"{weights[n]:g} x {r.terms[n]:.4g} = {weights[n] * r.terms[n]:.4f}" for n in names],
-                ", ".join(f"{k}={v:g}" for k, v in plan.items() if k != "version"),
+                format_plan(plan_of(r.trial)),
             ]
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -297,3 +276,66 @@ def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, li
         f"(weights {weights_text}; lower is better)" + (f"; {more} more not shown" if more > 0 else "")
     )
     return "\n".join(lines)
+
+
+def ranking(study: optuna.Study, config, *, weights: str | None, constraints: Mapping[str, float]):
+    """(the feasible Pareto-optimal trials of ``study`` cheapest first, the weights used): the
+    study's own constraints always hold, the ones given can only tighten them."""
+    from tradeoff.search.records import BASELINE_ATTR
+
+    parsed = parse_weights(weights)
+    merged = merge_constraints(config.constraints, check_constraints(constraints))
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    if baseline is None:
+        raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
+    ranked = rank(
+        study.get_trials(deepcopy=False), baseline, parsed, objectives=config.objectives, constraints=merged
+    )
+    return ranked, parsed
+
+
+def choose(
+    study: optuna.Study,
+    config,
+    *,
+    trial: int | None,
+    weights: str | None,
+    constraints: Mapping[str, float],
+    log=print,
+) -> optuna.trial.FrozenTrial:
+    """The trial to ship: number ``trial`` (a re-proposed plan resolves to its first trial; one
+    that breaks the study's constraints is chosen with a warning), else the top of
+    :func:`ranking`. UsageError names a trial that does not exist or did not complete."""
+    from tradeoff.search.records import DUPLICATE_ATTR, FAIL_ATTR
+
+    given = {k: v for k, v in constraints.items() if v is not None}
+    if trial is None:
+        ranked, _ = ranking(study, config, weights=weights, constraints=given)
+        log(f"selected trial #{ranked[0].trial.number} (cost {ranked[0].cost:.4f})")
+        return ranked[0].trial
+    if weights or given:
+        raise UsageError("give either --trial or --weights/constraints, not both")
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if trial not in by_number:
+        last = max(by_number) if by_number else None
+        raise UsageError(
+            f"--trial {trial}: no such trial in study {study.study_name!r}"
+            + (f" (numbers run 0-{last})" if last is not None else " (it has no trials)")
+        )
+    chosen = by_number[trial]
+    if chosen.state != optuna.trial.TrialState.COMPLETE:
+        reason = chosen.user_attrs.get(FAIL_ATTR)
+        raise UsageError(
+            f"--trial {trial} did not complete ({chosen.state.name.lower()}"
+            + (f": {reason}" if reason else "")
+            + "); pick a complete trial, e.g. from `tradeoff select`"
+        )
+    if DUPLICATE_ATTR in chosen.user_attrs:
+        chosen = by_number[chosen.user_attrs[DUPLICATE_ATTR]]
+    broken = broken_constraints(chosen)
+    if broken:
+        log(
+            f"warning: trial #{chosen.number} breaks the study's constraints ({', '.join(broken)}); "
+            "exporting it because --trial asked for it"
+        )
+    return chosen

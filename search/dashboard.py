@@ -14,7 +14,7 @@ import functools
 
 import optuna
 
-from search.records import constraints_of
+from tradeoff.search.records import constraints_of
 
 
 def _with_constraints(serialize):

@@ -1,4 +1,10 @@
-"""User data: image folders (torchvision's ``ImageFolder`` layout) and data plug-ins.
+"""Data: the bundled task, image folders (torchvision's ``ImageFolder`` layout) and data
+plug-ins, each as three splits.
+
+Every task has train (teacher training and fine-tuning) / validation (what the search
+optimises) / test (reported on export only) splits, cut with a fixed seed where the data does
+not bring them. The bundled ``digits`` is scikit-learn's handwritten digits (1,797 8x8 grey
+images, 10 classes, shipped inside scikit-learn).
 
 An image folder is read once into tensors (the search fine-tunes hundreds of models on the
 same images, so decoding them once pays): every image converted to RGB, resized on its
@@ -16,14 +22,80 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from search.errors import UsageError
-from search.tasks import IMAGENET_MEAN, IMAGENET_STD, Split, _split_indices, load_plugin
+from tradeoff.search.errors import UsageError
+from tradeoff.search.plugins import call_with_accepted, is_plugin, load_plugin
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _split_indices(y: np.ndarray, seed: int, fractions=(0.6, 0.2, 0.2)) -> tuple[np.ndarray, ...]:
+    """A stratified split with a fixed seed: every class in the same proportion in each part."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[], [], []]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        a = int(round(fractions[0] * len(idx)))
+        b = a + int(round(fractions[1] * len(idx)))
+        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
+            part.extend(chunk.tolist())
+    return tuple(np.sort(np.array(p)) for p in parts)
+
+
+DIGITS_SPLIT_SEED = 0
+
+
+def digits_splits() -> tuple[Split, Split, Split]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    tr, va, te = _split_indices(d.target, DIGITS_SPLIT_SEED)
+    mean, std = x[tr].mean(), x[tr].std()  # normalisation from the training split only
+    x = (x - mean) / std
+    return tuple(Split(x[i], y[i]) for i in (tr, va, te))  # type: ignore[return-value]
+
+
+TASKS: dict[str, Callable[[], tuple[Split, Split, Split]]] = {"digits": digits_splits}
+
+
+DEFAULT_IMAGE_SIZE = 64
+
+
+NORMALIZATIONS = ("data", "imagenet")
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def data_kind(spec: str) -> str:
+    """``bundled``, ``plugin`` or ``folder``; UsageError names a spec that is none of them."""
+    if spec in TASKS:
+        return "bundled"
+    if is_plugin(spec):
+        return "plugin"
+    if os.path.isdir(spec):
+        return "folder"
+    if os.path.exists(spec):
+        raise UsageError(f"--data {spec}: not a directory; give an image folder (one sub-folder per class)")
+    raise UsageError(
+        f"--data {spec}: no such folder, and not a bundled task ({', '.join(sorted(TASKS))}) or a plug-in "
+        "package.module:function"
+    )
+
 
 SPLIT_DIRS = ("train", "val", "test")
 
@@ -175,9 +247,7 @@ def _as_split(obj, spec: str, which: str) -> Split:
 def plugin_splits(spec: str) -> tuple[Split, Split, Split]:
     """The splits a ``package.module:function`` returns: a dict with train/val/test, or a
     (train, val, test) tuple; each (x, y) tensors or a Dataset of (image tensor, label)."""
-    from search.tasks import _call_with_accepted
-
-    out = _call_with_accepted(load_plugin(spec, "data"), spec, "data")
+    out = call_with_accepted(load_plugin(spec, "data"), spec, "data")
     if isinstance(out, dict):
         missing = [k for k in SPLIT_DIRS if k not in out]
         if missing:

@@ -34,9 +34,10 @@ import optuna
 import torch
 from torch import nn
 
-from search.errors import UsageError
-from search.measure import Measurement, accuracy, deployable
-from search.tasks import sha256_file
+from tradeoff.search.errors import UsageError
+from tradeoff.search.figures import FIGURES
+from tradeoff.search.measure import Measurement, accuracy, deployable
+from tradeoff.storage.artifacts import sha256_file
 
 FORMAT = "tradeoff-export"
 EXPORT_VERSION = 1
@@ -44,14 +45,6 @@ MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "plan.json"
 RECORD_FILE = "record.json"
-
-# What counts as noise when re-measured figures are compared with the stored ones.
-TOLERANCES = {
-    "accuracy": "at most one validation image",
-    "params, flops, size_bytes": "exact",
-    "latency_ms": "within 35 % or the stored p10-p90 spread, whichever is wider",
-    "energy_mj": "within 35 % when measured; 1 % when estimated",
-}
 
 
 class ExportError(UsageError):
@@ -68,29 +61,17 @@ def versions() -> dict[str, str]:
     return out
 
 
+def tolerances() -> dict[str, str]:
+    """What counts as noise when a figure is measured again, per figure (the registry's)."""
+    return {f.name: f.tolerance.text for f in FIGURES.values()}
+
+
 def differences(stored: dict[str, Any], measured: Measurement, *, n_val: int) -> list[str]:
-    """The re-measured figures that differ from the stored ones beyond noise (see TOLERANCES)."""
-    out = []
+    """The re-measured figures that differ from the stored ones beyond noise (see
+    :func:`tolerances`)."""
     now = measured.to_dict()
-    if "accuracy" in stored and abs(now["accuracy"] - stored["accuracy"]) * n_val > 1.0 + 1e-9:
-        out.append(f"accuracy {stored['accuracy']:.4f} stored, {now['accuracy']:.4f} now")
-    for name in ("params", "flops", "size_bytes"):
-        if name in stored and int(stored[name]) != int(now[name]):
-            out.append(f"{name} {stored[name]} stored, {now[name]} now")
-    if "latency_ms" in stored:
-        old, new = float(stored["latency_ms"]), now["latency_ms"]
-        spread = (stored.get("latency_p90_ms", old) - stored.get("latency_p10_ms", old)) / old if old else 0
-        if old and abs(new - old) / old > max(0.35, spread):
-            out.append(
-                f"latency_ms {old:.4g} stored ({stored.get('latency_threads', '?')} threads), "
-                f"{new:.4g} now ({now['latency_threads']} threads)"
-            )
-    if "energy_mj" in stored:
-        old, new = float(stored["energy_mj"]), now["energy_mj"]
-        tol = 0.01 if str(stored.get("energy_method", "")).startswith("estimated") else 0.35
-        if old and abs(new - old) / old > tol:
-            out.append(f"energy_mj {old:.4g} stored, {new:.4g} now")
-    return out
+    found = (f.differs(stored, now, n_val=n_val) for f in FIGURES.values())
+    return [d for d in found if d]
 
 
 @torch.no_grad()
@@ -166,18 +147,17 @@ def export_trial(
     log=print,
 ) -> dict[str, Any]:
     """Rebuild, re-measure, test and write ``trial`` to ``out_dir``; returns the record."""
-    from search.records import CONFIG_ATTR, TEACHER_ATTR, constraints_of, feasible
-    from search.report import baseline_of
-    from spaces import Plan
+    from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR, constraints_of, feasible
+    from tradeoff.search.report import baseline_of
+    from tradeoff.spaces import format_plan
 
     check_target(out_dir, force)
-    plan = Plan.from_params(trial.params)
+    plan = runner.plan_of(trial.params)
     task = runner.task
-    knobs = ", ".join(f"{k}={v:g}" for k, v in plan.active().items()) or "baseline"
-    log(f"rebuilding trial #{trial.number} ({knobs}) ...")
+    log(f"rebuilding trial #{trial.number} ({format_plan(plan)}) ...")
     compressed, times = runner.build(plan)
     measured = runner.measure(compressed)
-    stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.__dataclass_fields__}
+    stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.keys()}
     diffs = differences(stored, measured, n_val=len(task.val))
     for d in diffs:
         log(f"warning: re-measured {d}")
@@ -215,7 +195,7 @@ def export_trial(
             "feasible": feasible(trial),
             "measured": measured.to_dict(),
             "differences": diffs,
-            "tolerances": TOLERANCES,
+            "tolerances": tolerances(),
             "test_accuracy": test_acc,
             "test_images": len(task.test),
             "baseline": baseline_of(study),
@@ -311,8 +291,8 @@ def load(path: str) -> Exported:
 def verify(path: str, *, log=print) -> list[str]:
     """Load the export, re-run its test split and check accuracy, output shape, size and the
     ONNX twin against the record; the list of problems (empty when everything holds)."""
-    from search.config import SearchConfig
-    from search.tasks import task_for
+    from tradeoff.search.config import SearchConfig
+    from tradeoff.search.tasks import task_for
 
     exported = load(path)
     record = exported.record

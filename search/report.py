@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from search.records import (
+from tradeoff.search.figures import FIGURES
+from tradeoff.search.records import (
     BASELINE_ATTR,
     CONFIG_ATTR,
     FAIL_ATTR,
@@ -13,8 +14,7 @@ from search.records import (
     feasible,
     plan_of,
 )
-
-FIGURES = ("accuracy", "size_bytes", "latency_ms", "energy_mj", "flops", "params")
+from tradeoff.spaces import format_plan
 
 
 def baseline_of(study: optuna.Study) -> dict | None:
@@ -23,7 +23,7 @@ def baseline_of(study: optuna.Study) -> dict | None:
 
 def objectives_of(study: optuna.Study) -> tuple[str, ...]:
     """The figures the study trades off (a scalarized study still has them in its config)."""
-    from search.config import DEFAULT_OBJECTIVES, SearchConfig
+    from tradeoff.search.config import DEFAULT_OBJECTIVES, SearchConfig
 
     text = study.user_attrs.get(CONFIG_ATTR)
     return SearchConfig.from_json(text).objectives if text else DEFAULT_OBJECTIVES
@@ -33,39 +33,25 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The Pareto-optimal trials over the study's figures (only feasible ones where the study
     has constraints), by size; a plan the sampler proposed again (``duplicate_of``) is shown
     once, as its first trial."""
-    from search.cost import measured
+    from tradeoff.search.cost import measured
 
     objectives = objectives_of(study)
     return _front_of(measured(study.get_trials(deepcopy=False), objectives), objectives)
 
 
 def _front_of(trials: list[optuna.trial.FrozenTrial], objectives) -> list[optuna.trial.FrozenTrial]:
-    from search.cost import pareto
+    from tradeoff.search.cost import pareto
 
     ok = [t for t in trials if feasible(t)]
     return sorted(pareto(ok, objectives), key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
 
 
 def _fmt(name: str, value: float) -> str:
-    if name == "accuracy":
-        return f"{100 * value:.2f}%"
-    if name == "size_bytes":
-        return f"{value / 1e6:.3f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
-    if name == "latency_ms":
-        return f"{value:.3f} ms"
-    if name == "energy_mj":
-        return f"{value:.4f} mJ"
-    if name in ("flops", "params"):
-        return f"{value / 1e6:.2f} M"
-    return f"{value:g}"
+    return FIGURES[name].text(value) if name in FIGURES else f"{value:g}"
 
 
 def _vs(name: str, value: float, base: float | None) -> str:
-    if base is None:
-        return ""
-    if name == "accuracy":
-        return f" ({100 * (value - base):+.2f})"
-    return f" (x{value / base:.2g})" if base else ""
+    return FIGURES[name].versus(value, base) if name in FIGURES else ""
 
 
 def format_front(study: optuna.Study) -> str:
@@ -82,15 +68,15 @@ def format_front(study: optuna.Study) -> str:
                 f"study's constraints yet ({_infeasible_summary(infeasible)})"
             )
         return f"study {study.study_name!r} has no completed trial yet"
-    header = ["trial", *FIGURES, "plan"]
+    shown = [n for n in FIGURES if any(n in t.user_attrs for t in trials)]  # a figure added later: "-"
+    header = ["trial", *shown, "plan"]
     rows = []
     for t in trials:
         row = [f"#{t.number}" + (" (baseline)" if base and base.get("trial") == t.number else "")]
-        for name in FIGURES:
+        for name in shown:
             v = t.user_attrs.get(name)
             row.append("-" if v is None else _fmt(name, v) + _vs(name, v, base.get(name) if base else None))
-        plan = plan_of(t)
-        row.append(", ".join(f"{k}={v:g}" for k, v in plan.items() if k != "version"))
+        row.append(format_plan(plan_of(t)))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
@@ -123,8 +109,8 @@ def progress_line(
         return f"{head}: {reason}" if reason else head
     base = baseline_of(study) or {}
     figs = " ".join(
-        f"{n.split('_')[0]}={_fmt(n, trial.user_attrs[n])}{_vs(n, trial.user_attrs[n], base.get(n))}"
-        for n in ("accuracy", "size_bytes", "latency_ms")
+        f"{FIGURES[n].short}={_fmt(n, trial.user_attrs[n])}{_vs(n, trial.user_attrs[n], base.get(n))}"
+        for n in objectives_of(study)
         if n in trial.user_attrs
     )
     m, s = divmod(int(elapsed_s), 60)
@@ -155,33 +141,23 @@ def _best_so_far(study: optuna.Study, base: dict) -> str:
 
 # -- the HTML report ------------------------------------------------------------------------
 
-_LABELS = {
-    "accuracy": "validation accuracy (%)",
-    "size_bytes": "size (MB)",
-    "latency_ms": "latency (ms)",
-    "energy_mj": "energy per inference (mJ)",
-    "flops": "FLOPs (M)",
-    "params": "parameters (M)",
-}
-_SCALE = {"accuracy": 100.0, "size_bytes": 1e-6, "flops": 1e-6, "params": 1e-6}
+
+def _label(name: str) -> str:
+    return FIGURES[name].label
 
 
 def _axis(name: str, t: optuna.trial.FrozenTrial) -> float:
-    return float(t.user_attrs[name]) * _SCALE.get(name, 1.0)
+    return float(t.user_attrs[name]) * FIGURES[name].scale
 
 
 def _plan_text(t: optuna.trial.FrozenTrial) -> str:
-    plan = plan_of(t)
-    from spaces import KNOBS
-
-    on = [f"{k}={v:g}" for k, v in plan.items() if k in KNOBS and v != KNOBS[k].off]
-    return ", ".join(on) or "baseline (no compression)"
+    return format_plan(plan_of(t))
 
 
 def _groups(study: optuna.Study):
     """(objectives, [(label, style, trials)] for each kind of point in drawing order, the front
     by size), from one read of the study's trials."""
-    from search.cost import measured
+    from tradeoff.search.cost import measured
 
     objectives = objectives_of(study)
     trials = measured(study.get_trials(deepcopy=False), objectives)
@@ -234,7 +210,7 @@ def figure(study: optuna.Study):
         + [[{"type": "table", "colspan": cols}] + [None] * (cols - 1)],
         row_heights=[1.0] * rows + [0.9],
         vertical_spacing=0.06,
-        subplot_titles=[f"{_LABELS[y]} vs {_LABELS[x]}" for x, y in pairs],
+        subplot_titles=[f"{_label(y)} vs {_label(x)}" for x, y in pairs],
     )
     for i, (x, y) in enumerate(pairs):
         r, c = divmod(i, cols)
@@ -257,10 +233,10 @@ def figure(study: optuna.Study):
                 col=c + 1,
             )
         for axis, name in (("x", x), ("y", y)):
-            kind = "log" if name in ("size_bytes", "latency_ms", "energy_mj", "flops", "params") else "linear"
-            getattr(fig, f"update_{axis}axes")(type=kind, title_text=_LABELS[name], row=r + 1, col=c + 1)
+            kind = "log" if FIGURES[name].log_axis else "linear"
+            getattr(fig, f"update_{axis}axes")(type=kind, title_text=_label(name), row=r + 1, col=c + 1)
     base = baseline_of(study) or {}
-    header = ["trial", "plan", *[_LABELS[o] for o in objectives]]
+    header = ["trial", "plan", *[_label(o) for o in objectives]]
     cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
     for o in objectives:
         cells.append(
@@ -316,11 +292,11 @@ def write_png(study: optuna.Study, path: str) -> None:
             stairs.append((_axis(x, t), best))
     if stairs:
         ax.step(*zip(*stairs), where="post", color="#1f77b4", linewidth=1, alpha=0.6)
-    if x != "accuracy":
+    if FIGURES[x].log_axis:
         ax.set_xscale("log")
-    ax.set_xlabel(_LABELS[x])
-    ax.set_ylabel(_LABELS[y])
-    ax.set_title(f"{study.study_name}: {_LABELS[y]} vs {_LABELS[x]}")
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y))
+    ax.set_title(f"{study.study_name}: {_label(y)} vs {_label(x)}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -335,7 +311,7 @@ def write_report(study: optuna.Study, html_path: str) -> tuple[str, str]:
 
     png_path = os.path.splitext(html_path)[0] + ".png"
     if not front(study):
-        from search.errors import UsageError
+        from tradeoff.search.errors import UsageError
 
         raise UsageError(f"study {study.study_name!r} has no measured feasible trial to report yet")
     tmp_html, tmp_png = html_path + ".tmp", png_path + ".tmp.png"

@@ -15,9 +15,9 @@ import optuna
 import torch
 from torch import nn
 
-from search.config import SearchConfig
-from search.measure import Measurement, measure
-from search.records import (
+from tradeoff.search.config import SearchConfig
+from tradeoff.search.measure import Measurement, measure
+from tradeoff.search.records import (
     BASELINE_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
@@ -26,9 +26,9 @@ from search.records import (
     SKIPPED_ATTR,
     TIME_PREFIX,
 )
-from search.tasks import Task
-from search.training import finetune_kd, logits_of
-from spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, suggest_plan
+from tradeoff.search.tasks import Task
+from tradeoff.search.training import finetune_kd, logits_of
+from tradeoff.spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, suggest_plan
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 
@@ -64,16 +64,19 @@ class Runner:
             example_input=self.task.example_input,
             num_classes=self.task.num_classes,
             finetune=self._finetune,
-            calibration=list(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
-            options={"prune_mode": self.config.prune_mode},
+            calibration=tuple(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
         compressed = apply_plan(self.teacher, plan, ctx)
-        finetune = ctx.timings.get("finetune_s", 0.0)
+        finetune = compressed.timings.get("finetune_s", 0.0)
         times = {"finetune_s": finetune, "apply_s": time.perf_counter() - t0 - finetune}
-        times.update({f"step_{k}": v for k, v in ctx.timings.items() if k != "finetune_s"})
+        times.update({f"step_{k}": v for k, v in compressed.timings.items() if k != "finetune_s"})
         return compressed, times
+
+    def plan_of(self, params) -> Plan:
+        """The plan of a trial's params (or a stored plan), with the study's knob options."""
+        return Plan.from_params(params, options=self.config.knob_options)
 
     def measure(self, compressed: Compressed, timings: dict[str, float] | None = None) -> Measurement:
         c = self.config
@@ -107,7 +110,7 @@ class Runner:
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
-        plan = suggest_plan(trial, self.config.space)
+        plan = suggest_plan(trial, self.config.space, self.config.knob_options)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         twin = self._measured_twin(trial)
         if twin is not None:
@@ -137,7 +140,7 @@ class Runner:
             if BASELINE_ATTR not in trial.study.user_attrs:
                 trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
         if self.config.scalarize:
-            from search.cost import cost
+            from tradeoff.search.cost import cost
 
             baseline = trial.study.user_attrs.get(BASELINE_ATTR)
             if baseline is None:

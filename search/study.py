@@ -5,10 +5,11 @@ from __future__ import annotations
 import optuna
 from optuna.exceptions import DuplicatedStudyError
 
-from search.config import SearchConfig
-from search.errors import UsageError
-from search.records import CONFIG_ATTR, ROLE_ATTR
-from spaces import BASELINE, probe_plans, space_filling_plans
+from tradeoff.search.config import SearchConfig
+from tradeoff.search.errors import UsageError
+from tradeoff.search.plugins import import_plugin_modules
+from tradeoff.search.records import CONFIG_ATTR, ROLE_ATTR
+from tradeoff.spaces import Plan, probe_plans, space_filling_plans
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -32,7 +33,9 @@ def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> Sear
         raise UsageError(
             f"study {study_name!r} exists but was not made by tradeoff; choose another --study-name"
         )
-    return SearchConfig.from_json(attrs[CONFIG_ATTR])
+    config = SearchConfig.from_json(attrs[CONFIG_ATTR])
+    import_plugin_modules(config.plugins)  # the study's own knobs and figures, before its space is read
+    return config
 
 
 def open_study(
@@ -68,7 +71,7 @@ def open_study(
             return open_study(storage, study_name, given, n_trials=n_trials, create=False, prepare=prepare)
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
-        study.enqueue_trial(BASELINE.params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
+        study.enqueue_trial(Plan().params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
         probes = probe_plans(config.space)
         for plan in probes:
             study.enqueue_trial(

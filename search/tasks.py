@@ -1,44 +1,32 @@
-"""Tasks: the model to compress and its data.
+"""Tasks: the model to compress with its data, checked end to end before any trial.
 
-Data (``--data``): the bundled ``digits`` (scikit-learn's handwritten digits, 1,797 8x8 grey
-images, 10 classes, shipped inside scikit-learn); an image folder laid out as torchvision's
-``ImageFolder`` (one sub-folder per class, optionally inside ``train/``, ``val/``, ``test/``);
-or a plug-in ``package.module:function`` returning the splits. Every task has three splits:
-train (teacher training and fine-tuning) / validation (what the search optimises) / test
-(reported on export only), cut with a fixed seed where the data does not bring them.
-
-Models (``--model``): the registered ones below (``resnet18`` with a small-input stem,
-``tiny_resnet`` for tests), any torchvision classification model by name (class count from
-the data, first convolution fitted to the data's channels), or a plug-in
-``package.module:function`` returning an ``nn.Module``; optionally with trained weights
-(``--checkpoint``, loaded with ``weights_only=True``), which then are the teacher.
+A :class:`Task` joins the data's three splits (:mod:`tradeoff.search.data`) with a model
+builder (:mod:`tradeoff.search.models`) and the settings that decide the teacher; its
+fingerprint says whether two machines would train the same teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torchvision
 from torch import nn
 
-from search.errors import UsageError
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
+from tradeoff.search.data import (
+    DEFAULT_IMAGE_SIZE,
+    NORMALIZATIONS,
+    TASKS,
+    Split,
+    data_kind,
+    folder_splits,
+    plugin_splits,
+)
+from tradeoff.search.errors import UsageError
+from tradeoff.search.models import _architecture_hash, load_weights_, model_builder
+from tradeoff.storage.artifacts import sha256_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,90 +65,7 @@ class Task:
         return h.hexdigest()[:16]
 
 
-# -- models ---------------------------------------------------------------------------------
-
-MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {}
-
-
-def register_model(fn: Callable[[int, int, int], nn.Module]) -> Callable[[int, int, int], nn.Module]:
-    """Register ``fn(in_channels, image_size, num_classes) -> nn.Module`` under its name."""
-    MODELS[fn.__name__] = fn
-    return fn
-
-
-def _small_input_stem_(model: nn.Module, in_channels: int) -> nn.Module:
-    """Adapt a torchvision ResNet to small images: a 3x3 stride-1 first conv and no max-pool
-    (the CIFAR stem), so an 8x8 digit is not shrunk to 2x2 before the first block."""
-    model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
-
-
-@register_model
-def resnet18(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    if image_size <= 64 or in_channels != 3:
-        _small_input_stem_(model, in_channels)
-    return model
-
-
-@register_model
-def tiny_resnet(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """A torchvision ResNet with one BasicBlock per stage and 16-128 channels: for tests."""
-    from torchvision.models.resnet import BasicBlock, ResNet
-
-    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
-    widths = [16, 32, 64, 128]
-    # Rebuild the stages at the narrow widths (torchvision's BasicBlock has no width knob).
-    model.inplanes = 16
-    model.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-    model.bn1 = nn.BatchNorm2d(16)
-    model.maxpool = nn.Identity()
-    model.layer1 = model._make_layer(BasicBlock, widths[0], 1)
-    model.layer2 = model._make_layer(BasicBlock, widths[1], 1, stride=2)
-    model.layer3 = model._make_layer(BasicBlock, widths[2], 1, stride=2)
-    model.layer4 = model._make_layer(BasicBlock, widths[3], 1, stride=2)
-    model.fc = nn.Linear(widths[3], num_classes)
-    return model
-
-
-# -- data -----------------------------------------------------------------------------------
-
-
-def _split_indices(y: np.ndarray, seed: int, fractions=(0.6, 0.2, 0.2)) -> tuple[np.ndarray, ...]:
-    """A stratified split with a fixed seed: every class in the same proportion in each part."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[], [], []]
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        a = int(round(fractions[0] * len(idx)))
-        b = a + int(round(fractions[1] * len(idx)))
-        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
-            part.extend(chunk.tolist())
-    return tuple(np.sort(np.array(p)) for p in parts)
-
-
-DIGITS_SPLIT_SEED = 0
-
-
-def digits_splits() -> tuple[Split, Split, Split]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, va, te = _split_indices(d.target, DIGITS_SPLIT_SEED)
-    mean, std = x[tr].mean(), x[tr].std()  # normalisation from the training split only
-    x = (x - mean) / std
-    return tuple(Split(x[i], y[i]) for i in (tr, va, te))  # type: ignore[return-value]
-
-
-TASKS: dict[str, Callable[[], tuple[Split, Split, Split]]] = {"digits": digits_splits}
-
 DEFAULT_TEACHER_EPOCHS = {"resnet18": 15, "tiny_resnet": 8}
-DEFAULT_IMAGE_SIZE = 64
-NORMALIZATIONS = ("data", "imagenet")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def default_teacher_epochs(model: str, n_train: int, *, batch_size: int = 64, min_steps: int = 300) -> int:
@@ -170,171 +75,6 @@ def default_teacher_epochs(model: str, n_train: int, *, batch_size: int = 64, mi
         return DEFAULT_TEACHER_EPOCHS[model]
     steps_per_epoch = max(1, -(-n_train // batch_size))
     return int(min(300, max(15, -(-min_steps // steps_per_epoch))))
-
-
-def is_plugin(spec: str) -> bool:
-    """``package.module:function`` (and not a path that exists)."""
-    mod, sep, fn = spec.partition(":")
-    return bool(sep and mod and fn.isidentifier() and not os.path.exists(spec))
-
-
-def load_plugin(spec: str, what: str) -> Callable:
-    """The function named by ``package.module:function``; the working directory is importable,
-    as with ``python -m``."""
-    module_name, _, fn_name = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is the plug-in's
-        raise UsageError(
-            f"{what} plug-in {spec!r}: cannot import {module_name}: {type(e).__name__}: {e}"
-        ) from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise UsageError(f"{what} plug-in {spec!r}: {module_name} has no function {fn_name!r}")
-    return fn
-
-
-def _call_with_accepted(fn: Callable, spec: str, what: str, **kwargs):
-    """Call a plug-in with the keyword arguments its signature accepts."""
-    try:
-        params = inspect.signature(fn).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}
-    except (TypeError, ValueError):
-        pass
-    try:
-        return fn(**kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"{what} plug-in {spec!r} raised {type(e).__name__}: {e}") from None
-
-
-def torchvision_models() -> list[str]:
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def _fit_in_channels_(model: nn.Module, in_channels: int) -> nn.Module:
-    """Give the first convolution ``in_channels`` inputs (torchvision models expect RGB)."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            if m.in_channels != in_channels:
-                new = nn.Conv2d(
-                    in_channels,
-                    m.out_channels,
-                    m.kernel_size,
-                    m.stride,
-                    m.padding,
-                    m.dilation,
-                    groups=1,
-                    bias=m.bias is not None,
-                    padding_mode=m.padding_mode,
-                )
-                parent, _, leaf = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, leaf, new)
-            break
-    return model
-
-
-def model_builder(spec: str, in_channels: int, image_size: int, num_classes: int) -> Callable[[], nn.Module]:
-    """A function that builds a fresh (untrained) model for ``spec``; UsageError if unknown."""
-    if spec in MODELS:
-        return lambda: MODELS[spec](in_channels, image_size, num_classes)
-    if spec in torchvision_models():
-        extra = {"aux_logits": False, "init_weights": True} if spec in ("googlenet", "inception_v3") else {}
-        if spec.startswith("vit_"):
-            extra["image_size"] = image_size
-
-        def build_torchvision() -> nn.Module:
-            model = torchvision.models.get_model(spec, weights=None, num_classes=num_classes, **extra)
-            return _fit_in_channels_(model, in_channels)
-
-        return build_torchvision
-    if is_plugin(spec):
-        fn = load_plugin(spec, "model")
-
-        def build_plugin() -> nn.Module:
-            model = _call_with_accepted(
-                fn, spec, "model", num_classes=num_classes, in_channels=in_channels, image_size=image_size
-            )
-            if not isinstance(model, nn.Module):
-                raise UsageError(
-                    f"model plug-in {spec!r} returned {type(model).__name__}, expected a torch.nn.Module"
-                )
-            return model
-
-        return build_plugin
-    raise UsageError(
-        f"unknown model {spec!r}: give a torchvision classification model (e.g. resnet18, mobilenet_v2, "
-        f"efficientnet_b0), one of {', '.join(sorted(MODELS))}, or a plug-in package.module:function"
-    )
-
-
-def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``, loaded with ``weights_only=True`` (no code runs); a
-    ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and DataParallel's ``module.``
-    prefixes are unwrapped."""
-    if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"checkpoint {path} does not load as weights only ({first[:200]}); save model.state_dict() "
-            "with torch.save"
-        ) from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"checkpoint {path} holds no state dict of tensors; save model.state_dict()")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def load_weights_(model: nn.Module, path: str, model_name: str) -> nn.Module:
-    state = read_checkpoint(path)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())
-        raise UsageError(f"checkpoint {path} does not fit {model_name}: {detail[:300]}") from None
-    return model
-
-
-def sha256_file(path: str) -> str:
-    """The hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _architecture_hash(model: nn.Module) -> str:
-    h = hashlib.sha256(repr(model).encode())
-    for name, t in model.state_dict().items():
-        h.update(f"{name}:{tuple(t.shape)}".encode())
-    return h.hexdigest()[:16]
-
-
-def data_kind(spec: str) -> str:
-    """``bundled``, ``plugin`` or ``folder``; UsageError names a spec that is none of them."""
-    if spec in TASKS:
-        return "bundled"
-    if is_plugin(spec):
-        return "plugin"
-    if os.path.isdir(spec):
-        return "folder"
-    if os.path.exists(spec):
-        raise UsageError(f"--data {spec}: not a directory; give an image folder (one sub-folder per class)")
-    raise UsageError(
-        f"--data {spec}: no such folder, and not a bundled task ({', '.join(sorted(TASKS))}) or a plug-in "
-        "package.module:function"
-    )
 
 
 def get_task(
@@ -352,8 +92,6 @@ def get_task(
     """The data ``name`` with the model ``model``, checked end to end before any trial: the data
     loads, the model builds, the checkpoint fits it, and its output has one score per class.
     UsageError names what is wrong."""
-    from search.data import folder_splits, plugin_splits
-
     if normalize not in NORMALIZATIONS:
         raise UsageError(f"--normalize {normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
     kind = data_kind(name)

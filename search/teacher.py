@@ -16,11 +16,13 @@ import torch
 from optuna.artifacts import download_artifact, upload_artifact
 from torch import nn
 
-from search.errors import UsageError
-from search.measure import accuracy
-from search.records import TEACHER_ATTR
-from search.tasks import Task, load_weights_, sha256_file
-from search.training import train_classifier
+from tradeoff.search.errors import UsageError
+from tradeoff.search.measure import accuracy
+from tradeoff.search.models import load_weights_
+from tradeoff.search.records import TEACHER_ATTR
+from tradeoff.search.tasks import Task
+from tradeoff.search.training import train_classifier
+from tradeoff.storage.artifacts import sha256_file
 
 RECIPE = 2  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
 

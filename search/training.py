@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search.tasks import Split
-from spaces import PlanError
+from tradeoff.search.data import Split
+from tradeoff.spaces import PlanError
 
 GRAD_CLIP = 5.0  # max gradient norm during fine-tuning and distillation
 

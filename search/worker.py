@@ -1,22 +1,21 @@
 """The worker loop: join a study and run its trials until its budget is met or it is stopped.
 
     while not stopped:
-        with the study's budget lock:             # one worker at a time decides
+        with storage.lock(study):                  # one worker at a time decides
             fail trials whose worker vanished       # heartbeat; a retry is enqueued
             complete >= budget            -> done
             complete + running >= budget  -> wait (a running trial may still fail)
             else                          -> ask a trial (a waiting retry first)
         run it with a heartbeat, tell the result
 
-The budget lock is what makes "exactly N complete trials" hold with many workers: a PostgreSQL
-advisory lock (or MySQL's GET_LOCK) for a shared database, a file lock for SQLite.
+The study lock, which the storage owns (``tradeoff.storage.lock``: a PostgreSQL advisory lock
+or MySQL's GET_LOCK for a shared database, a file lock for SQLite), is what makes "exactly N
+complete trials" hold with many workers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import signal
 import socket
@@ -26,53 +25,11 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 
-from search.records import FAIL_ATTR, WORKER_ATTR
-from storage.urls import transient
+from tradeoff.search.records import BUDGET_ATTR, FAIL_ATTR, WORKER_ATTR
 
-
-@contextlib.contextmanager
-def budget_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
-    """Exclusive, across processes and hosts, for the study ``study_name``."""
-    engine = storage.engine
-    backend = engine.url.get_backend_name()
-    key = int.from_bytes(hashlib.sha256(f"tradeoff:{study_name}".encode()).digest()[:8], "big", signed=True)
-    if backend == "sqlite":
-        path = (engine.url.database or "tradeoff") + ".tradeoff-lock"
-        with open(path, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    if backend == "postgresql":
-        lock, unlock = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"
-    else:
-        lock, unlock, key = "SELECT GET_LOCK(:k, 600)", "SELECT RELEASE_LOCK(:k)", str(key)
-    deadline = time.monotonic() + storage.retry_for_s
-    while True:  # the database may be restarting: wait for it as the storage does
-        conn = None
-        try:
-            conn = engine.connect()
-            conn.execute(sqlalchemy.text(lock), {"k": key})
-            break
-        except sqlalchemy.exc.DBAPIError as e:
-            if conn is not None:
-                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                    conn.close()
-            if not transient(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-    with conn:
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sqlalchemy.exc.DBAPIError):  # a lost connection released it
-                conn.execute(sqlalchemy.text(unlock), {"k": key})
-                conn.commit()
+DEFAULT_BUDGET = 40  # complete trials, the README's default run
 
 
 @contextlib.contextmanager
@@ -151,7 +108,7 @@ def run_worker(
     ran = 0
     stopper = stopper or Stopper()
     while not stopper.requested and (n_trials is None or ran < n_trials):
-        with budget_lock(storage, study.study_name), warnings.catch_warnings():
+        with storage.lock(study.study_name), warnings.catch_warnings():
             # Optuna warns that heartbeats belong to Study.optimize: this loop keeps its own.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -221,3 +178,30 @@ def host_share() -> Iterator[Callable[[], int]]:
     finally:
         with contextlib.suppress(OSError):
             os.remove(mine)
+
+
+def run_budget(
+    study: optuna.Study, mode: str, n_trials: int | None, *, created: bool
+) -> tuple[int, int | None]:
+    """(complete trials the study stops at, trials this process runs at most) for ``mode``:
+    ``search`` runs ``n_trials`` more than are complete now; ``create`` stores the study's
+    budget (``n_trials``) and runs the baseline alone; ``worker`` runs to the stored budget."""
+    from tradeoff.search.errors import UsageError
+
+    complete, _ = counts(study)
+    if mode == "search":
+        return complete + int(n_trials or 0), n_trials
+    if mode == "create":
+        if not created:
+            raise UsageError(
+                f"study {study.study_name!r} already exists; start workers on it, or choose another "
+                "--study-name"
+            )
+        study.set_user_attr(BUDGET_ATTR, int(n_trials or DEFAULT_BUDGET))
+        return 1, 1  # the baseline
+    budget = study.user_attrs.get(BUDGET_ATTR)
+    if budget is None:
+        raise UsageError(
+            f"study {study.study_name!r} has no trial budget; it was not made by `tradeoff create`"
+        )
+    return int(budget), n_trials

@@ -2,35 +2,62 @@
 
 from __future__ import annotations
 
-from spaces._base import KNOBS, ApplyContext, Knob, PlanError, SpaceError, register_knob
-from spaces.plan import (
-    BASELINE,
+from tradeoff.spaces._base import (
+    KNOBS,
+    Applied,
+    ApplyContext,
+    Facts,
+    Knob,
+    KnobConfig,
+    Option,
+    PlanError,
+    SpaceError,
+    apply_config,
+    knob_for,
+    ordered_knobs,
+    register_knob,
+    skip_note,
+    value_for,
+)
+from tradeoff.spaces.plan import (
     PLAN_VERSION,
     Compressed,
     Plan,
     apply_plan,
     default_space,
+    format_plan,
     probe_plans,
     space_filling_plans,
     suggest_plan,
+    validate_options,
     validate_space,
 )
 
 __all__ = [
-    "BASELINE",
     "KNOBS",
     "PLAN_VERSION",
+    "Applied",
     "ApplyContext",
     "Compressed",
+    "Facts",
     "Knob",
+    "KnobConfig",
+    "Option",
     "Plan",
     "PlanError",
     "SpaceError",
+    "apply_config",
     "apply_plan",
     "default_space",
+    "format_plan",
+    "knob_for",
+    "ordered_knobs",
     "probe_plans",
     "register_knob",
+    "skip_note",
     "space_filling_plans",
     "suggest_plan",
+    "validate_options",
     "validate_space",
+    "value_for",
 ]

@@ -1,71 +1,140 @@
 """The knob contract and registry.
 
-A knob is one compression technique with one searched value. ``suggest_plan`` asks every
-registered knob for its value (``Knob.suggest``); ``apply_plan`` applies the knobs whose value
-is not ``off``, in ascending ``order``, each through ``Knob.apply`` on a model that the caller
-already copied (the teacher is never touched). A knob owns nothing between calls.
+A knob is one compression technique. Its setting is data: a frozen, versioned config (a
+:class:`KnobConfig` subclass holding the searched ``value`` and the knob's non-searched
+options), registered with the code that applies it, the way torchao's
+``quantize_(model, config)`` dispatches on the config's type (:func:`apply_config`).
+
+Who calls what: ``suggest_plan`` asks every registered knob for its value (``Knob.suggest``,
+through its Optuna distribution); ``apply_plan`` applies the knobs whose value is not off, in
+ascending ``order``, each through ``Knob.apply`` on a model that the caller already copied (the
+teacher is never touched). A knob owns nothing between calls. What it did is part of what it
+returns (:class:`Applied`: the model, the :class:`Facts` it changed, the layers it skipped);
+the next knob reads the facts so far from ``ctx.facts`` and never writes them.
+
+A value is one number for the whole network, or, for a knob with ``per_layer``, a mapping from
+layer group (a module name, which covers the modules under it; ``*`` for the rest) to number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import torch
 from torch import nn
 
+from tradeoff.storage.errors import TradeoffError
 
-class SpaceError(ValueError):
+
+class SpaceError(TradeoffError, ValueError):
     """A search space that cannot be searched (bounds out of range, unknown knob); one line."""
 
 
-class PlanError(RuntimeError):
+class PlanError(TradeoffError, RuntimeError):
     """A plan that cannot be applied to this model; the trial fails with this reason."""
 
 
-@dataclass
-class ApplyContext:
-    """What a knob may use while it changes a model, and what it reports back.
+@dataclass(frozen=True)
+class KnobConfig:
+    """A knob's setting. ``value`` is the searched number (or a per-layer mapping); subclasses
+    add their non-searched options as fields with defaults and check them in
+    ``__post_init__`` (raising PlanError). ``VERSION`` is bumped when a config's meaning
+    changes, so an exported plan says which one it was made with."""
 
-    Given by the caller: ``finetune(model, from_scratch)`` trains a changed model against the
-    teacher (None: no training); ``calibration`` is a few batches of training inputs for
-    quantization; ``options`` holds search settings that are not searched (``prune_mode``).
-    Reported by knobs: ``skipped`` collects ``"knob: layer: reason"`` for every layer a knob
-    could not handle; ``from_scratch`` says the weights were re-initialised (a student), so the
-    model needs distillation rather than a short fine-tune; ``sparse`` that weights hold zeros
-    that a sparse encoding would drop; ``timings`` where ``apply_plan`` spent its time.
-    """
+    value: Any
+    VERSION: ClassVar[int] = 1
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "value"}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the knobs applied so far made of the model, for the knobs after them, for
+    fine-tuning and for measurement: ``from_scratch`` (weights re-initialised: distil at
+    length), ``sparse`` (weights hold zeros that a sparse encoding drops), ``weight_bits`` (how
+    the weights are stored)."""
+
+    from_scratch: bool = False
+    sparse: bool = False
+    weight_bits: int = 32
+
+
+@dataclass(frozen=True, eq=False)
+class Applied:
+    """What ``Knob.apply`` returns: the changed model, the facts it changed (names of
+    :class:`Facts` fields) and ``knob: layer: reason`` for every layer it could not handle."""
+
+    model: nn.Module
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class ApplyContext:
+    """What a knob may use while it changes a model; nothing in it is written by knobs.
+
+    ``finetune(model, from_scratch)`` trains a changed model against the teacher (None: no
+    training); ``calibration`` is a few batches of training inputs for quantization; ``facts``
+    what the knobs before this one did (set by ``apply_plan``)."""
 
     example_input: torch.Tensor
     num_classes: int
     finetune: Callable[[nn.Module, bool], nn.Module] | None = None
-    calibration: list[torch.Tensor] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    from_scratch: bool = False
-    sparse: bool = False
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step of apply_plan
+    calibration: Sequence[torch.Tensor] = ()
+    facts: Facts = Facts()
 
-    def skip(self, knob: str, layer: str, reason: str) -> None:
-        self.skipped.append(f"{knob}: {layer}: {reason}")
+
+def skip_note(knob: str, layer: str, reason: str) -> str:
+    return f"{knob}: {layer}: {reason}"
+
+
+def value_for(value: Any, layer: str, default: Any) -> Any:
+    """The value for module ``layer``: ``value`` itself when it is one number; from a per-layer
+    mapping, the entry of the longest group that is ``layer`` or a module above it, else ``*``,
+    else ``default``."""
+    if not isinstance(value, Mapping):
+        return value
+    best, best_len = value.get("*", default), -1
+    for group, v in value.items():
+        if group != "*" and (layer == group or layer.startswith(group + ".")) and len(group) > best_len:
+            best, best_len = v, len(group)
+    return best
+
+
+@dataclass(frozen=True)
+class Option:
+    """A non-searched knob option the command line sets (``flag``), stored with the study."""
+
+    flag: str
+    choices: tuple[Any, ...]
+    help: str
 
 
 class Knob:
-    """Base class of a knob. Subclasses set the class attributes and implement ``apply``."""
+    """Base class of a knob. Subclasses set the class attributes, name their ``config`` type and
+    implement ``apply``; ``finalize_`` runs after fine-tuning, before the post-training knobs."""
 
-    name: str = ""
-    off: Any = None  # the value that leaves the model unchanged
-    order: int = 0  # application order within a plan
-    structural: bool = False  # changes the architecture: the model is fine-tuned afterwards
-    limits: tuple[float, float] = (0.0, 1.0)  # hard bounds of any user space
-    default_space: dict[str, Any] = {}
-    probe_value: Any = None  # the value tried alone when a study is seeded
-    help: str = ""
+    name: ClassVar[str] = ""
+    config: ClassVar[type[KnobConfig]] = KnobConfig
+    off: ClassVar[Any] = None  # the value that leaves the model unchanged
+    order: ClassVar[int] = 0  # application order within a plan
+    structural: ClassVar[bool] = False  # changes the architecture: the model is fine-tuned afterwards
+    limits: ClassVar[tuple[float, float]] = (0.0, 1.0)  # hard bounds of any user space
+    default_space: ClassVar[dict[str, Any]] = {}
+    probe_value: ClassVar[Any] = None  # the value tried alone when a study is seeded
+    per_layer: ClassVar[bool] = False  # accepts a mapping from layer group to value
+    options: ClassVar[dict[str, Option]] = {}  # the config's options that the CLI sets
+    help: ClassVar[str] = ""
 
-    def validate(self, spec: dict[str, Any]) -> dict[str, Any]:
+    # -- the space ------------------------------------------------------------------------
+
+    def validate(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Check one space entry (``{"low", "high", "step"}`` or ``{"choices"}``) and return it
         normalised; raise SpaceError naming the knob otherwise."""
         lo, hi = self.limits
@@ -74,7 +143,7 @@ class Knob:
             if not choices:
                 raise SpaceError(f"`{self.name}` needs at least one choice.")
             for c in choices:
-                if not isinstance(c, (int, float)) or not lo <= c <= hi:
+                if not _number(c) or not lo <= c <= hi:
                     raise SpaceError(f"`{self.name}` choice {c!r} is outside [{lo}, {hi}].")
             return {"choices": choices}
         unknown = set(spec) - {"low", "high", "step"}
@@ -91,28 +160,24 @@ class Knob:
             )
         if step is not None:
             step = float(step)
-            if step <= 0:
-                raise SpaceError(f"`{self.name}` step must be > 0.")
+            if not math.isfinite(step) or step <= 0:
+                raise SpaceError(f"`{self.name}` step must be a finite number > 0.")
             if high > low and abs(round((high - low) / step) * step - (high - low)) > 1e-9:
                 # Optuna would silently shrink the upper bound; say so instead.
                 raise SpaceError(f"`{self.name}` range [{low}, {high}] is not a multiple of step {step}.")
         return {"low": low, "high": high, "step": step}
 
-    def suggest(self, trial: optuna.Trial, spec: dict[str, Any]) -> Any:
+    def distribution(self, spec: Mapping[str, Any]) -> optuna.distributions.BaseDistribution:
+        if "choices" in spec:
+            return optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        return optuna.distributions.FloatDistribution(spec["low"], spec["high"], step=spec.get("step"))
+
+    def suggest(self, trial: optuna.Trial, spec: Mapping[str, Any]) -> Any:
         if "choices" in spec:
             return trial.suggest_categorical(self.name, spec["choices"])
         return trial.suggest_float(self.name, spec["low"], spec["high"], step=spec.get("step"))
 
-    def check(self, value: Any) -> None:
-        """Reject a value that would leave the model unusable, before any work is done."""
-        lo, hi = self.limits
-        if not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise PlanError(f"{self.name}={value!r} is outside [{lo}, {hi}]")
-
-    def apply(self, model: nn.Module, value: Any, ctx: ApplyContext) -> nn.Module:
-        raise NotImplementedError
-
-    def probe(self, spec: dict[str, Any]) -> Any | None:
+    def probe(self, spec: Mapping[str, Any]) -> Any | None:
         """The value this knob alone is tried at when a study is seeded: ``probe_value`` brought
         into the user's range (None when the range leaves the knob nothing to try)."""
         if "choices" in spec:
@@ -127,17 +192,94 @@ class Knob:
         value = round(value, 10)
         return None if value == self.off else value
 
+    # -- the config -----------------------------------------------------------------------
+
+    def make(self, value: Any, options: Mapping[str, Any] | None = None) -> KnobConfig:
+        """The config for ``value`` with ``options``; PlanError names an unknown option."""
+        options = dict(options or {})
+        known = {f.name for f in dataclasses.fields(self.config)} - {"value"}
+        unknown = set(options) - known
+        if unknown:
+            raise PlanError(f"{self.name}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return self.config(value=value, **options)
+
+    def is_off(self, value: Any) -> bool:
+        if isinstance(value, Mapping):
+            return all(v == self.off for v in value.values())
+        return value == self.off
+
+    def check_value(self, value: Any) -> None:
+        """Reject a number that would leave the model unusable, before any work is done."""
+        lo, hi = self.limits
+        if not _number(value) or not lo <= value <= hi:
+            raise PlanError(f"{self.name}={value!r} is outside [{lo}, {hi}]")
+
+    def check(self, config: KnobConfig) -> None:
+        """Every value of ``config`` (each layer's, for a mapping) within limits."""
+        value = config.value
+        if isinstance(value, Mapping):
+            if not self.per_layer:
+                raise PlanError(f"{self.name} takes one value for the whole network, not a per-layer mapping")
+            if not value:
+                raise PlanError(f"{self.name}: an empty per-layer mapping")
+            for group, v in value.items():
+                if not isinstance(group, str) or not group:
+                    raise PlanError(f"{self.name}: layer group {group!r} is not a module name")
+                self.check_value(v)
+            return
+        self.check_value(value)
+
+    # -- the transform --------------------------------------------------------------------
+
+    def apply(self, model: nn.Module, config: KnobConfig, ctx: ApplyContext) -> Applied:
+        """Change ``model`` (a copy the caller owns) as ``config`` says; never called with the
+        off value."""
+        raise NotImplementedError
+
+    def finalize_(self, model: nn.Module) -> nn.Module:
+        """Make this knob's change permanent after fine-tuning (default: nothing to do)."""
+        return model
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 KNOBS: dict[str, Knob] = {}
+_BY_CONFIG: dict[type[KnobConfig], Knob] = {}
 
 
 def register_knob(cls: type[Knob]) -> type[Knob]:
-    """Class decorator: make the knob searchable under ``cls.name``."""
+    """Class decorator: make the knob searchable under ``cls.name`` and its ``config`` type
+    applicable through :func:`apply_config`."""
     if not cls.name or cls.name in KNOBS:
         raise ValueError(f"knob name {cls.name!r} is empty or already registered.")
-    KNOBS[cls.name] = cls()
+    if not (dataclasses.is_dataclass(cls.config) and issubclass(cls.config, KnobConfig)):
+        raise ValueError(f"knob {cls.name!r}: `config` must be a KnobConfig dataclass.")
+    if cls.config is KnobConfig or cls.config in _BY_CONFIG:
+        raise ValueError(f"knob {cls.name!r}: `config` must be a config type of its own.")
+    knob = cls()
+    KNOBS[cls.name] = knob
+    _BY_CONFIG[cls.config] = knob
     return cls
 
 
+def knob_for(config: KnobConfig) -> Knob:
+    try:
+        return _BY_CONFIG[type(config)]
+    except KeyError:
+        raise PlanError(f"no knob is registered for {type(config).__name__}") from None
+
+
+def apply_config(model: nn.Module, config: KnobConfig, ctx: ApplyContext) -> Applied:
+    """Apply one knob's config to ``model`` (changed in place or replaced; see ``Applied``).
+    The off value is a no-op: ``Knob.apply`` is never called with it."""
+    knob = knob_for(config)
+    if knob.is_off(config.value):
+        return Applied(model)
+    knob.check(config)
+    return knob.apply(model, config, ctx)
+
+
 def ordered_knobs() -> list[Knob]:
-    return sorted(KNOBS.values(), key=lambda k: k.order)
+    return sorted(KNOBS.values(), key=lambda k: (k.order, k.name))

@@ -9,11 +9,13 @@ runner then trains it with Hinton's soft-target loss against the teacher
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch_pruning as tp
 from torch import nn
 
-from spaces._base import ApplyContext, Knob, register_knob
-from spaces.pruning import prune_channels_
+from tradeoff.spaces._base import Applied, ApplyContext, Knob, KnobConfig, register_knob
+from tradeoff.spaces.pruning import prune_channels_
 
 
 def reinitialise_(model: nn.Module) -> nn.Module:
@@ -25,21 +27,32 @@ def reinitialise_(model: nn.Module) -> nn.Module:
     return model
 
 
-def thin_copy_(model: nn.Module, width: float, ctx: ApplyContext) -> nn.Module:
+def thin_copy_(model: nn.Module, width: float, ctx: ApplyContext, skipped: list[str]) -> nn.Module:
     """Shrink every prunable layer's channels to ``width`` and re-initialise all weights."""
     # Which channels go does not matter (the weights are re-initialised); magnitude keeps it
     # deterministic.
     model = prune_channels_(
-        model, 1.0 - width, ctx, importance=tp.importance.GroupMagnitudeImportance(p=1), knob="student_width"
+        model,
+        1.0 - width,
+        ctx,
+        skipped,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        knob="student_width",
     )
-    reinitialise_(model)
-    ctx.from_scratch = True
-    return model
+    return reinitialise_(model)
+
+
+@dataclass(frozen=True)
+class StudentWidthConfig(KnobConfig):
+    """``value``: the student's channel width as a fraction of the teacher's (1 = no student)."""
+
+    value: float = 1.0
 
 
 @register_knob
 class StudentWidth(Knob):
     name = "student_width"
+    config = StudentWidthConfig
     off = 1.0
     order = 10
     structural = True
@@ -48,5 +61,7 @@ class StudentWidth(Knob):
     probe_value = 0.5
     help = "channel width of a student trained from scratch by distillation (1 = no student)"
 
-    def apply(self, model: nn.Module, value: float, ctx: ApplyContext) -> nn.Module:
-        return thin_copy_(model, float(value), ctx)
+    def apply(self, model: nn.Module, config: StudentWidthConfig, ctx: ApplyContext) -> Applied:
+        skipped: list[str] = []
+        model = thin_copy_(model, float(config.value), ctx, skipped)
+        return Applied(model, facts={"from_scratch": True}, skipped=tuple(skipped))

@@ -12,11 +12,22 @@ skipped (their per-group kernels are already thin).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from spaces._base import ApplyContext, Knob, PlanError, register_knob
+from tradeoff.spaces._base import (
+    Applied,
+    ApplyContext,
+    Knob,
+    KnobConfig,
+    PlanError,
+    register_knob,
+    skip_note,
+    value_for,
+)
 
 ROUND_TO = 8
 
@@ -96,18 +107,27 @@ def _plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]
     return k, ""
 
 
-def factorize_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
-    """Replace every linear and 2-D conv layer by its rank-``ratio`` factorization, in place."""
-    if not 0 < ratio <= 1:
+def factorize_(
+    model: nn.Module, ratio: float | Mapping[str, float], ctx: ApplyContext, skipped: list[str]
+) -> nn.Module:
+    """Replace every linear and 2-D conv layer by its rank-``ratio`` factorization, in place.
+    ``ratio`` may be per layer group (see ``value_for``); a layer whose ratio is 1 is kept."""
+    ratios = ratio.values() if isinstance(ratio, Mapping) else [ratio]
+    if not all(0 < r <= 1 for r in ratios):
         raise PlanError(f"rank_ratio={ratio} leaves no rank")
-    if ctx.sparse:
-        ctx.skip("low_rank", "*", "weights are sparse (unstructured pruning): factors would be dense")
+    if ctx.facts.sparse:
+        skipped.append(
+            skip_note("low_rank", "*", "weights are sparse (unstructured pruning): factors would be dense")
+        )
         return model
     targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, (nn.Linear, nn.Conv2d))]
     for name, m in targets:
-        k, reason = _plan_layer(name, m, ratio)
+        layer_ratio = value_for(ratio, name, 1.0)
+        if layer_ratio >= 1:
+            continue  # this layer's group keeps its full rank
+        k, reason = _plan_layer(name, m, layer_ratio)
         if k is None:
-            ctx.skip("low_rank", name, reason)
+            skipped.append(skip_note("low_rank", name, reason))
             continue
         new = factor_linear(m, k) if isinstance(m, nn.Linear) else factor_conv(m, k)
         parent_name, _, attr = name.rpartition(".")
@@ -115,9 +135,19 @@ def factorize_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class RankConfig(KnobConfig):
+    """``value``: the rank kept as a fraction of each layer's full rank (1 = off), one number or
+    a mapping from layer group to number."""
+
+    value: float | Mapping[str, float] = 1.0
+
+
 @register_knob
 class RankRatio(Knob):
     name = "rank_ratio"
+    config = RankConfig
+    per_layer = True
     off = 1.0
     order = 30
     structural = True
@@ -126,5 +156,7 @@ class RankRatio(Knob):
     probe_value = 0.25
     help = "rank kept by low-rank factorization of linear and conv layers, as a fraction of full rank"
 
-    def apply(self, model: nn.Module, value: float, ctx: ApplyContext) -> nn.Module:
-        return factorize_(model, float(value), ctx)
+    def apply(self, model: nn.Module, config: RankConfig, ctx: ApplyContext) -> Applied:
+        skipped: list[str] = []
+        ratio = config.value if isinstance(config.value, Mapping) else float(config.value)
+        return Applied(factorize_(model, ratio, ctx, skipped), skipped=tuple(skipped))

@@ -1,9 +1,17 @@
-"""Plan: one value per knob; the only way the runner and export touch knobs."""
+"""Plan: one config per registered knob; the only way the runner and export touch knobs.
+
+``Plan`` is built from the knob registry, not written out by hand: a new knob module adds a
+plan field. Its stored form (``to_dict``) is ``{knob: value, ..., "version": N}`` plus
+``"options"`` where a knob's options differ from their defaults; a per-layer value is a
+``{layer group: number}`` mapping. Optuna params are flat: a per-layer value travels as
+``knob[group]`` entries.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,71 +20,173 @@ from typing import Any
 import optuna
 from torch import nn
 
-import spaces.distillation  # noqa: F401 - each import registers its knob
-import spaces.low_rank  # noqa: F401
-import spaces.pruning  # noqa: F401
-import spaces.quantization  # noqa: F401
-from spaces._base import KNOBS, ApplyContext, PlanError, SpaceError, ordered_knobs
-from spaces.pruning import make_permanent_
+import tradeoff.spaces.distillation  # noqa: F401 - each import registers its knob
+import tradeoff.spaces.low_rank  # noqa: F401
+import tradeoff.spaces.pruning  # noqa: F401
+import tradeoff.spaces.quantization  # noqa: F401
+from tradeoff.spaces._base import (
+    KNOBS,
+    ApplyContext,
+    Facts,
+    Knob,
+    KnobConfig,
+    PlanError,
+    SpaceError,
+    ordered_knobs,
+)
 
-PLAN_VERSION = 1
+# 1: the four built-in knobs, one number each. 2: "options" and per-layer mappings.
+PLAN_VERSION = 2
 
 
-@dataclass(frozen=True)
+def _tidy(value: Any) -> Any:
+    """Optuna's stepped floats carry binary noise (0.6000000000000001): keep plans readable and
+    equal to what a user types; 10 decimals change no layer's channel count."""
+    if isinstance(value, Mapping):
+        return {str(k): _tidy(v) for k, v in sorted(value.items())}
+    if isinstance(value, float):
+        return round(value, 10)
+    return value
+
+
 class Plan:
-    """A compression plan. Every field is a knob's value; the defaults are the uncompressed
-    baseline. ``version`` lets a plan exported by an older tradeoff still load."""
+    """A compression plan: one :class:`KnobConfig` per registered knob; the defaults are the
+    uncompressed baseline. ``Plan(prune_ratio=0.5, options={"prune_ratio": {"mode": ...}})``;
+    ``plan.prune_ratio`` is that knob's value, ``plan.config("prune_ratio")`` its config."""
 
-    student_width: float = 1.0
-    prune_ratio: float = 0.0
-    rank_ratio: float = 1.0
-    weight_bits: int = 32
-    version: int = PLAN_VERSION
+    __slots__ = ("_configs",)
 
-    def __post_init__(self) -> None:
-        # Optuna's stepped floats carry binary noise (0.6000000000000001): keep plans readable
-        # and equal to what a user types; 10 decimals change no layer's channel count.
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                object.__setattr__(self, f.name, round(value, 10))
+    def __init__(self, *, options: Mapping[str, Mapping[str, Any]] | None = None, **values: Any) -> None:
+        unknown = (set(values) | set(options or {})) - set(KNOBS)
+        if unknown:
+            raise PlanError(f"unknown plan field(s) {sorted(unknown)}; knobs: {sorted(KNOBS)}")
+        options = options or {}
+        configs = {
+            k.name: k.make(_tidy(values.get(k.name, k.off)), options.get(k.name)) for k in ordered_knobs()
+        }
+        object.__setattr__(self, "_configs", configs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        configs = object.__getattribute__(self, "_configs")
+        if name in configs:
+            return configs[name].value
+        raise AttributeError(name)
+
+    def config(self, name: str) -> KnobConfig:
+        return self._configs[name]
+
+    def configs(self) -> list[tuple[Knob, KnobConfig]]:
+        """(knob, its config) for every knob, in application order."""
+        return [(k, self._configs[k.name]) for k in ordered_knobs()]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"Plan({format_plan(self)})"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out: dict[str, Any] = {name: _plain(c.value) for name, c in self._configs.items()}
+        options = {name: c.options() for name, c in self._configs.items() if c.options() != _defaults(c)}
+        if options:
+            out["options"] = options
+        out["version"] = PLAN_VERSION
+        return out
 
     def params(self) -> dict[str, Any]:
-        """The knob values alone, as Optuna params (for ``enqueue_trial``)."""
-        return {k: v for k, v in self.to_dict().items() if k != "version"}
+        """The knob values alone, as Optuna params (for ``enqueue_trial``): a per-layer value as
+        one ``knob[group]`` entry per group."""
+        out: dict[str, Any] = {}
+        for name, c in self._configs.items():
+            if isinstance(c.value, Mapping):
+                out.update({f"{name}[{group}]": v for group, v in c.value.items()})
+            else:
+                out[name] = c.value
+        return out
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Plan:
-        """Rebuild a plan from a trial's params (or a ``to_dict()``); knobs that are absent keep
-        their off value, so plans from a narrower space or an older version still load."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise PlanError(f"unknown plan field(s) {sorted(unknown)}")
-        version = int(params.get("version", PLAN_VERSION))
+    def from_params(
+        cls, params: Mapping[str, Any], *, options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> Plan:
+        """Rebuild a plan from a trial's params or a ``to_dict()`` (of this or an older
+        version); knobs that are absent keep their off value, so plans from a narrower space or
+        an older version still load. ``options`` (the study's) apply where the plan has none."""
+        params = dict(params)
+        version = int(params.pop("version", PLAN_VERSION))
         if version > PLAN_VERSION:
             raise PlanError(
                 f"plan version {version} is newer than this tradeoff understands ({PLAN_VERSION}); "
                 "upgrade tradeoff"
             )
-        values = {k: v for k, v in params.items() if k != "version"}
-        if "weight_bits" in values:
-            values["weight_bits"] = int(values["weight_bits"])
-        return cls(**values, version=PLAN_VERSION)
+        merged = {k: dict(v) for k, v in (options or {}).items()}
+        for name, opts in (params.pop("options", None) or {}).items():
+            merged.setdefault(name, {}).update(opts)
+        values: dict[str, Any] = {}
+        for key, value in params.items():
+            name, _, group = key.partition("[")
+            if group:
+                values.setdefault(name, {})[group.rstrip("]")] = value
+            else:
+                values[name] = value
+        for name, value in values.items():
+            if name in KNOBS and isinstance(KNOBS[name].off, int) and not isinstance(value, Mapping):
+                values[name] = int(value)  # Optuna may hand back 8.0 for a choice of 8
+        return cls(options=merged, **values)
 
     @property
     def is_baseline(self) -> bool:
-        return all(getattr(self, k.name) == k.off for k in KNOBS.values())
+        return all(k.is_off(c.value) for k, c in self.configs())
 
     def active(self) -> dict[str, Any]:
-        """The knobs this plan switches on."""
-        return {k.name: getattr(self, k.name) for k in ordered_knobs() if getattr(self, k.name) != k.off}
+        """The knobs this plan switches on, with their values."""
+        return {k.name: c.value for k, c in self.configs() if not k.is_off(c.value)}
 
 
-BASELINE = Plan()
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _defaults(config: KnobConfig) -> dict[str, Any]:
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config)
+        if f.name != "value" and f.default is not dataclasses.MISSING
+    }
+
+
+def format_plan(plan: Plan | Mapping[str, Any]) -> str:
+    """One line for people: the knobs a plan switches on (``prune_ratio=0.5, weight_bits=8``),
+    a per-layer value as ``{group: value, ...}``, options that differ from their defaults in
+    brackets; ``baseline (no compression)`` when nothing is on. Takes a Plan or its stored
+    form; a stored plan naming a knob this process does not know is shown as stored."""
+    if not isinstance(plan, Plan):
+        try:
+            plan = Plan.from_params(plan)
+        except (PlanError, TypeError, ValueError):
+            shown = {k: v for k, v in plan.items() if k not in ("version", "options")}
+            return ", ".join(f"{k}={_value_text(v)}" for k, v in shown.items())
+    parts = []
+    for knob, config in plan.configs():
+        if knob.is_off(config.value):
+            continue
+        text = f"{knob.name}={_value_text(config.value)}"
+        options = {k: v for k, v in config.options().items() if _defaults(config).get(k) != v}
+        if options:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
+        parts.append(text)
+    return ", ".join(parts) or "baseline (no compression)"
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{g}: {_value_text(v)}" for g, v in value.items()) + "}"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def default_space() -> dict[str, dict[str, Any]]:
@@ -92,22 +202,53 @@ def validate_space(space: Mapping[str, Mapping[str, Any]] | None) -> dict[str, d
     return {k.name: k.validate(dict(space.get(k.name, k.default_space))) for k in ordered_knobs()}
 
 
-def suggest_plan(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> Plan:
-    """Ask the trial for one value per knob in ``space``."""
-    return Plan(**{k.name: k.suggest(trial, space[k.name]) for k in ordered_knobs() if k.name in space})
+def validate_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """The knobs' non-searched options, checked by building each knob's config; only the
+    options that differ from their defaults are kept."""
+    out = {}
+    for name, opts in (options or {}).items():
+        if name not in KNOBS:
+            raise SpaceError(f"options for unknown knob {name!r}; known: {sorted(KNOBS)}")
+        knob = KNOBS[name]
+        try:
+            config = knob.make(knob.off, opts)
+        except (PlanError, TypeError) as e:
+            raise SpaceError(str(e)) from None
+        changed = {k: v for k, v in config.options().items() if _defaults(config).get(k) != v}
+        if changed:
+            out[name] = changed
+    return out
+
+
+def suggest_plan(
+    trial: optuna.Trial,
+    space: Mapping[str, Mapping[str, Any]],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """Ask the trial for one value per knob in ``space``; ``options`` are the study's."""
+    values = {k.name: k.suggest(trial, space[k.name]) for k in ordered_knobs() if k.name in space}
+    return Plan(options=options, **values)
 
 
 @dataclass(frozen=True, eq=False)
 class Compressed:
-    """What ``apply_plan`` made: the deployable model, the same network before quantization
-    (for FLOP counts), its weight bit-width, whether its weights are sparse, and the layers that
-    knobs skipped."""
+    """What ``apply_plan`` made: the deployable model, the same network before the post-training
+    knobs (for FLOP counts), what the knobs made of it (:class:`Facts`: weight bit-width,
+    sparsity), the layers that knobs skipped, and the seconds each step took."""
 
     model: nn.Module
     float_model: nn.Module
-    weight_bits: int
-    sparse: bool
+    facts: Facts
     skipped: tuple[str, ...]
+    timings: dict[str, float]
+
+    @property
+    def weight_bits(self) -> int:
+        return self.facts.weight_bits
+
+    @property
+    def sparse(self) -> bool:
+        return self.facts.sparse
 
 
 def probe_plans(space: Mapping[str, Mapping[str, Any]]) -> list[Plan]:
@@ -150,36 +291,43 @@ def space_filling_plans(space: Mapping[str, Mapping[str, Any]], n: int, *, seed:
 
 
 def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
-    """A compressed copy of ``teacher``, in a fixed order: student -> prune -> low-rank ->
-    distillation / fine-tune against the teacher (when any of those changed the model) ->
-    quantize. ``teacher`` itself is never changed. Values outside a knob's limits are rejected
-    before any work."""
-    active = plan.active()
-    for name, value in active.items():
-        KNOBS[name].check(value)
+    """A compressed copy of ``teacher``: the structural knobs in ``order`` (student -> prune ->
+    low-rank), then distillation / fine-tuning against the teacher (when any of them changed
+    the model), then each structural knob's ``finalize_``, then the post-training knobs
+    (quantization). ``teacher`` itself is never changed. Values outside a knob's limits are
+    rejected before any work."""
+    active = [(k, c) for k, c in plan.configs() if not k.is_off(c.value)]
+    for knob, config in active:
+        knob.check(config)
+    timings: dict[str, float] = {}
+    skipped: list[str] = []
+    facts = dataclasses.replace(ctx.facts)
     t = time.perf_counter()
     model = copy.deepcopy(teacher)
-    ctx.timings["teacher_copy_s"] = time.perf_counter() - t
-    structural = [k for k in ordered_knobs() if k.name in active and k.structural]
-    for knob in structural:
+    timings["teacher_copy_s"] = time.perf_counter() - t
+
+    def run(knob: Knob, config: KnobConfig, model: nn.Module) -> nn.Module:
+        nonlocal facts
         t = time.perf_counter()
-        model = knob.apply(model, active[knob.name], ctx)
-        ctx.timings[f"{knob.name}_s"] = time.perf_counter() - t
+        applied = knob.apply(model, config, dataclasses.replace(ctx, facts=facts))
+        timings[f"{knob.name}_s"] = time.perf_counter() - t
+        facts = dataclasses.replace(facts, **applied.facts)
+        skipped.extend(applied.skipped)
+        return applied.model
+
+    structural = [(k, c) for k, c in active if k.structural]
+    for knob, config in structural:
+        model = run(knob, config, model)
     if structural and ctx.finetune is not None:
         t = time.perf_counter()
-        model = ctx.finetune(model, ctx.from_scratch)
-        ctx.timings["finetune_s"] = time.perf_counter() - t
-    float_model = make_permanent_(model).eval()
-    model = float_model
-    for knob in ordered_knobs():
-        if knob.name in active and not knob.structural:
-            t = time.perf_counter()
-            model = knob.apply(model, active[knob.name], ctx)
-            ctx.timings[f"{knob.name}_s"] = time.perf_counter() - t
+        model = ctx.finetune(model, facts.from_scratch)
+        timings["finetune_s"] = time.perf_counter() - t
+    for knob, _ in structural:
+        model = knob.finalize_(model)
+    float_model = model.eval()
+    for knob, config in active:
+        if not knob.structural:
+            model = run(knob, config, model)
     return Compressed(
-        model=model.eval(),
-        float_model=float_model,
-        weight_bits=int(plan.weight_bits),
-        sparse=ctx.sparse,
-        skipped=tuple(ctx.skipped),
+        model=model.eval(), float_model=float_model, facts=facts, skipped=tuple(skipped), timings=timings
     )

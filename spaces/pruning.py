@@ -14,13 +14,23 @@ counted by its non-zeros and a sparse encoding (see ``search.measure``).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from spaces._base import ApplyContext, Knob, PlanError, register_knob
+from tradeoff.spaces._base import (
+    Applied,
+    ApplyContext,
+    Knob,
+    KnobConfig,
+    Option,
+    PlanError,
+    register_knob,
+    skip_note,
+)
 
 ROUND_TO = 8
 MODES = ("structured", "unstructured")
@@ -60,6 +70,7 @@ def prune_channels_(
     model: nn.Module,
     ratio: float,
     ctx: ApplyContext,
+    skipped: list[str],
     *,
     importance: tp.importance.Importance | None = None,
     knob: str = "pruning",
@@ -69,7 +80,7 @@ def prune_channels_(
     torch-pruning traces the whole model once. Where its graph cannot follow an operation (a
     functional reshape such as ShuffleNet's ``channel_shuffle``), the model is pruned block by
     block instead (:func:`_prune_blockwise`), and the blocks it cannot handle are listed in
-    ``ctx.skipped``. Returns the pruned model (a new object when the fallback was taken)."""
+    ``skipped``. Returns the pruned model (a new object when the fallback was taken)."""
     importance = importance or tp.importance.GroupMagnitudeImportance(p=2)
     ignored = classifier_layers(model, ctx.num_classes) + _unprunable(model)
     backup = copy.deepcopy(model)
@@ -77,7 +88,7 @@ def prune_channels_(
         _tp_prune_(model, ctx.example_input, ratio, importance, ignored)
     except Exception as e:  # noqa: BLE001 - torch-pruning raises bare errors for unsupported graphs
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-        model = _prune_blockwise(backup, ratio, ctx, importance, reason, knob)
+        model = _prune_blockwise(backup, ratio, ctx, skipped, importance, reason, knob)
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
             raise PlanError(f"pruning left layer {name} with no channels")
@@ -90,7 +101,13 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _prune_blockwise(
-    model: nn.Module, ratio: float, ctx: ApplyContext, importance, whole_graph_error: str, knob: str
+    model: nn.Module,
+    ratio: float,
+    ctx: ApplyContext,
+    skipped: list[str],
+    importance,
+    whole_graph_error: str,
+    knob: str,
 ) -> nn.Module:
     """Prune each block on its own, keeping its input and output channels, so that nothing
     outside it changes: the largest blocks whose graph torch-pruning can trace, found top-down.
@@ -141,16 +158,18 @@ def _prune_blockwise(
                 return
         children = list(block.named_children())
         if not children:
-            ctx.skip(knob, name, "torch-pruning cannot trace it")
+            skipped.append(skip_note(knob, name, "torch-pruning cannot trace it"))
             return
         for child_name, child in children:
             visit(f"{name}.{child_name}" if name else child_name, child)
 
     visit("", model)
-    ctx.skip(
-        knob,
-        "(whole model)",
-        f"pruned block by block: torch-pruning's graph failed ({whole_graph_error})",
+    skipped.append(
+        skip_note(
+            knob,
+            "(whole model)",
+            f"pruned block by block: torch-pruning's graph failed ({whole_graph_error})",
+        )
     )
     if not pruned:
         raise PlanError(f"structural pruning at ratio {ratio} failed: {whole_graph_error}")
@@ -175,7 +194,6 @@ def prune_weights_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Modu
     torch_prune.global_unstructured(
         [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=ratio
     )
-    ctx.sparse = True
     return model
 
 
@@ -187,21 +205,45 @@ def make_permanent_(model: nn.Module) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class PruneConfig(KnobConfig):
+    """``value``: the fraction of channels (``mode="structured"``) or of weights
+    (``"unstructured"``) removed."""
+
+    value: float = 0.0
+    mode: str = "structured"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise PlanError(f"unknown prune mode {self.mode!r}; use one of {', '.join(MODES)}")
+
+
 @register_knob
 class PruneRatio(Knob):
     name = "prune_ratio"
+    config = PruneConfig
     off = 0.0
     order = 20
     structural = True
     limits = (0.0, 0.95)
     default_space = {"low": 0.0, "high": 0.8, "step": 0.05}
     probe_value = 0.5
-    help = "fraction of channels (or, with prune_mode=unstructured, of weights) removed"
+    help = "fraction of channels (or, with --prune-mode unstructured, of weights) removed"
+    options = {
+        "mode": Option(
+            "--prune-mode",
+            MODES,
+            "structured: remove whole channels (default); unstructured: zero single weights (params then "
+            "counts non-zeros and size_bytes a sparse encoding)",
+        )
+    }
 
-    def apply(self, model: nn.Module, value: float, ctx: ApplyContext) -> nn.Module:
-        mode = ctx.options.get("prune_mode", "structured")
-        if mode not in MODES:
-            raise PlanError(f"unknown prune_mode {mode!r}; use one of {MODES}")
-        if mode == "unstructured":
-            return prune_weights_(model, float(value), ctx)
-        return prune_channels_(model, float(value), ctx)
+    def apply(self, model: nn.Module, config: PruneConfig, ctx: ApplyContext) -> Applied:
+        if config.mode == "unstructured":
+            return Applied(prune_weights_(model, float(config.value), ctx), facts={"sparse": True})
+        skipped: list[str] = []
+        model = prune_channels_(model, float(config.value), ctx, skipped)
+        return Applied(model, skipped=tuple(skipped))
+
+    def finalize_(self, model: nn.Module) -> nn.Module:
+        return make_permanent_(model)

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from spaces._base import ApplyContext, Knob, PlanError, SpaceError, register_knob
+from tradeoff.spaces._base import (
+    Applied,
+    ApplyContext,
+    Knob,
+    KnobConfig,
+    PlanError,
+    SpaceError,
+    register_knob,
+    skip_note,
+)
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 ENGINE = "x86"
@@ -50,7 +60,7 @@ def qconfig_mapping(bits: int, *, layers_only: bool = False):
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, bits: int, ctx: ApplyContext) -> nn.Module:
+def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str]) -> nn.Module:
     """An int8 (or b-bit-valued int8) copy of float ``model``, calibrated on ``ctx.calibration``."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -72,10 +82,12 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext) -> nn.Module:
                 quantized = _quantize_fx(
                     model, qconfig_mapping(bits, layers_only=True), ctx, prepare_fx, convert_fx
                 )
-                ctx.skip(
-                    "weight_bits",
-                    "ops other than conv/linear",
-                    f"kept in float: the int8 model failed ({first})",
+                skipped.append(
+                    skip_note(
+                        "weight_bits",
+                        "ops other than conv/linear",
+                        f"kept in float: the int8 model failed ({first})",
+                    )
                 )
                 return quantized
         except Exception as e:  # noqa: BLE001 - FX cannot trace every model
@@ -94,9 +106,17 @@ def _quantize_fx(model: nn.Module, mapping, ctx: ApplyContext, prepare_fx, conve
     return quantized
 
 
+@dataclass(frozen=True)
+class WeightBitsConfig(KnobConfig):
+    """``value``: bits a weight is stored in (32 = float)."""
+
+    value: int = 32
+
+
 @register_knob
 class WeightBits(Knob):
     name = "weight_bits"
+    config = WeightBitsConfig
     off = 32
     order = 50
     structural = False
@@ -106,17 +126,23 @@ class WeightBits(Knob):
     help = "weight bit-width: 32 (float), 8 (int8 kernels), 2-7 (packed, computed on int8 kernels)"
 
     def validate(self, spec):
+        if "choices" not in spec and spec.get("low") is not None and spec.get("low") == spec.get("high"):
+            spec = {"choices": [spec["low"]]}  # --space weight_bits=8: one fixed choice
         if "choices" not in spec:
             raise SpaceError(f"`{self.name}` is a set of choices from {list(ALLOWED_BITS)}, e.g. 32,8,4.")
-        choices = [int(c) for c in spec["choices"]]
         bad = [c for c in spec["choices"] if c not in ALLOWED_BITS]
+        choices = [int(c) for c in spec["choices"] if c in ALLOWED_BITS]
         if bad or not choices:
             raise SpaceError(f"`{self.name}` choices {bad or '[]'} are not in {list(ALLOWED_BITS)}.")
         return {"choices": choices}
 
-    def check(self, value) -> None:
+    def check_value(self, value) -> None:
         if value not in ALLOWED_BITS:
             raise PlanError(f"{self.name}={value!r} is not one of {list(ALLOWED_BITS)}")
 
-    def apply(self, model: nn.Module, value: int, ctx: ApplyContext) -> nn.Module:
-        return quantize(model, int(value), ctx)
+    def apply(self, model: nn.Module, config: WeightBitsConfig, ctx: ApplyContext) -> Applied:
+        skipped: list[str] = []
+        bits = int(config.value)
+        return Applied(
+            quantize(model, bits, ctx, skipped), facts={"weight_bits": bits}, skipped=tuple(skipped)
+        )

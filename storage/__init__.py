@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storage.artifacts import DEFAULT_ARTIFACTS, ENV_ARTIFACTS, open_artifact_store
-from storage.errors import StorageError
-from storage.urls import DEFAULT_URL, ENV_URL, ENV_URL_FILE, open_storage, redact, resolve_url
+from tradeoff.storage.artifacts import DEFAULT_ARTIFACTS, ENV_ARTIFACTS, open_artifact_store
+from tradeoff.storage.errors import StorageError, TradeoffError
+from tradeoff.storage.urls import DEFAULT_URL, ENV_URL, ENV_URL_FILE, open_storage, redact, resolve_url
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
@@ -13,6 +13,7 @@ __all__ = [
     "ENV_URL",
     "ENV_URL_FILE",
     "StorageError",
+    "TradeoffError",
     "open_artifact_store",
     "open_storage",
     "redact",

@@ -8,11 +8,12 @@ through Optuna's artifact API so that optuna-dashboard can browse the same files
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from optuna.artifacts import FileSystemArtifactStore
 
-from storage.errors import StorageError
+from tradeoff.storage.errors import StorageError
 
 DEFAULT_ARTIFACTS = "tradeoff-artifacts"
 ENV_ARTIFACTS = "TRADEOFF_ARTIFACTS"
@@ -52,3 +53,12 @@ def _s3_store(location: str):
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
         raise StorageError(f"cannot use the artifact bucket {bucket!r}: {str(e).splitlines()[0]}") from None
     return Boto3ArtifactStore(bucket, client=client)
+
+
+def sha256_file(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

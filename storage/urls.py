@@ -7,6 +7,7 @@ default ``sqlite:///tradeoff.db`` in the working directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,7 +19,8 @@ import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from storage.errors import StorageError
+from tradeoff.storage.errors import StorageError
+from tradeoff.storage.lock import study_lock
 
 DEFAULT_URL = "sqlite:///tradeoff.db"
 ENV_URL = "TRADEOFF_STORAGE"
@@ -126,6 +128,11 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     for _name in _RETRIED:
         locals()[_name] = _with_retry(_name)
     del _name
+
+    def lock(self, study_name: str) -> contextlib.AbstractContextManager[None]:
+        """The study's lock (see :mod:`tradeoff.storage.lock`): exclusive across processes and
+        hosts while the ``with`` body runs."""
+        return study_lock(self.engine, study_name, retry_for_s=self.retry_for_s, transient=transient)
 
 
 def open_storage(

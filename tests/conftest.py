@@ -32,14 +32,14 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_task():
-    from search.tasks import get_task
+    from tradeoff.search.tasks import get_task
 
     return get_task("digits", "tiny_resnet")
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_task):
-    from search.teacher import train_teacher
+    from tradeoff.search.teacher import train_teacher
 
     model, _, _ = train_teacher(tiny_task, log=lambda _m: None)
     return model
@@ -87,7 +87,7 @@ def run_tradeoff(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedP
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("TRADEOFF_STORAGE", None)
     return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args],
+        [sys.executable, "-m", "tradeoff.search.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -86,7 +86,7 @@ def test_help_explains_every_option(tmp_path):
 def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
     import optuna
 
-    from search.cost import cost
+    from tradeoff.search.cost import cost
 
     weights = {"accuracy": 0.5, "size": 0.3, "latency": 0.2}
     text = ",".join(f"{k}={v}" for k, v in weights.items())
@@ -94,7 +94,7 @@ def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] and study.metric_names == ["cost"]
-    from search.study import make_sampler, stored_config
+    from tradeoff.search.study import make_sampler, stored_config
 
     assert isinstance(make_sampler(stored_config(study._storage, "tradeoff")), optuna.samplers.TPESampler)
     base = study.user_attrs["tradeoff:baseline"]

@@ -17,9 +17,9 @@ import optuna
 import pytest
 from conftest import free_port, run_tradeoff, wait_http
 
-from search.cli import main
-from search.cost import constraint_values
-from search.records import broken_constraints, constraints_of, feasible
+from tradeoff.search.cli import main
+from tradeoff.search.cost import constraint_values
+from tradeoff.search.records import broken_constraints, constraints_of, feasible
 
 QUICK = [
     "--model",
@@ -178,7 +178,7 @@ def test_workers_create_and_dashboard_on_a_study_with_constraints(tmp_path, monk
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("TRADEOFF_STORAGE", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "tradeoff.search.cli", "dashboard", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -29,7 +29,7 @@ def dashboard(finished_study, tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("TRADEOFF_STORAGE", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "dashboard", "--port", str(port)],
+        [sys.executable, "-m", "tradeoff.search.cli", "dashboard", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from storage import open_storage
+from tradeoff.storage import open_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = [
@@ -48,7 +48,7 @@ def env_for(url: str, tmp_path) -> dict:
 
 def start(args: list[str], url: str, tmp_path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", *args],
+        [sys.executable, "-m", "tradeoff.search.cli", *args],
         cwd=tmp_path,
         env=env_for(url, tmp_path),
         stdout=subprocess.PIPE,

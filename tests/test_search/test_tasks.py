@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from search.errors import UsageError
-from search.tasks import MODELS, get_task
+from tradeoff.search.errors import UsageError
+from tradeoff.search.models import MODELS
+from tradeoff.search.tasks import get_task
 
 
 def test_digits_is_split_disjointly_and_stratified():
@@ -38,8 +39,8 @@ def test_unknown_task_and_model_name_what_exists():
 
 
 def test_teacher_is_accurate_and_cached(tiny_task, tiny_teacher):
-    from search.measure import accuracy
-    from search.teacher import train_teacher
+    from tradeoff.search.measure import accuracy
+    from tradeoff.search.teacher import train_teacher
 
     assert accuracy(tiny_teacher, tiny_task.test.x, tiny_task.test.y) > 0.9
     _, _, seconds = train_teacher(tiny_task, log=lambda _m: None)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from spaces import ApplyContext, Plan, apply_plan
+from tradeoff.spaces import ApplyContext, Plan, apply_plan
 
 ARCHITECTURES = [
     "resnet18",

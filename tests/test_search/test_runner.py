@@ -4,12 +4,12 @@ import optuna
 import pytest
 import torch
 
-from search.config import SearchConfig
-from search.records import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR
-from search.runner import Runner
-from search.study import open_study
-from spaces import Plan
-from storage import open_storage
+from tradeoff.search.config import SearchConfig
+from tradeoff.search.records import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR
+from tradeoff.search.runner import Runner
+from tradeoff.search.study import open_study
+from tradeoff.spaces import Plan
+from tradeoff.storage import open_storage
 
 FIGURES = (
     "accuracy",
@@ -66,7 +66,7 @@ def test_baseline_then_pruned_trials_are_measured_and_recorded(study_and_runner)
 
 
 def test_the_baseline_measures_the_teacher_itself(study_and_runner, tiny_task, tiny_teacher):
-    from search.measure import accuracy
+    from tradeoff.search.measure import accuracy
 
     study, runner = study_and_runner
     study.optimize(runner, n_trials=1)
@@ -122,7 +122,7 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(tmp_pa
 
 
 def test_the_first_generation_is_filled_by_a_latin_hypercube(tmp_path):
-    from spaces import KNOBS
+    from tradeoff.spaces import KNOBS
 
     storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
     study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet"}, n_trials=40)
@@ -151,11 +151,16 @@ def test_config_is_stored_in_the_study(study_and_runner):
 
 def test_unstructured_pruning_counts_non_zeros_and_a_sparse_size(tiny_task, tiny_teacher):
     config = SearchConfig(
-        model="tiny_resnet", prune_mode="unstructured", finetune_steps=10, latency_repeats=5
+        model="tiny_resnet",
+        knob_options={"prune_ratio": {"mode": "unstructured"}},
+        finetune_steps=10,
+        latency_repeats=5,
     ).validated(n_trials=4)
     runner = Runner(config, tiny_task, tiny_teacher)
     base = runner.measure(runner.build(Plan())[0])
-    compressed, _ = runner.build(Plan(prune_ratio=0.8))
+    plan = runner.plan_of({"prune_ratio": 0.8})  # the study's option: unstructured
+    assert plan.config("prune_ratio").mode == "unstructured"
+    compressed, _ = runner.build(plan)
     sparse = runner.measure(compressed)
     assert compressed.sparse and "bitmap" in sparse.size_method
     assert sparse.params < 0.35 * base.params  # 80% of conv weights are zero; BN and fc stay dense

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.config import SearchConfig, fitted_population
-from search.errors import UsageError
+from tradeoff.search.config import SearchConfig, fitted_population
+from tradeoff.search.errors import UsageError
 
 
 def test_defaults_validate_and_round_trip_through_json():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spaces import ApplyContext, Plan, apply_plan
+from tradeoff.spaces import ApplyContext, Plan, apply_plan
 
 
 def conv_params(m: nn.Module) -> int:
@@ -13,10 +13,11 @@ def conv_params(m: nn.Module) -> int:
 def test_a_student_at_half_width_has_about_a_quarter_of_the_conv_parameters(tiny_task):
     teacher = tiny_task.build()
     ctx = ApplyContext(example_input=tiny_task.example_input, num_classes=10)
-    student = apply_plan(teacher, Plan(student_width=0.5), ctx).model
+    out = apply_plan(teacher, Plan(student_width=0.5), ctx)
+    student = out.model
     ratio = conv_params(student) / conv_params(teacher)
     assert 0.2 < ratio < 0.3
-    assert ctx.from_scratch
+    assert out.facts.from_scratch  # what the knob did is part of what it returns
     assert student(tiny_task.val.x[:4]).shape == (4, 10)
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from search.errors import UsageError
-from search.tasks import get_task
+from tradeoff.search.errors import UsageError
+from tradeoff.search.tasks import get_task
 
 
 def test_flat_folder_is_split_60_20_20_per_class_and_normalised(tmp_path, make_folder):

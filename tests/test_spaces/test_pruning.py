@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from spaces import ApplyContext, Plan, apply_plan
-from spaces.pruning import classifier_layers, prune_channels_
+from tradeoff.spaces import ApplyContext, Plan, apply_plan
+from tradeoff.spaces.pruning import classifier_layers, prune_channels_
 
 
 class TwoConv(nn.Module):
@@ -31,7 +31,7 @@ def _ctx(num_classes=10, shape=(1, 3, 8, 8)):
 def test_half_the_channels_halves_this_and_the_next_layers_weights():
     model = TwoConv()
     before1, before2 = model.conv1.weight.numel(), model.conv2.weight.numel()
-    prune_channels_(model, 0.5, _ctx())
+    prune_channels_(model, 0.5, _ctx(), [])
     # conv1 keeps 8 of 16 filters: 8*3*3*3 weights; conv2 loses half its inputs and half its
     # filters: 16*8*3*3, a quarter of 32*16*3*3.
     assert model.conv1.weight.shape == (8, 3, 3, 3)
@@ -50,13 +50,13 @@ def test_pruning_keeps_the_strongest_filters():
         model.conv1.weight[[1, 5, 6, 9, 10, 11, 12, 15]] *= 1000.0
         model.conv2.weight.mul_(0.001)  # make conv1's outputs decide the group's importance
     strong = model.conv1.weight[[1, 5, 6, 9, 10, 11, 12, 15]].clone()
-    prune_channels_(model, 0.5, _ctx())
+    prune_channels_(model, 0.5, _ctx(), [])
     torch.testing.assert_close(model.conv1.weight, strong)
 
 
 def test_residual_groups_stay_consistent(tiny_task):
     model = tiny_task.build()
-    prune_channels_(model, 0.5, _ctx(10, (1, 1, 8, 8)))
+    prune_channels_(model, 0.5, _ctx(10, (1, 1, 8, 8)), [])
     # the residual add couples layer1's output with the stem: both pruned to the same width
     assert model.conv1.out_channels == model.layer1[0].conv2.out_channels == 8
     assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -65,9 +65,7 @@ def test_residual_groups_stay_consistent(tiny_task):
 
 def test_unstructured_mode_zeroes_the_smallest_weights_and_keeps_the_shape():
     model = TwoConv()
-    ctx = _ctx()
-    ctx.options["prune_mode"] = "unstructured"
-    out = apply_plan(model, Plan(prune_ratio=0.5), ctx)
+    out = apply_plan(model, Plan(prune_ratio=0.5, options={"prune_ratio": {"mode": "unstructured"}}), _ctx())
     assert out.sparse
     conv1, conv2 = out.model.conv1.weight, out.model.conv2.weight
     assert conv1.shape == model.conv1.weight.shape  # nothing removed, only zeroed

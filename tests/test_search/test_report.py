@@ -7,7 +7,7 @@ import shutil
 
 import optuna
 
-from search.report import figure, front
+from tradeoff.search.report import figure, front
 
 
 def test_report_writes_self_contained_html_and_png(finished_study, cli, tmp_path):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from search.training import kd_loss
+from tradeoff.search.training import kd_loss
 
 
 def test_kd_loss_matches_a_hand_computation():
@@ -32,8 +32,8 @@ def test_kd_loss_with_alpha_zero_is_cross_entropy():
 
 
 def test_a_diverging_fine_tune_fails_with_its_reason(tiny_task):
-    from search.training import finetune_kd
-    from spaces import PlanError
+    from tradeoff.search.training import finetune_kd
+    from tradeoff.spaces import PlanError
 
     model = tiny_task.build()
     logits = torch.randn(len(tiny_task.train), 10)
@@ -45,7 +45,7 @@ def test_a_diverging_fine_tune_fails_with_its_reason(tiny_task):
 
 
 def test_fine_tuning_reduces_the_distillation_loss(tiny_task):
-    from search.training import finetune_kd
+    from tradeoff.search.training import finetune_kd
 
     torch.manual_seed(0)
     model = tiny_task.build()

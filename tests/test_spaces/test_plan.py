@@ -4,7 +4,7 @@ import optuna
 import pytest
 import torch
 
-from spaces import (
+from tradeoff.spaces import (
     KNOBS,
     ApplyContext,
     Plan,

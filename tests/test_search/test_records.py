@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from search.records import broken_constraints, constraints_of, feasible
+from tradeoff.search.records import broken_constraints, constraints_of, feasible
 
 
 def _trial(system_attrs: dict) -> optuna.trial.FrozenTrial:

@@ -5,7 +5,7 @@ import time
 import optuna
 import pytest
 
-from storage import StorageError, open_storage, redact, resolve_url
+from tradeoff.storage import StorageError, open_storage, redact, resolve_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from spaces import ApplyContext
-from spaces.low_rank import factor_conv, factor_linear, factorize_, target_rank
+from tradeoff.spaces import ApplyContext
+from tradeoff.spaces.low_rank import factor_conv, factor_linear, factorize_, target_rank
 
 
 def n_params(m: nn.Module) -> int:
@@ -19,7 +19,7 @@ def ctx(shape=(1, 3, 8, 8)):
 def test_linear_512_256_at_rank_32_has_the_hand_counted_parameters():
     model = nn.Sequential(nn.Linear(512, 256))
     assert target_rank(0.125, 256) == 32
-    factorize_(model, 0.125, ctx())
+    factorize_(model, 0.125, ctx(), [])
     assert n_params(model) == 512 * 32 + 32 * 256 + 256
 
 
@@ -48,7 +48,7 @@ def test_full_rank_factors_reproduce_the_layer():
 def test_conv_parameters_follow_the_spatial_svd_count():
     conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
     model = nn.Sequential(conv)
-    factorize_(model, 0.25, ctx((1, 64, 8, 8)))
+    factorize_(model, 0.25, ctx((1, 64, 8, 8)), [])
     k = target_rank(0.25, 64 * 3)  # 48
     assert n_params(model) == k * 64 * 3 + 64 * k * 3
     assert model(torch.randn(1, 64, 8, 8)).shape == (1, 64, 8, 8)
@@ -56,16 +56,29 @@ def test_conv_parameters_follow_the_spatial_svd_count():
 
 def test_layers_without_a_saving_and_grouped_convs_are_skipped_and_listed():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Linear(16, 16))
-    c = ctx((1, 8, 8, 8))
-    factorize_(model, 0.9, c)
+    skipped: list[str] = []
+    factorize_(model, 0.9, ctx((1, 8, 8, 8)), skipped)
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[1], nn.Linear)
-    assert any("0: grouped or depthwise" in s for s in c.skipped)
-    assert any("1: rank 16 of 16 saves no parameters" in s for s in c.skipped)
+    assert any("0: grouped or depthwise" in s for s in skipped)
+    assert any("1: rank 16 of 16 saves no parameters" in s for s in skipped)
+
+
+def test_a_per_layer_rank_factors_each_group_at_its_own_rank():
+    model = nn.Sequential(nn.Linear(64, 64), nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)))
+    x = torch.randn(3, 64)
+    want = model(x).shape
+    skipped: list[str] = []
+    # the most specific group wins: "1.0" over "1"; "*" is every other layer; 1.0 keeps a layer whole
+    factorize_(model, {"*": 0.125, "1": 1.0, "1.0": 0.25}, ctx((1, 64)), skipped)
+    assert isinstance(model[0], nn.Sequential) and model[0][0].out_features == 8
+    assert isinstance(model[1][0], nn.Sequential) and model[1][0][0].out_features == 16
+    assert isinstance(model[1][1], nn.Linear)
+    assert model(x).shape == want and not skipped
 
 
 @pytest.mark.parametrize("ratio", [0.0, -0.5])
 def test_a_rank_of_nothing_is_rejected(ratio):
-    from spaces import PlanError
+    from tradeoff.spaces import PlanError
 
     with pytest.raises(PlanError):
-        factorize_(nn.Sequential(nn.Linear(4, 4)), ratio, ctx())
+        factorize_(nn.Sequential(nn.Linear(4, 4)), ratio, ctx(), [])

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from spaces import KNOBS, ApplyContext, Plan, apply_plan, default_space
+from tradeoff.spaces import KNOBS, ApplyContext, Plan, apply_plan, default_space
 
 
 def bounds(name: str) -> list:

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.artifacts import download_artifact, upload_artifact
 
-from storage import StorageError, open_artifact_store
+from tradeoff.storage import StorageError, open_artifact_store
 
 
 def round_trip(store, tmp_path) -> None:

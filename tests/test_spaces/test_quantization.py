@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from search.measure import encoded_size, serialized_size, weight_tensors
-from spaces import ApplyContext, Plan, apply_plan
+from tradeoff.search.measure import encoded_size, serialized_size, weight_tensors
+from tradeoff.spaces import ApplyContext, Plan, apply_plan
 
 
 def conv_net() -> nn.Module:

@@ -10,10 +10,10 @@ import optuna
 import pytest
 import torch
 
-from search.cli import main
-from search.export import ExportError, load
-from search.measure import accuracy
-from search.tasks import get_task
+from tradeoff.search.cli import main
+from tradeoff.search.export import ExportError, load
+from tradeoff.search.measure import accuracy
+from tradeoff.search.tasks import get_task
 
 
 @pytest.fixture

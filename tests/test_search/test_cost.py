@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.cost import NoFeasibleTrial, cost, pareto, parse_weights, rank, terms
-from search.errors import UsageError
+from tradeoff.search.cost import NoFeasibleTrial, cost, pareto, parse_weights, rank, terms
+from tradeoff.search.errors import UsageError
 
 OBJ = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 BASE = {"accuracy": 0.90, "size_bytes": 1000.0, "latency_ms": 10.0, "energy_mj": 2.0}

@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from search import measure as M
+from tradeoff.search import measure as M
+from tradeoff.search.figures import FIGURES
+from tradeoff.search.measure import energy
 
 
 def small_net() -> nn.Module:
@@ -90,6 +92,43 @@ def test_measure_records_every_figure_with_its_method():
     assert "trace+freeze" in m.latency_method
     assert M.Measurement.from_dict(m.to_dict()) == m
     assert m.values(["accuracy", "size_bytes"]) == [m.accuracy, float(m.size_bytes)]
+    # every registered figure is measured, with every detail it declares
+    assert set(m.figures) == set(FIGURES)
+    assert {d for f in FIGURES.values() for d in f.details} <= set(m.details)
+    assert m.memory_method.startswith("weights as held in memory")
+
+
+def test_peak_memory_is_the_weights_plus_the_largest_live_activations():
+    # Linear(4, 8) -> ReLU -> Linear(8, 2) at batch 1, float32:
+    #   weights 4*8 + 8 + 8*2 + 2 = 58 values = 232 bytes
+    #   activations: the input (16 B) and the first output (32 B) are still alive while ReLU
+    #   writes its own output (32 B): 80 B at the peak; the second Linear's 8 B come after the
+    #   first output is released (48 B live then, 56 B with it)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(1, 4)
+    assert M.peak_activation_bytes(net, x) == 80
+    assert M.weight_bytes(net) == 232
+    assert M.peak_memory_bytes(net, x) == 232 + 80
+    # an in-place ReLU writes into the first output's storage: the peak is input + both outputs
+    inplace = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
+    assert M.peak_activation_bytes(inplace, x) == 16 + 32 + 8
+    # on int8 kernels: 58 weight values... of which the two weight matrices (48) are 1 byte each
+    assert M.weight_bytes(net, weight_bits=8) == 48 + 4 * (8 + 2)
+    assert M.peak_memory_bytes(net, x, weight_bits=8) == 48 + 40 + 80 // 4
+
+
+def test_a_residual_branch_keeps_its_input_alive():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x):
+            return x + self.b(torch.relu(self.a(x)))
+
+    # x (64 B) stays alive to the add; a(x), relu, b(.) each 64 B: x + a + relu = 192 at relu,
+    # then a(x) is released; x + relu + b = 192; the sum: x + b + sum = 192 (relu released)
+    assert M.peak_activation_bytes(Residual(), torch.randn(1, 16)) == 192
 
 
 def test_energy_is_measured_where_rapl_is_readable(monkeypatch, tmp_path):
@@ -97,10 +136,10 @@ def test_energy_is_measured_where_rapl_is_readable(monkeypatch, tmp_path):
     zone.mkdir()
     (zone / "energy_uj").write_text("1000\n")
     (zone / "max_energy_range_uj").write_text("1000000\n")
-    monkeypatch.setattr(M.glob, "glob", lambda _pattern: [str(zone)])
+    monkeypatch.setattr(energy.glob, "glob", lambda _pattern: [str(zone)])
     reads = iter([1000, 6000])  # 5000 uJ over the runs
-    monkeypatch.setattr(M, "_read_uj", lambda _c: [next(reads)])
-    monkeypatch.setattr(M, "_run_for", lambda _fn, _x, _s: 10)
+    monkeypatch.setattr(energy, "_read_uj", lambda _c: [next(reads)])
+    monkeypatch.setattr(energy, "_run_for", lambda _fn, _x, _s: 10)
     e, method = M.measured_energy_mj(lambda x: x, X, device="cpu")
     assert e == pytest.approx(0.5)  # 5000 uJ / 10 runs = 0.5 mJ
     assert method.startswith("measured: RAPL")

@@ -1,0 +1,211 @@
+"""What each ``tradeoff`` command does, with plain arguments (``cli.py`` only parses).
+
+``run_trials`` serves ``search``, ``create`` and ``worker``; the others read a study.
+Messages for people go to ``log`` (stderr in the CLI); results are returned or printed to
+stdout by the CLI. Errors a user can fix are :class:`~tradeoff.storage.errors.TradeoffError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tradeoff.search.errors import UsageError
+from tradeoff.storage import ENV_URL, ENV_URL_FILE
+
+Log = Callable[[str], None]
+
+
+def storage_url(given: str | None) -> str:
+    """The storage URL; one typed with a password on the command line is refused (every user of
+    the machine can read a command line), and the error does not repeat it."""
+    from tradeoff.storage import redact, resolve_url
+
+    if given and redact(given) != given:
+        raise UsageError(
+            f"--storage {redact(given)} carries a password on the command line; put the URL in "
+            f"${ENV_URL} or in a file named by ${ENV_URL_FILE}"
+        )
+    return resolve_url(given)
+
+
+def load_study(url: str | None, study_name: str):
+    """(study, its stored configuration) of an existing study; UsageError when there is none."""
+    import optuna
+
+    from tradeoff.search.study import stored_config
+    from tradeoff.storage import open_storage
+
+    storage = open_storage(storage_url(url), heartbeat_interval=None)
+    config = stored_config(storage, study_name)
+    if config is None:
+        raise UsageError(f"no study named {study_name!r} in this storage; run `tradeoff search` first")
+    return optuna.load_study(study_name=study_name, storage=storage), config
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def run_trials(
+    mode: str,
+    *,
+    url: str | None,
+    study_name: str,
+    given: Mapping[str, Any],
+    n_trials: int | None,
+    artifacts: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    heartbeat_interval: int = 60,
+    grace_period: int | None = None,
+    log: Log,
+) -> Any:
+    """``search``: create or resume the study and run ``n_trials`` more. ``create``: make the
+    study, its teacher and its baseline, with a budget of ``n_trials``. ``worker``: join a
+    study made by ``create`` and run trials until its budget is met (or ``n_trials`` ran).
+    Returns the study."""
+    import optuna
+    import torch
+
+    from tradeoff.search.report import progress_line
+    from tradeoff.search.runner import Runner
+    from tradeoff.search.study import open_study
+    from tradeoff.search.tasks import task_for
+    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.search.worker import Stopper, counts, host_share, run_budget, run_worker
+    from tradeoff.storage import open_artifact_store, open_storage, redact
+
+    torch.set_flush_denormal(True)
+    device = _device(device)
+    url = storage_url(url)
+    storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    tasks = []
+
+    def prepare(cfg) -> None:  # data and model checked before a new study is stored
+        tasks.append(task_for(cfg, log=log))
+
+    study, config, created = open_study(
+        storage, study_name, dict(given), n_trials=n_trials, create=(mode != "worker"), prepare=prepare
+    )
+    if config.target.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
+    budget, to_run = run_budget(study, mode, n_trials, created=created)
+    complete, _ = counts(study)
+    log(
+        f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
+        f"{study_name!r} in {redact(url)} ({complete} complete trials, budget {budget})"
+    )
+    task = tasks[0] if tasks else task_for(config, log=log)
+    teacher = ensure_teacher(
+        study, task, open_artifact_store(artifacts), device=device, train=(mode != "worker"), log=log
+    )
+    runner = Runner(config, task, teacher, device=device)
+
+    start, done = time.perf_counter(), 0
+    total = to_run or max(0, budget - complete)
+
+    def progress(trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
+
+    with contextlib.ExitStack() as stack:
+        share = stack.enter_context(host_share())
+        stopper = stack.enter_context(Stopper())
+
+        def set_threads() -> None:
+            torch.set_num_threads(threads or share())
+
+        run_worker(
+            study,
+            storage,
+            runner,
+            budget=budget,
+            n_trials=to_run,
+            stopper=stopper,
+            on_trial=progress,
+            before_trial=set_threads,
+        )
+    if stopper.requested:
+        log("stopped: no trial of this worker is left running")
+    return study
+
+
+def report(url: str | None, study_name: str, output: str, *, log: Log) -> tuple[str, str]:
+    from tradeoff.search.report import write_report
+
+    study, _ = load_study(url, study_name)
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--output {output}: the directory {parent} does not exist")
+    html, png = write_report(study, output)
+    log(f"wrote {html} ({os.path.getsize(html) / 1e6:.1f} MB, self-contained) and {png}")
+    return html, png
+
+
+def export(
+    url: str | None,
+    study_name: str,
+    output: str,
+    *,
+    trial: int | None,
+    weights: str | None,
+    constraints: Mapping[str, float],
+    force: bool,
+    artifacts: str | None,
+    device: str,
+    log: Log,
+) -> dict[str, Any]:
+    """Choose a trial (``trial``, or the top of ``select`` under ``weights`` and
+    ``constraints``), rebuild, re-measure, test and write it; returns the export record."""
+    import torch
+
+    from tradeoff.search.cost import choose
+    from tradeoff.search.export import check_target, export_trial
+    from tradeoff.search.runner import Runner
+    from tradeoff.search.tasks import task_for
+    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.storage import open_artifact_store
+
+    torch.set_flush_denormal(True)
+    check_target(output, force)  # before any work
+    study, config = load_study(url, study_name)
+    chosen = choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
+    task = task_for(config, log=log)
+    teacher = ensure_teacher(study, task, open_artifact_store(artifacts), train=False, log=log)
+    runner = Runner(config, task, teacher, device=device)
+    record = export_trial(study, chosen, output, runner=runner, force=force, log=log)
+    onnx = record["onnx"]
+    log(
+        f"wrote {output}: {', '.join(record['files'])}, plan.json, record.json"
+        + ("" if onnx.get("written") else f" (no ONNX: {onnx['reason']})")
+    )
+    return record
+
+
+def dashboard(url: str | None, *, artifacts: str | None, host: str, port: int, log: Log) -> None:
+    import socket
+
+    from tradeoff.search.dashboard import serve
+    from tradeoff.storage import open_artifact_store, open_storage, redact
+
+    url = storage_url(url)
+    storage = open_storage(url, heartbeat_interval=None)
+    store = open_artifact_store(artifacts)
+    with socket.socket() as probe:  # a clear error for a taken port, before the server starts
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+    log(f"optuna-dashboard on http://{host}:{port}/dashboard/ for {redact(url)} (Ctrl-C stops it)")
+    serve(storage, host=host, port=port, artifact_store=store)

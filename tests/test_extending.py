@@ -1,0 +1,110 @@
+"""Extending tradeoff without touching it: a knob from one file, a figure from the registry.
+
+The knob lives in ``tests/knob_plugins/zero_biases.py``; the CLI imports it with ``--plugin``
+(in a subprocess, so this test process's registry stays as shipped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_tradeoff
+
+PLUGINS = str(Path(__file__).resolve().parent / "knob_plugins")
+QUICK = ["--model", "tiny_resnet", "--finetune-steps", "5", "--student-steps", "10", "--latency-repeats", "3"]
+OTHERS_OFF = [
+    "--space",
+    "student_width=1",
+    "--space",
+    "prune_ratio=0",
+    "--space",
+    "rank_ratio=1",
+    "--space",
+    "weight_bits=32",
+]
+
+
+def test_a_knob_from_one_file_is_proposed_applied_shown_and_exported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # objectives accuracy and params: the zeroed biases are 5 fewer stored parameters, so the
+    # plan is on the front whatever its accuracy
+    r = run_tradeoff(
+        "search",
+        "--n-trials",
+        "2",
+        *QUICK,
+        "--plugin",
+        "zero_biases",
+        "--objectives",
+        "accuracy,params",
+        *OTHERS_OFF,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
+    base, probe = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert base.params["zero_biases"] == 0.0 and probe.params["zero_biases"] == 0.5  # proposed
+    assert probe.state == optuna.trial.TrialState.COMPLETE
+    assert probe.user_attrs["plan"]["zero_biases"] == 0.5
+    assert probe.user_attrs["params"] == base.user_attrs["params"] - 5  # applied: 5 biases are 0
+    front = run_tradeoff("front", cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    row = next(line for line in front.stdout.splitlines() if line.startswith(f"#{probe.number} "))
+    assert row.rstrip().endswith("zero_biases=0.5")
+    select = run_tradeoff("select", "--weights", "accuracy=0,params=1", cwd=tmp_path)
+    assert select.returncode == 0, select.stderr
+    assert select.stdout.splitlines()[1].split()[1] == f"#{probe.number}"  # fewest params: first
+    assert "zero_biases=0.5" in select.stdout.splitlines()[1]
+
+    # a resume needs no --plugin: the study names it
+    again = run_tradeoff("search", "--n-trials", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+    out = tmp_path / "zeroed"
+    exp = run_tradeoff("export", "--trial", str(probe.number), "--output", str(out), cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    assert "zero_biases=0.5" in exp.stderr  # "rebuilding trial #1 (zero_biases=0.5) ..."
+    record = json.loads((out / "record.json").read_text())
+    assert record["plan"]["zero_biases"] == 0.5 and record["config"]["plugins"] == ["zero_biases"]
+    # applied: half of the classifier's 10 biases (the only conv/linear biases of tiny_resnet) are 0
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    bias = next(numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("fc.bias"))
+    assert bias.shape == (10,) and int(np.sum(bias == 0)) == 5
+
+
+def test_a_study_whose_plugin_is_missing_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS)
+    r = run_tradeoff(
+        "search", "--n-trials", "1", *QUICK, "--plugin", "zero_biases", *OTHERS_OFF, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    monkeypatch.delenv("PYTHONPATH")
+    again = run_tradeoff("front", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        "tradeoff: error: plug-in 'zero_biases' does not import: ModuleNotFoundError: No module named "
+        "'zero_biases'"
+    )
+    with sqlite3.connect(tmp_path / "tradeoff.db") as c:  # nothing stored was touched
+        assert c.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("bad", ["zero_biases:fn", "no_such_module_xyz"])
+def test_a_bad_plugin_is_refused_before_anything_is_stored(tmp_path, bad):
+    r = run_tradeoff("search", "--n-trials", "1", *QUICK, "--plugin", bad, cwd=tmp_path)
+    assert r.returncode == 2 and "plug" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (
+        not (tmp_path / "tradeoff.db").exists()
+        or sqlite3.connect(tmp_path / "tradeoff.db").execute("select count(*) from studies").fetchone()[0]
+        == 0
+    )

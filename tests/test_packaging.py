@@ -1,0 +1,74 @@
+"""One import name: tradeoff installs as ``tradeoff.*`` and leaves ``search``, ``spaces`` and
+``storage`` to whatever else is installed (Hugging Face's ``spaces``, PyPI's ``storage``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_has_no_generic_top_level_package(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("tradeoff-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"tradeoff", next(t for t in tops if t.endswith(".dist-info"))}
+    for package in ("search", "spaces", "storage"):
+        assert f"tradeoff/{package}/__init__.py" in names
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "tradeoff = tradeoff.search.cli:main" in entry
+
+
+def test_other_packages_named_spaces_storage_and_search_live_beside_it(tmp_path):
+    others = tmp_path / "others"
+    for name in ("spaces", "storage", "search"):
+        (others / name).mkdir(parents=True)
+        (others / name / "__init__.py").write_text(f"WHO = 'the other {name}'\n")
+    code = (
+        "import spaces, storage, search\n"
+        "import tradeoff.spaces, tradeoff.storage, tradeoff.search.cli\n"
+        "assert spaces.WHO == 'the other spaces' and storage.WHO == 'the other storage'\n"
+        "assert search.WHO == 'the other search'\n"
+        "assert 'prune_ratio' in tradeoff.spaces.KNOBS and hasattr(tradeoff.storage, 'open_storage')\n"
+        "import sys; assert not any(m.startswith(('spaces.', 'storage.', 'search.')) for m in sys.modules)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(others))
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_every_import_is_absolute_under_tradeoff():
+    bad = []
+    for folder in ("search", "spaces", "storage", "benchmarks", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                stripped = line.strip()
+                if stripped.startswith(("from search", "from spaces", "from storage", "import search")) or (
+                    stripped.startswith(("import spaces", "import storage", "from ."))
+                ):
+                    bad.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+                if "sys.path.insert" in stripped and folder == "benchmarks":
+                    bad.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+    assert not bad, "\n".join(bad)
