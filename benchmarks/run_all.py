@@ -53,6 +53,7 @@ def main() -> None:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])
     times["speed"] = step("speed", [b.format("speed"), *q])
+    times["memory"] = step("memory", [b.format("memory"), *q])
     results = os.path.join(HERE, "results", "workers-quick.md" if a.quick else "workers.md")
     times["workers"] = step("workers", [b.format("workers"), *q], stdout_to=results)
     print("total " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; {sum(times.values()):.0f} s")

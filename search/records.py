@@ -4,11 +4,11 @@ Study user attributes: ``tradeoff:config`` (the SearchConfig, JSON), ``tradeoff:
 (the uncompressed model's figures), ``tradeoff:teacher`` (the teacher artifact's id, SHA-256
 and task fingerprint), ``tradeoff:budget`` (complete trials the workers stop at).
 
-Trial user attributes: ``plan`` (``Plan.to_dict()``), every figure of ``Measurement`` with its
-``*_method``, ``role`` (baseline / single-technique / space-filling for enqueued plans),
-``duplicate_of`` (a re-proposed plan: the trial whose figures it copied), ``fail_reason``,
-``skipped_layers``, ``worker`` and ``time_*`` (seconds per step). Constraints are Optuna's own
-(``trial.set_constraint``): <= 0 is feasible.
+Trial user attributes: ``plan`` (``Plan.to_dict()``), ``plan_text`` (``format_plan``),
+every figure of ``Measurement`` with its ``*_method``, ``role`` (baseline / single-technique /
+space-filling for enqueued plans), ``duplicate_of`` (a re-proposed plan: the trial whose
+figures it copied), ``fail_reason``, ``skipped_layers``, ``worker`` and ``time_*`` (seconds
+per step). Constraints are Optuna's own (``trial.set_constraint``): <= 0 is feasible.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ TEACHER_ATTR = "tradeoff:teacher"
 BUDGET_ATTR = "tradeoff:budget"
 
 PLAN_ATTR = "plan"
+PLAN_TEXT_ATTR = "plan_text"  # the plan as one line, for the dashboard's trial table
 ROLE_ATTR = "role"
 DUPLICATE_ATTR = "duplicate_of"
 FAIL_ATTR = "fail_reason"

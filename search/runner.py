@@ -22,13 +22,14 @@ from tradeoff.search.records import (
     DUPLICATE_ATTR,
     FAIL_ATTR,
     PLAN_ATTR,
+    PLAN_TEXT_ATTR,
     ROLE_ATTR,
     SKIPPED_ATTR,
     TIME_PREFIX,
 )
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import finetune_kd, logits_of
-from tradeoff.spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, suggest_plan
+from tradeoff.spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, format_plan, suggest_plan
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 
@@ -112,6 +113,7 @@ class Runner:
         t0 = time.perf_counter()
         plan = suggest_plan(trial, self.config.space, self.config.knob_options)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
+        trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))
         twin = self._measured_twin(trial)
         if twin is not None:
             # NSGA-II proposes a plan it has already measured; reuse the figures, say so.

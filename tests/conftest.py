@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -53,9 +54,8 @@ def _postgres_up() -> bool:
         return False
 
 
-@pytest.fixture
-def pg_url():
-    """A fresh database on the real PostgreSQL server; CI must have one (see .ci/run)."""
+def _postgres_database():
+    """A fresh database on the real PostgreSQL server, dropped afterwards; CI must have one."""
     if not _postgres_up():
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432; .ci/run should have started it")
@@ -70,6 +70,22 @@ def pg_url():
     engine.dispose()
 
 
+@pytest.fixture
+def pg_url():
+    """A fresh database on the real PostgreSQL server."""
+    yield from _postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """Every study-touching test runs on both storages, as Optuna's own tests do: a real SQLite
+    file and a fresh database on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+    else:
+        yield from _postgres_database()
+
+
 QUICK = [
     "--model",
     "tiny_resnet",
@@ -79,6 +95,19 @@ QUICK = [
     "40",
     "--latency-repeats",
     "5",
+]
+
+
+# the quickest settings that still run every step: for tests that check plumbing, not figures
+QUICKER = [
+    "--model",
+    "tiny_resnet",
+    "--finetune-steps",
+    "5",
+    "--student-steps",
+    "10",
+    "--latency-repeats",
+    "3",
 ]
 
 
@@ -158,3 +187,26 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"server did not answer {url} in {timeout} s")
+
+
+@contextlib.contextmanager
+def dashboard_server(cwd, *args: str):
+    """`tradeoff dashboard ARGS` on a free port in a subprocess; yields its base URL once it
+    answers, and stops it afterwards."""
+    port = free_port()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TRADEOFF_STORAGE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff.search.cli", "dashboard", *args, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -2,42 +2,45 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+import optuna
 import pytest
 from conftest import run_tradeoff as tradeoff  # the real command in a subprocess
+
+from tradeoff.storage import open_storage
 
 QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5"]
 
 
-def complete_trials(db) -> int:
-    with sqlite3.connect(db) as c:
-        return c.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+def complete_trials(url: str) -> int:
+    storage = open_storage(url, heartbeat_interval=None)
+    study = optuna.load_study(study_name="tradeoff", storage=storage)
+    return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
 
 
-def test_search_then_front_then_resume(tmp_path):
-    r = tradeoff("search", "--n-trials", "3", *QUICK, cwd=tmp_path)
+def test_search_then_front_then_resume(tmp_path, storage_url):
+    at = ["--storage", storage_url]
+    r = tradeoff("search", *at, "--n-trials", "3", *QUICK, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "tradeoff.db").exists() and (tmp_path / "tradeoff-artifacts").is_dir()
+    assert (tmp_path / "tradeoff-artifacts").is_dir()
     assert "[3/3] trial #2" in r.stderr and "front:" in r.stderr
-    assert complete_trials(tmp_path / "tradeoff.db") == 3
+    assert complete_trials(storage_url) == 3
 
-    front = tradeoff("front", cwd=tmp_path)
+    front = tradeoff("front", *at, cwd=tmp_path)
     assert front.returncode == 0, front.stderr
     assert "#0 (baseline)" in front.stdout or "(x" in front.stdout
     assert "Pareto-optimal of 3 complete trials" in front.stdout
 
     # resume: no search options needed, trials are added to the same study
-    again = tradeoff("search", "--n-trials", "2", cwd=tmp_path)
+    again = tradeoff("search", *at, "--n-trials", "2", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "resuming study 'tradeoff'" in again.stderr
-    assert complete_trials(tmp_path / "tradeoff.db") == 5
+    assert complete_trials(storage_url) == 5
 
     # the same study with another configuration is refused, and nothing is lost
-    clash = tradeoff("search", "--n-trials", "1", "--model", "resnet18", cwd=tmp_path)
+    clash = tradeoff("search", *at, "--n-trials", "1", "--model", "resnet18", cwd=tmp_path)
     assert clash.returncode == 2
     assert "exists with a different configuration: model" in clash.stderr
-    assert complete_trials(tmp_path / "tradeoff.db") == 5
+    assert complete_trials(storage_url) == 5
 
 
 @pytest.mark.parametrize(

@@ -8,29 +8,16 @@ stored, counted as infeasible by `front`, and never chosen by `select` or `expor
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 
 import optuna
 import pytest
-from conftest import free_port, run_tradeoff, wait_http
+from conftest import QUICKER, dashboard_server, run_tradeoff
 
 from tradeoff.search.cli import main
 from tradeoff.search.cost import constraint_values
 from tradeoff.search.records import broken_constraints, constraints_of, feasible
-
-QUICK = [
-    "--model",
-    "tiny_resnet",
-    "--finetune-steps",
-    "5",
-    "--student-steps",
-    "10",
-    "--latency-repeats",
-    "3",
-]
+from tradeoff.storage import open_storage
 
 # tiny_resnet's float weights are 1.26 MB: a 1 MB bound leaves the baseline infeasible and the
 # int8 and half-width plans feasible. No plan runs in 10 ns: every trial is infeasible. The
@@ -89,7 +76,7 @@ def bounds_of(flags: list[str]) -> dict[str, float]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_command_on_a_study_with_constraints(case, tmp_path, monkeypatch, capsys):
     flags, bounds = CASES[case], bounds_of(CASES[case])
-    r = run_tradeoff("search", "--n-trials", "3", *QUICK, *flags, cwd=tmp_path)
+    r = run_tradeoff("search", "--n-trials", "3", *QUICKER, *flags, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "[3/3] trial #2" in r.stderr
     resumed = run_tradeoff("search", "--n-trials", "1", cwd=tmp_path)
@@ -150,15 +137,18 @@ def test_every_command_on_a_study_with_constraints(case, tmp_path, monkeypatch, 
         assert not (tmp_path / "out").exists()
 
 
-def test_workers_create_and_dashboard_on_a_study_with_constraints(tmp_path, monkeypatch, capsys):
+def test_workers_create_and_dashboard_on_a_study_with_constraints(storage_url, tmp_path, monkeypatch, capsys):
     flags = CASES["all"]
     bounds = bounds_of(flags)
-    r = run_tradeoff("create", "--n-trials", "3", *QUICK, *flags, cwd=tmp_path)
+    at = ["--storage", storage_url]
+    r = run_tradeoff("create", *at, "--n-trials", "3", *QUICKER, *flags, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    w = run_tradeoff("worker", cwd=tmp_path)
+    w = run_tradeoff("worker", *at, cwd=tmp_path)
     assert w.returncode == 0, w.stderr
     assert "Traceback" not in w.stderr
-    study = load(tmp_path)
+    study = optuna.load_study(
+        study_name="tradeoff", storage=open_storage(storage_url, heartbeat_interval=None)
+    )
     assert len(complete(study)) == 3
     infeasible = check_stored(study, bounds)
     assert 0 in {t.number for t in infeasible}  # the float baseline is over 1 MB
@@ -166,7 +156,7 @@ def test_workers_create_and_dashboard_on_a_study_with_constraints(tmp_path, monk
     # an explicit --trial of an infeasible trial exports with a warning and says so in the record
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRADEOFF_STORAGE", raising=False)
-    code, out, err = in_process(capsys, "export", "--trial", "0", "--output", str(tmp_path / "base"))
+    code, out, err = in_process(capsys, "export", *at, "--trial", "0", "--output", str(tmp_path / "base"))
     assert code == 0, err
     assert "breaks the study's constraints (max_size_mb)" in err
     assert json.loads((tmp_path / "base" / "record.json").read_text())["feasible"] is False
@@ -174,26 +164,9 @@ def test_workers_create_and_dashboard_on_a_study_with_constraints(tmp_path, monk
     assert code == 0, err
 
     # the dashboard reports Optuna 5's named constraints where its plots look for them
-    port = free_port()
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("TRADEOFF_STORAGE", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff.search.cli", "dashboard", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/api/studies/{study._study_id}", timeout=30
-        ) as resp:
+    with dashboard_server(tmp_path, *at) as url:
+        with urllib.request.urlopen(f"{url}/api/studies/{study._study_id}", timeout=30) as resp:
             detail = json.loads(resp.read())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
     shown = {t["number"]: t["constraints"] for t in detail["trials"]}
     for t in complete(study):
         assert shown[t.number] == pytest.approx([v for _, v in sorted(constraints_of(t).items())])

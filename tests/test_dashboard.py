@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_http
+from conftest import dashboard_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -25,23 +23,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def dashboard(finished_study, tmp_path):
     shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
     shutil.copytree(finished_study / "tradeoff-artifacts", tmp_path / "tradeoff-artifacts")
-    port = free_port()
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("TRADEOFF_STORAGE", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff.search.cli", "dashboard", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/studies", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with dashboard_server(tmp_path) as url:
+        yield url
 
 
 def test_dashboard_shows_the_study_in_a_real_browser(dashboard, finished_study):

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import run_tradeoff
+from conftest import QUICKER, run_tradeoff
 
 PLUGINS = str(Path(__file__).resolve().parent / "knob_plugins")
-QUICK = ["--model", "tiny_resnet", "--finetune-steps", "5", "--student-steps", "10", "--latency-repeats", "3"]
 OTHERS_OFF = [
     "--space",
     "student_width=1",
@@ -37,7 +36,7 @@ def test_a_knob_from_one_file_is_proposed_applied_shown_and_exported(tmp_path, m
         "search",
         "--n-trials",
         "2",
-        *QUICK,
+        *QUICKER,
         "--plugin",
         "zero_biases",
         "--objectives",
@@ -84,7 +83,7 @@ def test_a_knob_from_one_file_is_proposed_applied_shown_and_exported(tmp_path, m
 def test_a_study_whose_plugin_is_missing_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", PLUGINS)
     r = run_tradeoff(
-        "search", "--n-trials", "1", *QUICK, "--plugin", "zero_biases", *OTHERS_OFF, cwd=tmp_path
+        "search", "--n-trials", "1", *QUICKER, "--plugin", "zero_biases", *OTHERS_OFF, cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr
     monkeypatch.delenv("PYTHONPATH")
@@ -100,7 +99,7 @@ def test_a_study_whose_plugin_is_missing_is_one_clear_line(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("bad", ["zero_biases:fn", "no_such_module_xyz"])
 def test_a_bad_plugin_is_refused_before_anything_is_stored(tmp_path, bad):
-    r = run_tradeoff("search", "--n-trials", "1", *QUICK, "--plugin", bad, cwd=tmp_path)
+    r = run_tradeoff("search", "--n-trials", "1", *QUICKER, "--plugin", bad, cwd=tmp_path)
     assert r.returncode == 2 and "plug" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert (

@@ -1,4 +1,5 @@
-"""Many workers on one PostgreSQL study: real server, real processes, the compose file's commands."""
+"""Many workers on one study, on SQLite and on the real PostgreSQL server: real processes, the
+compose file's commands."""
 
 from __future__ import annotations
 
@@ -11,20 +12,11 @@ import time
 import optuna
 import pytest
 import yaml
+from conftest import QUICK
 
 from tradeoff.storage import open_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICK = [
-    "--model",
-    "tiny_resnet",
-    "--finetune-steps",
-    "20",
-    "--student-steps",
-    "20",
-    "--latency-repeats",
-    "5",
-]
 FIGURES = ("accuracy", "params", "flops", "size_bytes", "latency_ms", "energy_mj", "latency_threads")
 
 
@@ -73,13 +65,13 @@ def complete(study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def test_three_workers_end_with_exactly_the_budget(pg_url, tmp_path):
-    create(pg_url, tmp_path, 7)
-    workers = [start(compose_command("worker"), pg_url, tmp_path) for _ in range(3)]
+def test_three_workers_end_with_exactly_the_budget(storage_url, tmp_path):
+    create(storage_url, tmp_path, 7)
+    workers = [start(compose_command("worker"), storage_url, tmp_path) for _ in range(3)]
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
-    study = load(pg_url)
+    study = load(storage_url)
     done = complete(study)
     assert len(done) == 7
     assert len({t.number for t in study.trials}) == len(study.trials)
@@ -92,26 +84,26 @@ def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for t in load(url).trials:
-            if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(
-                f":{pid}"
-            ):
+            mine = t.user_attrs.get("worker", "").endswith(f":{pid}")
+            # once its plan is stored: a worker killed between ask and suggest leaves no params to retry
+            if t.state == optuna.trial.TrialState.RUNNING and mine and "plan" in t.user_attrs:
                 return t
         time.sleep(0.2)
     raise AssertionError("the worker never started a trial")
 
 
-def test_a_killed_workers_trial_is_failed_and_retried(pg_url, tmp_path):
+def test_a_killed_workers_trial_is_failed_and_retried(storage_url, tmp_path):
     # 6: the baseline, the four seeded single-technique plans (queued before the retry), the retry
-    create(pg_url, tmp_path, 6, "--finetune-steps", "300")
+    create(storage_url, tmp_path, 6, "--finetune-steps", "300")
     beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
-    victim = start([*compose_command("worker"), *beat], pg_url, tmp_path)
-    killed = _wait_for_running(pg_url, victim.pid)
+    victim = start([*compose_command("worker"), *beat], storage_url, tmp_path)
+    killed = _wait_for_running(storage_url, victim.pid)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    survivor = start([*compose_command("worker"), *beat], pg_url, tmp_path)
+    survivor = start([*compose_command("worker"), *beat], storage_url, tmp_path)
     _, err = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, err
-    study = load(pg_url)
+    study = load(storage_url)
     assert len(complete(study)) == 6
     assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
     retried = [
@@ -122,14 +114,14 @@ def test_a_killed_workers_trial_is_failed_and_retried(pg_url, tmp_path):
     assert len(retried) == 1 and retried[0].params == killed.params
 
 
-def test_sigterm_finishes_the_trial_and_exits_cleanly(pg_url, tmp_path):
-    create(pg_url, tmp_path, 20, "--finetune-steps", "300")
-    worker = start(compose_command("worker"), pg_url, tmp_path)
-    trial = _wait_for_running(pg_url, worker.pid)
+def test_sigterm_finishes_the_trial_and_exits_cleanly(storage_url, tmp_path):
+    create(storage_url, tmp_path, 20, "--finetune-steps", "300")
+    worker = start(compose_command("worker"), storage_url, tmp_path)
+    trial = _wait_for_running(storage_url, worker.pid)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err
-    study = load(pg_url)
+    study = load(storage_url)
     assert study.trials[trial.number].state == optuna.trial.TrialState.COMPLETE
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(complete(study)) < 20

@@ -6,6 +6,7 @@ import json
 
 import optuna
 import pytest
+from conftest import QUICKER
 
 from tradeoff.search.config import SearchConfig
 from tradeoff.search.cost import check_constraints, constraint_values, parse_weights, terms
@@ -83,22 +84,12 @@ def test_unknown_names_are_one_line_errors():
 
 
 def test_peak_memory_as_objective_constraint_and_cost_weight_from_the_command_line(tmp_path, cli):
-    quick = [
-        "--model",
-        "tiny_resnet",
-        "--finetune-steps",
-        "5",
-        "--student-steps",
-        "10",
-        "--latency-repeats",
-        "3",
-    ]
     # tiny_resnet holds 1.2 MB of float weights: 1 MB leaves the baseline out, int8 and students in
     r = cli(
         "search",
         "--n-trials",
         "3",
-        *quick,
+        *QUICKER,
         "--objectives",
         "accuracy,peak_memory_bytes",
         "--max-memory-mb",

@@ -27,8 +27,19 @@ FIGURES = (
 
 
 @pytest.fixture
-def study_and_runner(tmp_path, tiny_task, tiny_teacher):
-    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
+def study_and_runner(storage_url, tiny_task, tiny_teacher):
+    """A study on each storage (a real SQLite file, a fresh PostgreSQL database) and its runner."""
+    return _study_and_runner(storage_url, tiny_task, tiny_teacher)
+
+
+@pytest.fixture
+def runner(tmp_path, tiny_task, tiny_teacher):
+    """The runner alone (the tests that build models without touching a study)."""
+    return _study_and_runner(f"sqlite:///{tmp_path / 'r.db'}", tiny_task, tiny_teacher)[1]
+
+
+def _study_and_runner(url, tiny_task, tiny_teacher):
+    storage = open_storage(url)
     given = {
         "model": "tiny_resnet",
         "finetune_steps": 30,
@@ -86,10 +97,9 @@ def test_a_plan_that_cannot_apply_fails_with_its_reason_and_the_study_goes_on(st
     assert ok.state == optuna.trial.TrialState.COMPLETE
 
 
-def test_a_rebuilt_plan_gives_the_same_model(study_and_runner):
+def test_a_rebuilt_plan_gives_the_same_model(runner):
     import torch
 
-    study, runner = study_and_runner
     plan = Plan(prune_ratio=0.3)
     a, _ = runner.build(plan)
     b, _ = runner.build(Plan.from_params(plan.params()))
@@ -106,8 +116,8 @@ def test_a_plan_proposed_twice_reuses_the_measurement(study_and_runner):
     assert twin.user_attrs["duplicate_of"] == 0 and twin.values == first.values
 
 
-def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(tmp_path):
-    storage = open_storage(f"sqlite:///{tmp_path / 'seed.db'}")
+def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storage_url):
+    storage = open_storage(storage_url)
     study, _, _ = open_study(storage, "seed", {"model": "tiny_resnet"}, n_trials=20)
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     assert [t.user_attrs["role"] for t in waiting] == ["baseline"] + ["single-technique"] * 4
@@ -171,8 +181,7 @@ def test_unstructured_pruning_counts_non_zeros_and_a_sparse_size(tiny_task, tiny
     assert zeros / sum(w.numel() for w in convs) == pytest.approx(0.8, abs=0.01)
 
 
-def test_four_knobs_together_on_the_bundled_task(study_and_runner):
-    _, runner = study_and_runner
+def test_four_knobs_together_on_the_bundled_task(runner):
     compressed, times = runner.build(Plan(student_width=0.5, prune_ratio=0.25, rank_ratio=0.5, weight_bits=8))
     m = runner.measure(compressed)
     base = runner.measure(runner.build(Plan())[0])
