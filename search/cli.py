@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,34 +17,54 @@ DEFAULT_STUDY = "tradeoff"
 DEFAULT_N_TRIALS = 40
 
 
+def _whole(text: str, *, low: int, high: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: {what} is {low} to {high}")
+    return value
+
+
 def _positive_int(text: str) -> int:
+    """A count: 1 to 10^9 (a bigger one is a typo, not a plan)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive whole number")
+    return _whole(text, low=1, high=10**9, what="a count")
+
+
+def _port(text: str) -> int:
+    return _whole(text, low=1, high=65535, what="a TCP port")
+
+
+def _finite(text: str) -> float:
+    """A finite number (inf, nan and overflowing literals are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
 def _space_entry(text: str) -> tuple[str, dict[str, Any]]:
-    """KNOB=LOW:HIGH[:STEP], KNOB=VALUE (fixed) or KNOB=A,B,C (choices)."""
+    """KNOB=LOW:HIGH[:STEP], KNOB=VALUE (fixed) or KNOB=A,B,C (choices); every number finite."""
     name, sep, spec = text.partition("=")
-    if not sep or not spec:
+    if not sep or not spec or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: expected KNOB=LOW:HIGH[:STEP], KNOB=VALUE or KNOB=A,B,C")
+    name = name.strip()
     try:
         if "," in spec:
-            return name, {"choices": [float(v) for v in spec.split(",")]}
-        parts = [float(v) for v in spec.split(":")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: bounds must be numbers") from None
+            return name, {"choices": [_finite(v) for v in spec.split(",")]}
+        parts = [_finite(v) for v in spec.split(":")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: bounds must be finite numbers") from None
     if len(parts) == 1:
         return name, {"low": parts[0], "high": parts[0], "step": None}
     if len(parts) in (2, 3):
@@ -172,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         "twin with the record. Exit 1 when something does not hold.",
     )
     v.add_argument("directory", help="a directory written by `tradeoff export`")
+    v.add_argument(
+        "--data",
+        help="the data to check the test accuracy on (default: the export's, when it is a bundled task; "
+        "verify never opens a path or imports a plug-in named inside an export)",
+    )
 
     d = sub.add_parser(
         "dashboard",
@@ -186,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
     )
-    d.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    d.add_argument("--port", type=_port, default=8080, help="port, 1 to 65535 (default: 8080)")
     return parser
 
 
@@ -205,7 +231,7 @@ def _constraint_args(s, prefix: str) -> None:
         unit = figure.constraint_unit.strip() or ("fraction 0-1" if figure.unit == "fraction" else "count")
         sign = "<=" if figure.direction == "minimize" else ">="
         s.add_argument(
-            figure.flag, dest=name, type=_number, help=f"{prefix} {figure.name} {sign} this ({unit})"
+            figure.flag, dest=name, type=_finite, help=f"{prefix} {figure.name} {sign} this ({unit})"
         )
 
 
@@ -470,7 +496,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from tradeoff.search.export import verify
 
     torch.set_flush_denormal(True)
-    problems = verify(args.directory, log=_log)
+    problems = verify(args.directory, data=args.data, log=_log)
     for p in problems:
         print(f"tradeoff: verify: {p}", file=sys.stderr)
     if problems:
@@ -513,6 +539,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except TradeoffError as e:
         print(f"tradeoff: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        # a storage fault that reached us through Optuna's own wrappers (a full disk, a
+        # read-only database): one line saying so, not a traceback
+        from tradeoff.storage.urls import permanent_fault
+
+        fault = permanent_fault(e)
+        if fault is None:
+            raise
+        print(f"tradeoff: error: {fault}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tradeoff: interrupted", file=sys.stderr)

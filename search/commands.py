@@ -100,9 +100,10 @@ def run_trials(
         raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
     budget, to_run = run_budget(study, mode, n_trials, created=created)
     complete, _ = counts(study)
+    share = f"budget {budget}" if budget is not None else f"this run: {to_run} more"
     log(
         f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
-        f"{study_name!r} in {redact(url)} ({complete} complete trials, budget {budget})"
+        f"{study_name!r} in {redact(url)} ({complete} complete trials, {share})"
     )
     task = tasks[0] if tasks else task_for(config, log=log)
     teacher = ensure_teacher(
@@ -111,7 +112,7 @@ def run_trials(
     runner = Runner(config, task, teacher, device=device)
 
     start, done = time.perf_counter(), 0
-    total = to_run or max(0, budget - complete)
+    total = to_run or max(0, (budget or 0) - complete)
 
     def progress(trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done

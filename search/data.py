@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -108,9 +108,58 @@ class LoadedFolder:
     notes: tuple[str, ...]
 
 
+def to_rgb(im, path: str):
+    """An 8-bit RGB copy of a PIL image, without loss of meaning: the EXIF orientation applied;
+    16-bit and 32-bit greyscale scaled to 8 bits (not clipped: PIL's own conversion turns a
+    16-bit image white); transparency composited onto black; CMYK and palettes through PIL's
+    conversions. UsageError names a mode it cannot convert."""
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 0-65535 onto 0-255
+        elif im.mode == "F":
+            lo, hi = values.min(initial=0), values.max(initial=0)
+            values = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+        im = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, rgba)
+    try:
+        return im.convert("RGB")
+    except ValueError as e:
+        raise UsageError(f"image {path}: cannot convert its mode {im.mode!r} to RGB ({e})") from None
+
+
+def _open_image(path: str):
+    """The image at ``path`` as 8-bit RGB, or None when it is not an image PIL can read. An image
+    over PIL's decompression-bomb limit is a UsageError naming it, not a traceback."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return to_rgb(im, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UsageError(
+            f"image {path} is larger than PIL's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} pixels); "
+            "remove it or shrink it"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
 def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> dict[str, list[torch.Tensor]]:
     """{class: [image tensors]} for one folder of class sub-folders."""
-    from PIL import Image, UnidentifiedImageError
     from torchvision.transforms import functional as F
 
     try:
@@ -119,6 +168,11 @@ def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> di
         raise UsageError(
             f"data folder {root} has no class sub-folders; expected {root}/<class>/<image files>"
         ) from None
+    if len(classes) < 2:
+        raise UsageError(
+            f"data folder {root} has {len(classes)} class ({', '.join(classes)}); a classifier needs "
+            "at least two class sub-folders"
+        )
     out: dict[str, list[torch.Tensor]] = {}
     for cls in classes:
         images = []
@@ -128,10 +182,8 @@ def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> di
                 if not fname.lower().endswith(IMG_EXTENSIONS):
                     counts["not_images"] += 1
                     continue
-                try:
-                    with Image.open(path) as im:
-                        img = im.convert("RGB")
-                except (UnidentifiedImageError, OSError, ValueError):
+                img = _open_image(path)
+                if img is None:
                     counts["unreadable"] += 1
                     continue
                 img = F.center_crop(F.resize(img, image_size), [image_size, image_size])
@@ -263,3 +315,61 @@ def plugin_splits(spec: str) -> tuple[Split, Split, Split]:
     if len(shapes) != 1:
         raise UsageError(f"data plug-in {spec!r}: the splits' image shapes differ: {sorted(shapes)}")
     return splits  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class Data:
+    """The three splits of ``--data`` with what decides them (``settings``), its class names
+    and what loading it skipped (``notes``)."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    seed: int
+    classes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    settings: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        return data_fingerprint(self.name, self.seed, self.settings, (self.train, self.val, self.test))
+
+
+DATA_SETTINGS = ("data_plugin", "listing", "image_size", "normalize", "data_id")
+
+
+def data_fingerprint(name: str, seed: int, settings: dict, splits) -> str:
+    """A hash of the data alone (contents, splits and the settings that decide them), so that
+    ``verify`` can tell whether the test split it was given is the export's."""
+    h = hashlib.sha256()
+    h.update(f"{settings.get('data_id', name)}|{seed}".encode())
+    for key in sorted(k for k in settings if k in DATA_SETTINGS):
+        h.update(f"|{key}={settings[key]}".encode())
+    for split in splits:
+        h.update(split.x.numpy().tobytes())
+        h.update(split.y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_data(name: str, *, seed: int = 0, image_size: int | None = None, normalize: str = "data") -> Data:
+    """The splits of ``--data`` (a bundled task, an image folder or a plug-in); UsageError names
+    what is wrong."""
+    if normalize not in NORMALIZATIONS:
+        raise UsageError(f"--normalize {normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
+    kind = data_kind(name)
+    settings: dict = {}
+    classes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    if kind == "bundled":
+        train, val, test = TASKS[name]()
+        classes = tuple(str(c) for c in range(int(train.y.max()) + 1))
+    elif kind == "plugin":
+        train, val, test = plugin_splits(name)
+        settings["data_plugin"] = name
+    else:
+        size = image_size or DEFAULT_IMAGE_SIZE
+        loaded = folder_splits(name, image_size=size, normalize=normalize, seed=seed)
+        train, val, test = loaded.splits
+        classes, notes = loaded.classes, loaded.notes
+        settings.update(listing=loaded.listing_hash, image_size=size, normalize=normalize, data_id="folder")
+    return Data(name, train, val, test, seed, classes, notes, settings)

@@ -40,7 +40,11 @@ from tradeoff.search.measure import Measurement, accuracy, deployable
 from tradeoff.storage.artifacts import sha256_file
 
 FORMAT = "tradeoff-export"
-EXPORT_VERSION = 1
+# 1: record.json lists model.pt and model.onnx. 2: manifest.json lists every file.
+EXPORT_VERSION = 2
+MANIFEST_FORMAT = "tradeoff-export-manifest"
+MANIFEST_FILE = "manifest.json"
+MAX_JSON_BYTES = 16 << 20  # a record or manifest larger than this is not one tradeoff wrote
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "plan.json"
@@ -204,6 +208,7 @@ def export_trial(
                 "name": task.name,
                 "model": task.model_name,
                 "fingerprint": task.fingerprint(),
+                "data_fingerprint": task.data_fingerprint(),
                 "num_classes": task.num_classes,
                 "classes": list(task.classes),
                 "input_shape": list(task.example_input.shape),
@@ -221,6 +226,7 @@ def export_trial(
         with open(os.path.join(tmp, RECORD_FILE), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
             f.write("\n")
+        write_manifest(tmp)
         _move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -238,37 +244,114 @@ class Exported:
     path: str
 
 
+def write_manifest(folder: str) -> None:
+    """manifest.json: the size and SHA-256 of every other file in ``folder``."""
+    files = {}
+    for name in sorted(n for n in os.listdir(folder) if n != MANIFEST_FILE):
+        path = os.path.join(folder, name)
+        files[name] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    with open(os.path.join(folder, MANIFEST_FILE), "w") as f:
+        json.dump({"format": MANIFEST_FORMAT, "version": 1, "files": files}, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _read_json(path: str, what: str) -> Any:
+    """A JSON file of an export, refused when it is not a plain file, too large or not JSON."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ExportError(f"{path} is missing or not a plain file; export the trial again")
+    if os.path.getsize(path) > MAX_JSON_BYTES:
+        raise ExportError(f"{path} is larger than any {what} tradeoff writes; it is not a tradeoff export")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ExportError(
+            f"{path} is corrupt or truncated ({type(e).__name__}); export the trial again"
+        ) from None
+
+
+def _check_file(folder: str, name: str, info: Any) -> None:
+    path = os.path.join(folder, name)
+    if not isinstance(info, dict):
+        raise ExportError(f"the manifest's entry for {name!r} is not a size and a SHA-256")
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ExportError(f"{path} is missing or not a plain file; export the trial again")
+    size = os.path.getsize(path)
+    if size != info.get("bytes"):
+        raise ExportError(
+            f"{path} is {size} bytes, the manifest says {info.get('bytes')}: truncated or replaced"
+        )
+    if sha256_file(path) != info.get("sha256"):
+        raise ExportError(f"{path} does not match its SHA-256 in the manifest: it was changed")
+
+
 def read_record(path: str) -> dict[str, Any]:
-    """The export's record, and every file it lists checked against its size and SHA-256."""
-    record_path = os.path.join(path, RECORD_FILE)
+    """The export's record, after every file is checked: the manifest lists exactly the files
+    in the directory (none missing, none extra, no links), each with its size and SHA-256.
+    Exports of format 1 (no manifest) are checked as they were written: model.pt and
+    model.onnx against the record."""
     if not os.path.isdir(path):
         raise ExportError(f"{path} is not an export directory (it does not exist or is not a directory)")
-    try:
-        with open(record_path) as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        raise ExportError(f"{path} is not a tradeoff export: {RECORD_FILE} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{record_path} is corrupt or truncated ({e}); export the trial again") from None
+    manifest_path = os.path.join(path, MANIFEST_FILE)
+    if not os.path.lexists(manifest_path):
+        return _read_record_v1(path)
+    manifest = _read_json(manifest_path, "manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ExportError(f"{manifest_path} is not a tradeoff export manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ExportError(f"{manifest_path} lists no files")
+    for name in files:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or os.sep in name:
+            raise ExportError(f"{manifest_path} names {name!r}, which is not a file of the export directory")
+    present = set(os.listdir(path)) - {MANIFEST_FILE}
+    missing, extra = sorted(set(files) - present), sorted(present - set(files))
+    if missing:
+        raise ExportError(
+            f"{path} is missing {', '.join(missing)}, which its manifest lists; export the trial again"
+        )
+    if extra:
+        raise ExportError(
+            f"{path} holds {', '.join(extra)}, which its manifest does not list: it was changed"
+        )
+    for required in (MODEL_FILE, PLAN_FILE, RECORD_FILE):
+        if required not in files:
+            raise ExportError(f"{manifest_path} lists no {required}")
+    for name, info in files.items():
+        _check_file(path, name, info)
+    record = _read_json(os.path.join(path, RECORD_FILE), "record")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ExportError(f"{record_path} is not a tradeoff export record")
-    if int(record.get("version", 0)) > EXPORT_VERSION:
+        raise ExportError(f"{os.path.join(path, RECORD_FILE)} is not a tradeoff export record")
+    if _version(record) > EXPORT_VERSION:
         raise ExportError(
             f"{path} was exported by a newer tradeoff (format {record['version']}); upgrade tradeoff"
         )
-    for name, info in record.get("files", {}).items():
-        file_path = os.path.join(path, name)
-        if not os.path.isfile(file_path):
-            raise ExportError(f"{file_path} is missing; export the trial again")
-        size = os.path.getsize(file_path)
-        if size != info.get("bytes"):
-            raise ExportError(
-                f"{file_path} is {size} bytes, the record says {info.get('bytes')}: truncated or replaced"
-            )
-        if sha256_file(file_path) != info.get("sha256"):
-            raise ExportError(f"{file_path} does not match its SHA-256 in {RECORD_FILE}: it was changed")
-    if MODEL_FILE not in record.get("files", {}):
+    return record
+
+
+def _version(record: dict[str, Any]) -> int:
+    version = record.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ExportError(f"the export's record.json holds version {version!r}: not a tradeoff export")
+    return version
+
+
+def _read_record_v1(path: str) -> dict[str, Any]:
+    record_path = os.path.join(path, RECORD_FILE)
+    if not os.path.lexists(record_path):
+        raise ExportError(f"{path} is not a tradeoff export: {RECORD_FILE} is missing")
+    record = _read_json(record_path, "record")
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ExportError(f"{record_path} is not a tradeoff export record")
+    if _version(record) != 1:
+        raise ExportError(f"{path} has no {MANIFEST_FILE}; export the trial again")
+    files = record.get("files")
+    if not isinstance(files, dict) or MODEL_FILE not in files:
         raise ExportError(f"{record_path} lists no {MODEL_FILE}")
+    for name, info in files.items():
+        if name not in (MODEL_FILE, ONNX_FILE):
+            raise ExportError(f"{record_path} names {name!r}, which is not a file of a format-1 export")
+        _check_file(path, name, info)
     return record
 
 
@@ -288,43 +371,70 @@ def load(path: str) -> Exported:
     return Exported(model=model.eval(), record=record, path=path)
 
 
-def verify(path: str, *, log=print) -> list[str]:
-    """Load the export, re-run its test split and check accuracy, output shape, size and the
-    ONNX twin against the record; the list of problems (empty when everything holds)."""
-    from tradeoff.search.config import SearchConfig
-    from tradeoff.search.tasks import task_for
+def _test_data(path: str, record: dict[str, Any], data: str | None):
+    """The data to verify on: ``data`` from the command line, else the export's data when it is
+    a bundled task. Nothing named inside an export (a folder path, a plug-in) is opened or
+    imported: an export is something people download and pass around."""
+    from tradeoff.search.data import NORMALIZATIONS, TASKS, load_data
 
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    spec = data
+    if spec is None:
+        stored = config.get("task")
+        if stored not in TASKS:
+            raise ExportError(
+                f"{path} was made on data that is not bundled with tradeoff; give its data with --data "
+                "(verify never opens a path or imports a plug-in named inside an export)"
+            )
+        spec = stored
+    image_size, normalize, seed = (
+        config.get("image_size"),
+        config.get("normalize", "data"),
+        config.get("seed", 0),
+    )
+    if image_size is not None and not (isinstance(image_size, int) and 8 <= image_size <= 1024):
+        raise ExportError(f"{path}: record.json holds image_size {image_size!r}, not 8 to 1024 pixels")
+    if normalize not in NORMALIZATIONS or not (isinstance(seed, int) and seed >= 0):
+        raise ExportError(f"{path}: record.json holds settings no tradeoff writes (normalize, seed)")
+    return load_data(spec, seed=seed, image_size=image_size, normalize=normalize)
+
+
+def verify(path: str, *, data: str | None = None, log=print) -> list[str]:
+    """Check every file of the export against its manifest, load the model, re-run the test
+    split of ``data`` (default: the export's bundled task) and check output shape, accuracy and
+    the ONNX twin against the record; the list of problems (empty when everything holds).
+    What this cannot prove: that an export rewritten together with its manifest is the one the
+    study made (see the README's Security section)."""
     exported = load(path)
     record = exported.record
-    t = record["task"]
-    task = task_for(SearchConfig.from_json(json.dumps(record.get("config", {}))))
+    t = record.get("task") if isinstance(record.get("task"), dict) else {}
+    test = _test_data(path, record, data)
     problems = []
-    if task.fingerprint() != t["fingerprint"]:
-        problems.append(
-            f"this machine's task {t['name']}/{t['model']} differs from the exported one "
-            f"(fingerprint {task.fingerprint()} vs {t['fingerprint']})"
-        )
-        return problems
+    want = t.get("data_fingerprint")
+    if want and test.fingerprint() != want:
+        return [f"the data given differ from the export's (data fingerprint {test.fingerprint()} vs {want})"]
+    num_classes = t.get("num_classes")
     with torch.no_grad():
-        out = exported.model(task.test.x[:2])
-    if tuple(out.shape) != (2, t["num_classes"]):
-        problems.append(f"output shape {tuple(out.shape)}, expected (2, {t['num_classes']})")
-    acc = accuracy(exported.model, task.test.x, task.test.y)
-    log(f"test accuracy {acc:.2%} (record: {record['test_accuracy']:.2%}) on {len(task.test)} images")
-    if abs(acc - record["test_accuracy"]) * len(task.test) > 1.0 + 1e-9:
-        problems.append(f"test accuracy {acc:.4f}, the record says {record['test_accuracy']:.4f}")
-    size = record["measured"]["size_bytes"]
+        out = exported.model(test.test.x[:2])
+    if tuple(out.shape) != (2, num_classes):
+        problems.append(f"output shape {tuple(out.shape)}, expected (2, {num_classes})")
+        return problems
+    acc = accuracy(exported.model, test.test.x, test.test.y)
+    recorded = float(record.get("test_accuracy", -1.0))
+    log(f"test accuracy {acc:.2%} (record: {recorded:.2%}) on {len(test.test)} images")
+    if abs(acc - recorded) * len(test.test) > 1.0 + 1e-9:
+        problems.append(f"test accuracy {acc:.4f}, the record says {recorded:.4f}")
     log(
-        f"size {size} bytes as measured ({record['measured']['size_method']}); model file "
-        f"{record['files'][MODEL_FILE]['bytes']} bytes, SHA-256 checked"
+        f"model file {os.path.getsize(os.path.join(path, MODEL_FILE))} bytes, SHA-256 checked; the study "
+        "measured size_bytes and the other figures in record.json, which verify does not re-measure"
     )
-    if ONNX_FILE in record["files"]:
+    if os.path.isfile(os.path.join(path, ONNX_FILE)):
         import onnxruntime as ort
 
         session = ort.InferenceSession(os.path.join(path, ONNX_FILE), providers=["CPUExecutionProvider"])
         with torch.no_grad():
-            ours = exported.model(task.test.x).argmax(1).numpy()
-        theirs = session.run(None, {"input": task.test.x.numpy()})[0].argmax(1)
+            ours = exported.model(test.test.x).argmax(1).numpy()
+        theirs = session.run(None, {"input": test.test.x.numpy()})[0].argmax(1)
         mismatches = int((ours != theirs).sum())
         log(f"ONNX (onnxruntime) top-1 matches TorchScript on {len(ours) - mismatches} of {len(ours)} images")
         if mismatches:

@@ -15,15 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tradeoff.search.data import (
-    DEFAULT_IMAGE_SIZE,
-    NORMALIZATIONS,
-    TASKS,
-    Split,
-    data_kind,
-    folder_splits,
-    plugin_splits,
-)
+from tradeoff.search.data import Split, data_fingerprint, load_data
 from tradeoff.search.errors import UsageError
 from tradeoff.search.models import _architecture_hash, load_weights_, model_builder
 from tradeoff.storage.artifacts import sha256_file
@@ -50,6 +42,10 @@ class Task:
     @property
     def example_input(self) -> torch.Tensor:
         return self.val.x[:1].clone()
+
+    def data_fingerprint(self) -> str:
+        """A hash of the data alone (see :func:`tradeoff.search.data.data_fingerprint`)."""
+        return data_fingerprint(self.name, self.seed, self.settings, (self.train, self.val, self.test))
 
     def fingerprint(self) -> str:
         """A hash of everything that decides the teacher: model (architecture and weights),
@@ -92,24 +88,9 @@ def get_task(
     """The data ``name`` with the model ``model``, checked end to end before any trial: the data
     loads, the model builds, the checkpoint fits it, and its output has one score per class.
     UsageError names what is wrong."""
-    if normalize not in NORMALIZATIONS:
-        raise UsageError(f"--normalize {normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
-    kind = data_kind(name)
-    settings: dict = {}
-    classes: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    if kind == "bundled":
-        train, val, test = TASKS[name]()
-        classes = tuple(str(c) for c in range(int(train.y.max()) + 1))
-    elif kind == "plugin":
-        train, val, test = plugin_splits(name)
-        settings["data_plugin"] = name
-    else:
-        size = image_size or DEFAULT_IMAGE_SIZE
-        loaded = folder_splits(name, image_size=size, normalize=normalize, seed=seed)
-        train, val, test = loaded.splits
-        classes, notes = loaded.classes, loaded.notes
-        settings.update(listing=loaded.listing_hash, image_size=size, normalize=normalize, data_id="folder")
+    data = load_data(name, seed=seed, image_size=image_size, normalize=normalize)
+    train, val, test = data.train, data.val, data.test
+    settings, classes, notes = dict(data.settings), data.classes, data.notes
     in_channels, size = train.x.shape[1], train.x.shape[-1]
     num_classes = int(max(int(s.y.max()) for s in (train, val, test))) + 1
     epochs = teacher_epochs if teacher_epochs is not None else default_teacher_epochs(model, len(train))

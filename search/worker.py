@@ -95,16 +95,16 @@ def run_worker(
     storage: optuna.storages.RDBStorage,
     objective: Callable[[optuna.Trial], list[float]],
     *,
-    budget: int,
+    budget: int | None,
     n_trials: int | None = None,
     stopper: Stopper | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     before_trial: Callable[[], None] | None = None,
     poll_s: float = 2.0,
 ) -> int:
-    """Run trials of ``study`` until it has ``budget`` complete ones, this worker has run
-    ``n_trials``, or ``stopper`` asks it to stop. ``storage`` is the study's RDBStorage (its
-    engine holds the lock). Returns the number of trials it ran."""
+    """Run trials of ``study`` until it has ``budget`` complete ones (None: no study budget),
+    this worker has run ``n_trials``, or ``stopper`` asks it to stop. ``storage`` is the
+    study's storage (it holds the study lock). Returns the number of trials it ran."""
     ran = 0
     stopper = stopper or Stopper()
     while not stopper.requested and (n_trials is None or ran < n_trials):
@@ -113,10 +113,13 @@ def run_worker(
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-            complete, running = counts(study)
-            if complete >= budget:
-                break
-            trial = study.ask() if complete + running < budget else None
+            if budget is None:  # this process's own number of trials, whatever others run
+                trial = study.ask()
+            else:
+                complete, running = counts(study)
+                if complete >= budget:
+                    break
+                trial = study.ask() if complete + running < budget else None
         if trial is None:
             time.sleep(poll_s)  # a running trial may yet fail and leave room
             continue
@@ -182,15 +185,15 @@ def host_share() -> Iterator[Callable[[], int]]:
 
 def run_budget(
     study: optuna.Study, mode: str, n_trials: int | None, *, created: bool
-) -> tuple[int, int | None]:
-    """(complete trials the study stops at, trials this process runs at most) for ``mode``:
-    ``search`` runs ``n_trials`` more than are complete now; ``create`` stores the study's
-    budget (``n_trials``) and runs the baseline alone; ``worker`` runs to the stored budget."""
+) -> tuple[int | None, int | None]:
+    """(complete trials the study stops at, None for no study budget; trials this process runs
+    at most) for ``mode``: ``search`` runs its own ``n_trials``, however many other searches
+    run on the study at the same time; ``create`` stores the study's budget (``n_trials``) and
+    runs the baseline alone; ``worker`` runs to the stored budget."""
     from tradeoff.search.errors import UsageError
 
-    complete, _ = counts(study)
     if mode == "search":
-        return complete + int(n_trials or 0), n_trials
+        return None, n_trials
     if mode == "create":
         if not created:
             raise UsageError(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 import warnings
 
@@ -48,12 +47,52 @@ def resolve_url(url: str | None = None) -> str:
     return DEFAULT_URL
 
 
+# query parameters that hold a secret (libpq's and the MySQL drivers' names); a path to a key
+# file (sslkey, sslcert) is not a secret
+SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword", "secret", "token", "access_token"})
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, safe for logs and errors."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL: hide anything that looks like a password
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with every secret replaced by ``***``: the password of the user part (whatever
+    characters it holds, an ``@`` included) and the value of any secret query parameter
+    (``password=``, ``sslpassword=``, ...). Safe for logs, errors and stored attributes; works
+    on malformed URLs too, since it never parses more than it must."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    location, qmark, query = rest.partition("?")
+    at = location.rfind("@")  # the last @ ends the user part: a raw @ in a password stays inside
+    if at >= 0 and not location.startswith("/"):  # sqlite:////path has no user part
+        user, colon, _ = location[:at].partition(":")
+        location = f"{user}{':***' if colon else ''}{location[at:]}"
+    if qmark:
+        parts = []
+        for item in query.split("&"):
+            key, eq, _ = item.partition("=")
+            secret = key.strip().lower() in SECRET_PARAMETERS
+            parts.append(f"{key}=***" if eq and secret else item)
+        query = "&".join(parts)
+    return f"{scheme}://{location}{qmark}{query}"
+
+
+def secrets_in(url: str) -> list[str]:
+    """Every secret string in ``url`` (what :func:`redact` hides): the password, each piece of
+    one that holds a raw ``@`` (a driver may show the piece after it as part of a host name),
+    and the values of secret query parameters. For scrubbing driver messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    location, _, query = rest.partition("?")
+    out = []
+    at = location.rfind("@")
+    if at >= 0 and not location.startswith("/"):
+        password = location[:at].partition(":")[2]
+        out += [password, *password.split("@")]
+    for item in query.split("&"):
+        key, eq, value = item.partition("=")
+        if eq and key.strip().lower() in SECRET_PARAMETERS:
+            out.append(value)
+    return sorted({v for v in out if v}, key=len, reverse=True)
 
 
 def _check(url: str) -> sqlalchemy.URL:
@@ -86,8 +125,37 @@ _RETRIED = (
 RETRY_FOR_S = 120.0
 
 
+# faults that waiting does not mend: (what the driver says, what the user should do)
+_PERMANENT = (
+    ("readonly database", "the study database is read-only; make it writable or give another --storage"),
+    ("read-only file system", "the study database is on a read-only file system; give another --storage"),
+    ("file is not a database", "the storage file is not a SQLite database; give another --storage"),
+    ("database disk image is malformed", "the study database file is corrupt; restore it from a backup"),
+    ("database or disk is full", "the disk of the study database is full; free some space and run again"),
+    ("no space left on device", "the disk of the study database is full; free some space and run again"),
+    ("disk full", "the disk of the study database is full; free some space and run again"),
+    ("permission denied", "permission to the study database was denied; fix its permissions"),
+    ("unable to open database file", "the study database file cannot be opened; check its path and rights"),
+)
+
+
+def permanent_fault(e: BaseException | None) -> str | None:
+    """One line saying what is wrong, for a storage fault that retrying cannot mend (a full
+    disk, a read-only or corrupt file, a file that is not a database); None otherwise."""
+    while e is not None:
+        text = str(getattr(e, "orig", None) or e).lower()
+        for needle, message in _PERMANENT:
+            if needle in text:
+                return message
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def transient(e: BaseException) -> bool:
-    """A lost or refused connection (a database restart, a network blip), not a logic error."""
+    """A lost or refused connection (a database restart, a network blip), not a logic error and
+    not a fault that waiting cannot mend (:func:`permanent_fault`)."""
+    if permanent_fault(e):
+        return False
     while e is not None:
         if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
             return True
@@ -105,6 +173,9 @@ def _with_retry(name: str):
             try:
                 return method(self, *args, **kwargs)
             except Exception as e:
+                fault = permanent_fault(e)
+                if fault:
+                    raise StorageError(fault) from None
                 if not transient(e) or time.monotonic() > deadline:
                     raise
                 logging.getLogger("tradeoff").warning("study database unreachable; retrying in %.1f s", delay)
@@ -172,21 +243,39 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ResilientRDBStorage(
-                parsed.render_as_string(hide_password=False),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=callback,
-            )
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise StorageError(f"no database driver for {redact(url)!r}; install one") from None
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as e:
+        for attempt in range(10):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return ResilientRDBStorage(
+                        parsed.render_as_string(hide_password=False),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                        heartbeat_stale_trial_callback=callback,
+                    )
+            except sqlalchemy.exc.DatabaseError as e:
+                # two processes creating the schema of a new database at once: the loser sees
+                # "table ... already exists" (SQLite) or a duplicate type (PostgreSQL); the
+                # schema is there now, so opening again succeeds
+                text = str(e).lower()
+                racing = ("already exists", "duplicate key", "unique constraint failed")
+                if attempt == 9 or not any(r in text for r in racing):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
+        missing = getattr(e.__cause__, "name", None) or getattr(e, "name", None)
+        hint = f"pip install {missing}" if missing else "install the driver the URL names"
+        raise StorageError(f"no database driver for {redact(url)!r}; {hint}") from None
+    except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.InterfaceError) as e:
+        fault = permanent_fault(e)
+        if fault:
+            raise StorageError(f"{fault} ({redact(url)})") from None
         reason = str(getattr(e, "orig", e) or e).strip().splitlines()
         first = reason[0] if reason else type(e).__name__
-        first = first.replace(parsed.password or "\0", "***") if parsed.password else first
+        for secret in secrets_in(url):
+            first = first.replace(secret, "***")
         raise StorageError(f"cannot connect to the study database {redact(url)}: {first}") from None
     except sqlalchemy.exc.ArgumentError as e:
         raise StorageError(f"bad storage URL {redact(url)!r}: {e}") from None

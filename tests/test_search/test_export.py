@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tradeoff.search.cli import main
-from tradeoff.search.export import ExportError, load
+from tradeoff.search.export import ExportError, load, write_manifest
 from tradeoff.search.measure import accuracy
 from tradeoff.search.tasks import get_task
 
@@ -169,17 +169,20 @@ def test_tampered_or_truncated_exports_do_not_load(study_dir, capsys):
     broken = copy("broken-record")
     text = (broken / "record.json").read_text()
     (broken / "record.json").write_text(text[: len(text) // 2])
-    with pytest.raises(ExportError, match="corrupt or truncated"):
+    with pytest.raises(ExportError, match="truncated or replaced"):  # the manifest covers record.json
         load(str(broken))
 
     with pytest.raises(ExportError, match="record.json is missing"):
         load(str(study_dir / "tradeoff-artifacts"))
 
     # a record whose claims the model does not meet: verify says so and exits 1
+    # (rewritten together with its manifest, as only a deliberate forger would)
     lying = copy("lying")
     record = json.loads((lying / "record.json").read_text())
     record["test_accuracy"] = 0.1
     (lying / "record.json").write_text(json.dumps(record))
+    (lying / "manifest.json").unlink()
+    write_manifest(str(lying))
     code, _, err = run(capsys, "verify", "lying")
     assert code == 1 and "verify: test accuracy" in err
     for name in ("truncated", "tampered", "broken-record"):
