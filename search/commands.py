@@ -135,6 +135,7 @@ def run_trials(
             stopper=stopper,
             on_trial=progress,
             before_trial=set_threads,
+            on_wait=log,
         )
     if stopper.requested:
         log("stopped: no trial of this worker is left running")

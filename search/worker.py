@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.search.records import BUDGET_ATTR, FAIL_ATTR, WORKER_ATTR
+from tradeoff.search.records import BUDGET_ATTR, FAIL_ATTR, ROLE_ATTR, WORKER_ATTR
 
 DEFAULT_BUDGET = 40  # complete trials, the README's default run
 
@@ -100,19 +100,21 @@ def run_worker(
     stopper: Stopper | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
     before_trial: Callable[[], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
     poll_s: float = 2.0,
 ) -> int:
     """Run trials of ``study`` until it has ``budget`` complete ones (None: no study budget),
     this worker has run ``n_trials``, or ``stopper`` asks it to stop. ``storage`` is the
-    study's storage (it holds the study lock). Returns the number of trials it ran."""
-    ran = 0
+    study's storage (it holds the study lock). ``on_wait`` hears, once per wait, why the worker
+    waits. Returns the number of trials it ran."""
+    ran, waiting = 0, False
     stopper = stopper or Stopper()
     while not stopper.requested and (n_trials is None or ran < n_trials):
         with storage.lock(study.study_name), warnings.catch_warnings():
             # Optuna warns that heartbeats belong to Study.optimize: this loop keeps its own.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+            fail_lost_trials(study, storage)
             if budget is None:  # this process's own number of trials, whatever others run
                 trial = study.ask()
             else:
@@ -120,12 +122,17 @@ def run_worker(
                 if complete >= budget:
                     break
                 trial = study.ask() if complete + running < budget else None
+            if trial is not None:
+                trial.set_user_attr(WORKER_ATTR, worker_id())  # under the lock: never unowned
         if trial is None:
+            if on_wait is not None and not waiting:
+                on_wait(_why_waiting(study, storage))
+            waiting = True
             time.sleep(poll_s)  # a running trial may yet fail and leave room
             continue
+        waiting = False
         if before_trial is not None:
             before_trial()
-        trial.set_user_attr(WORKER_ATTR, worker_id())
         state, values = TrialState.FAIL, None
         try:
             with heartbeat(storage, trial._trial_id):
@@ -137,10 +144,84 @@ def run_worker(
         except Exception:  # noqa: BLE001 - the runner recorded the reason; the study goes on
             pass
         frozen = study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        if state == TrialState.FAIL and stopper.requested and frozen.user_attrs.get(ROLE_ATTR) in SEEDED:
+            requeue(study, frozen)  # a seeded plan interrupted by the user is tried again, once
         ran += 1
         if on_trial is not None:
             on_trial(frozen)
     return ran
+
+
+SEEDED = ("baseline", "single-technique", "space-filling")  # roles of the plans a study seeds
+RETRY_ATTR = "retry_of"
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Queue ``trial``'s plan again, once (a retry is not retried): for a trial that failed
+    because its worker was lost or stopped, not for its own error. The retry keeps the plan's
+    role and says which trial it retries; Optuna's retry bookkeeping (``failed_trial``) is kept,
+    so ``RetryFailedTrialCallback.retried_trial_number`` reads it. Returns whether it queued."""
+    if trial.system_attrs.get("retry_history") or RETRY_ATTR in trial.user_attrs or not trial.params:
+        return False
+    attrs = {k: v for k, v in trial.user_attrs.items() if k == ROLE_ATTR}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**attrs, RETRY_ATTR: trial.number},
+            system_attrs={"failed_trial": trial.number, "retry_history": [trial.number]},
+        )
+    )
+    return True
+
+
+def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
+    """Fail the running trials whose worker is gone, each with its ``fail_reason``, and queue
+    each plan again once: at once for a worker on this host whose process has ended (its id is
+    on the trial), after the grace period without a heartbeat for any other. Returns the
+    numbers of the trials it failed."""
+    host, me = socket.gethostname(), os.getpid()
+    heartbeats = bool(storage.get_heartbeat_interval())
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if heartbeats else set()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who = str(t.user_attrs.get(WORKER_ATTR, ""))
+        on_host, _, pid = who.rpartition(":")
+        if on_host == host and pid.isdigit() and int(pid) != me and not _alive(int(pid)):
+            reason = f"its worker {who} ended without finishing it"
+        elif t._trial_id in stale:
+            reason = f"no heartbeat from its worker {who or '(unknown)'} for {_grace_s(storage)} s"
+        else:
+            continue
+        storage.set_trial_user_attr(t._trial_id, FAIL_ATTR, reason)
+        try:
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        failed.append(t.number)
+        requeue(study, storage.get_trial(t._trial_id))
+    return failed
+
+
+def _why_waiting(study: optuna.Study, storage) -> str:
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    who = ", ".join(f"#{t.number} on {t.user_attrs.get(WORKER_ATTR, '?')}" for t in running[:4])
+    grace = _grace_s(storage)
+    return (
+        f"waiting: the budget is taken by running trials ({who}); a trial whose worker vanished is "
+        f"failed and retried after {grace} s without a heartbeat"
+        if grace
+        else f"waiting: the budget is taken by running trials ({who})"
+    )
+
+
+def _grace_s(storage) -> int | None:
+    """Seconds without a heartbeat after which a running trial counts as lost (Optuna's
+    default: twice the interval); None without heartbeats."""
+    interval = storage.get_heartbeat_interval()
+    return (storage.grace_period or 2 * interval) if interval else None
 
 
 def _alive(pid: int) -> bool:

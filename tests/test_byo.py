@@ -39,7 +39,10 @@ def test_image_folder_with_two_torchvision_models_then_export(tmp_path, cli, mak
     with torch.no_grad():
         scores = model(x)
     assert scores.shape == (1, 3) and torch.isfinite(scores).all()
+    # the data come from the command line: verify never opens a path named inside an export
     v = cli("verify", "out", cwd=tmp_path)
+    assert v.returncode == 2 and "give its data with --data" in v.stderr
+    v = cli("verify", "out", "--data", "shapes", cwd=tmp_path)
     assert v.returncode == 0, v.stderr
 
     # the same study on changed data: refused, nothing stored changes

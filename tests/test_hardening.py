@@ -435,3 +435,83 @@ def test_finding_4_a_permanent_fault_while_opening_is_a_storage_error(tmp_path):
     (tmp_path / "x.db").write_bytes(b"\x00garbage" * 1000)
     with pytest.raises(StorageError, match="not a SQLite database"):
         open_storage(f"sqlite:///{tmp_path / 'x.db'}").get_all_studies()
+
+
+# -- 7. recovery ------------------------------------------------------------------------------
+
+
+def _start_search(tmp_path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TRADEOFF_STORAGE", None)
+    args = [sys.executable, "-m", "tradeoff.search.cli", "search", *QUICKER, *extra]
+    return subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _running(tmp_path, number: int, timeout: float = 300) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` once it runs with its plan stored."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (tmp_path / "tradeoff.db").exists():
+            try:
+                study = optuna.load_study(
+                    study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}"
+                )
+                trials = study.get_trials(deepcopy=False)
+            except Exception:  # noqa: BLE001 - the study is still being created
+                trials = []
+            for t in trials:
+                if (
+                    t.number == number
+                    and t.state == optuna.trial.TrialState.RUNNING
+                    and "plan" in t.user_attrs
+                ):
+                    return t
+        time.sleep(0.2)
+    raise AssertionError(f"trial #{number} never ran")
+
+
+def _trials(tmp_path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}").trials
+
+
+def test_finding_7_a_killed_search_is_failed_at_once_on_resume_with_its_reason(tmp_path):
+    import signal
+
+    victim = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000")
+    killed = _running(tmp_path, 1)  # the student at width 0.5: distilled for 5,000 steps
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    t = time.monotonic()
+    r = run_tradeoff("search", "--n-trials", "1", cwd=tmp_path)  # the next seeded plan: a quick prune
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t < 100  # not the 120 s grace period: its process is known to be gone
+    trials = _trials(tmp_path)
+    failed = trials[killed.number]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert (
+        failed.user_attrs["fail_reason"].startswith("its worker")
+        and "ended without finishing" in (failed.user_attrs["fail_reason"])
+    )
+    retries = [x for x in trials if x.user_attrs.get("retry_of") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].user_attrs["role"] == "single-technique" and "fail_reason" not in retries[0].user_attrs
+
+
+def test_finding_7_a_seeded_plan_interrupted_twice_is_tried_again_once(tmp_path):
+    import signal
+
+    proc = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000")
+    interrupted = _running(tmp_path, 1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = _trials(tmp_path)
+    assert trials[interrupted.number].state == optuna.trial.TrialState.FAIL
+    assert trials[interrupted.number].user_attrs["fail_reason"] == "the worker was stopped during the trial"
+    retries = [x for x in trials if x.user_attrs.get("retry_of") == interrupted.number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.WAITING
+    assert retries[0].params == interrupted.params and retries[0].user_attrs["role"] == "single-technique"

@@ -59,16 +59,18 @@ def test_fingerprint_follows_the_data_and_settings(tmp_path, make_folder):
         (lambda p, make_folder: None, "no such folder"),
         (lambda p, make_folder: p.mkdir(), "has no class sub-folders"),
         (
-            lambda p, make_folder: (p / "cat").mkdir(parents=True),
+            lambda p, make_folder: ((p / "cat").mkdir(parents=True), (p / "dog").mkdir()),
             "class folder {p}/cat has no readable images",
         ),
         (
             lambda p, make_folder: (
                 (p / "cat").mkdir(parents=True),
+                (p / "dog").mkdir(),
                 (p / "cat" / "a.png").write_bytes(b"junk"),
             ),
             "class folder {p}/cat has no readable images",
         ),
+        (lambda p, make_folder: (p / "cat").mkdir(parents=True), "needs at least two class sub-folders"),
         (lambda p, make_folder: make_folder(p, n=2), "has too few images"),
         (lambda p, make_folder: (make_folder(p / "val"),), "has val/ but no train/"),
         (

@@ -1,0 +1,229 @@
+"""Bad input, one case a row: every case ends with exit status 2, one line naming what is wrong,
+no traceback, and the study it met (if any) byte for byte as it was, or no study at all.
+
+The commands run in this process (``main``), which is what the console script calls; the cases
+that need a subprocess (signals, concurrency, secrets in the environment) are in
+``test_hardening.py``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tradeoff.search.cli import main
+
+
+def _pickle_with_code(path):
+    class Boom:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    path.write_bytes(pickle.dumps({"weight": Boom()}))
+
+
+def _state_dict_of_another_model(path):
+    torch.save(torch.nn.Linear(3, 3).state_dict(), path)
+
+
+def _one_class(root):
+    (root / "data" / "only").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), i * 30, np.uint8)).save(root / "data" / "only" / f"{i}.png")
+
+
+def _no_images(root):
+    for c in ("a", "b"):
+        (root / "data" / c).mkdir(parents=True)
+        (root / "data" / c / "notes.txt").write_text("not an image")
+
+
+def _val_without_train(root):
+    (root / "data" / "val" / "a").mkdir(parents=True)
+
+
+def _a_file(root):
+    (root / "data").write_text("a file, not a folder")
+
+
+def _plugin_not_a_model(root):
+    (root / "plug.py").write_text("def net(num_classes):\n    return 42\n")
+
+
+def _not_a_database(root):
+    (root / "notes.db").write_text("my notes\n" * 50)
+
+
+# (case id, where: "study" = a finished study in the working directory, "fresh" = none,
+#  preparation, arguments, what the one line must say)
+CASES = [
+    (
+        "resume-other-model",
+        "study",
+        None,
+        ["search", "--model", "resnet18"],
+        "different configuration: model",
+    ),
+    ("space-out-of-range", "study", None, ["search", "--space", "prune_ratio=0.5:1.5"], "prune_ratio"),
+    ("space-unknown-knob", "study", None, ["search", "--space", "nope=0.1:0.2"], "unknown knob"),
+    ("space-not-a-number", "study", None, ["search", "--space", "prune_ratio=abc"], "finite numbers"),
+    ("space-no-value", "study", None, ["search", "--space", "prune_ratio"], "expected KNOB="),
+    (
+        "space-four-parts",
+        "study",
+        None,
+        ["search", "--space", "prune_ratio=0.1:0.2:0.3:0.4"],
+        "expected KNOB=",
+    ),
+    (
+        "space-step-mismatch",
+        "study",
+        None,
+        ["search", "--space", "prune_ratio=0:0.5:0.3"],
+        "multiple of step",
+    ),
+    ("space-bits-not-allowed", "study", None, ["search", "--space", "weight_bits=7.5"], "weight_bits"),
+    ("space-inf-step", "study", None, ["search", "--space", "rank_ratio=0.1:0.9:inf"], "finite"),
+    ("objective-unknown", "study", None, ["search", "--objectives", "accuracy,speed"], "speed"),
+    ("constraint-accuracy-over-1", "fresh", None, ["search", "--min-accuracy", "1.5"], "--min-accuracy"),
+    ("constraint-zero", "fresh", None, ["search", "--max-size-mb", "0"], "--max-size-mb"),
+    ("constraint-nan", "study", None, ["search", "--max-memory-mb", "nan"], "finite"),
+    ("scalarize-negative", "study", None, ["search", "--scalarize", "accuracy=-1"], ">= 0"),
+    ("scalarize-all-zero", "study", None, ["search", "--scalarize", "accuracy=0"], "every weight is 0"),
+    ("scalarize-garbage", "study", None, ["search", "--scalarize", "nonsense"], "NAME=NUMBER"),
+    ("plugin-missing", "fresh", None, ["search", "--plugin", "no_such_module_xyz"], "does not import"),
+    ("prune-mode-unknown", "study", None, ["search", "--prune-mode", "sideways"], "invalid choice"),
+    ("n-trials-zero", "study", None, ["search", "--n-trials", "0"], "positive whole number"),
+    ("n-trials-float", "study", None, ["search", "--n-trials", "2.5"], "not a whole number"),
+    ("threads-zero", "study", None, ["search", "--threads", "0"], "positive whole number"),
+    ("device-cuda-absent", "study", None, ["search", "--device", "cuda"], "no CUDA device"),
+    ("target-unknown", "study", None, ["search", "--target", "tpu"], "different configuration: target"),
+    ("worker-without-budget", "study", None, ["worker"], "has no trial budget"),
+    ("create-existing", "study", None, ["create"], "already exists"),
+    ("select-unknown-weight", "study", None, ["select", "--weights", "speed=1"], "unknown weight 'speed'"),
+    ("select-weight-no-value", "study", None, ["select", "--weights", "accuracy"], "NAME=NUMBER"),
+    ("select-weight-twice", "study", None, ["select", "--weights", "accuracy=1,accuracy=2"], "given twice"),
+    ("select-accuracy-over-1", "study", None, ["select", "--min-accuracy", "2"], "--min-accuracy"),
+    ("select-nothing-feasible", "study", None, ["select", "--max-latency-ms", "0.000001"], "no trial meets"),
+    ("select-unknown-study", "study", None, ["select", "--study-name", "nope"], "no study named 'nope'"),
+    ("select-limit-zero", "study", None, ["select", "--limit", "0"], "positive whole number"),
+    ("export-no-such-trial", "study", None, ["export", "--trial", "999", "-o", "out"], "no such trial"),
+    ("export-negative-trial", "study", None, ["export", "--trial", "-1", "-o", "out"], "no such trial"),
+    (
+        "export-no-parent",
+        "study",
+        None,
+        ["export", "--trial", "0", "-o", "/no/such/dir/out"],
+        "does not exist",
+    ),
+    (
+        "export-trial-and-weights",
+        "study",
+        None,
+        ["export", "--trial", "0", "--weights", "size=1", "-o", "o"],
+        "either --trial or --weights",
+    ),  # fmt: skip
+    ("front-no-folder", "study", None, ["front", "--storage", "sqlite:////no/such/folder/x.db"], "folder"),
+    ("front-unsupported", "study", None, ["front", "--storage", "oracle://u@h/x"], "unsupported storage"),
+    ("front-malformed", "study", None, ["front", "--storage", "not a url"], "malformed storage URL"),
+    ("report-no-parent", "study", None, ["report", "--output", "/no/such/dir/r.html"], "does not exist"),
+    ("verify-no-export", "study", None, ["verify", "/no/such/export"], "not an export directory"),
+    ("verify-not-an-export", "study", None, ["verify", "tradeoff-artifacts"], "record.json is missing"),
+    ("dashboard-port-range", "study", None, ["dashboard", "--port", "70000"], "1 to 65535"),
+    ("dashboard-port-text", "study", None, ["dashboard", "--port", "http"], "not a whole number"),
+    ("dashboard-bad-host", "study", None, ["dashboard", "--host", "256.1.1.1"], "cannot listen"),
+    (
+        "data-one-class",
+        "fresh",
+        _one_class,
+        ["search", "--data", "data", "--model", "tiny_resnet"],
+        "at least two class",
+    ),  # fmt: skip
+    ("data-no-images", "fresh", _no_images, ["search", "--data", "data"], "no readable images"),
+    ("data-val-without-train", "fresh", _val_without_train, ["search", "--data", "data"], "no train/"),
+    ("data-a-file", "fresh", _a_file, ["search", "--data", "data"], "not a directory"),
+    ("data-no-such", "fresh", None, ["search", "--data", "mnist"], "no such folder"),
+    ("data-plugin-missing", "fresh", None, ["search", "--data", "nomod_xyz:splits"], "cannot import"),
+    ("model-unknown", "fresh", None, ["search", "--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (
+        "model-plugin-not-a-module",
+        "fresh",
+        _plugin_not_a_model,
+        ["search", "--model", "plug:net"],
+        "expected a torch.nn.Module",
+    ),  # fmt: skip
+    (
+        "checkpoint-runs-code",
+        "fresh",
+        lambda r: _pickle_with_code(r / "evil.pt"),
+        ["search", "--model", "tiny_resnet", "--checkpoint", "evil.pt"],
+        "does not load as weights only",
+    ),  # fmt: skip
+    (
+        "checkpoint-other-model",
+        "fresh",
+        lambda r: _state_dict_of_another_model(r / "other.pt"),
+        ["search", "--model", "tiny_resnet", "--checkpoint", "other.pt"],
+        "does not fit tiny_resnet",
+    ),  # fmt: skip
+    ("checkpoint-missing", "fresh", None, ["search", "--checkpoint", "nope.pt"], "no such file"),
+    ("image-size-huge", "fresh", None, ["search", "--image-size", "2000"], "8 to 1024"),
+    ("normalize-unknown", "fresh", None, ["search", "--normalize", "zscore"], "invalid choice"),
+    (
+        "storage-not-a-database",
+        "fresh",
+        _not_a_database,
+        ["search", "--storage", "sqlite:///notes.db"],
+        "not a SQLite database",
+    ),  # fmt: skip
+    (
+        "storage-password-on-command-line",
+        "fresh",
+        None,
+        ["search", "--storage", "postgresql://u:hunter2@127.0.0.1:9/x"],
+        "carries a password",
+    ),  # fmt: skip
+    ("weights-inf", "fresh", None, ["search", "--scalarize", "accuracy=inf"], "finite"),
+]
+
+
+@pytest.mark.parametrize("case, where, prepare, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(
+    case, where, prepare, args, message, finished_study, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRADEOFF_STORAGE", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))  # plug-ins in the working directory, as with the CLI
+    if where == "study":
+        shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
+        shutil.copytree(finished_study / "tradeoff-artifacts", tmp_path / "tradeoff-artifacts")
+    if prepare is not None:
+        prepare(tmp_path)
+    before = (tmp_path / "tradeoff.db").read_bytes() if where == "study" else None
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's refusal: our parser prints one line and exits 2
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert message in lines[0], lines[0]
+    assert "hunter2" not in err + out and "this ran" not in out + err
+    if where == "study":
+        assert (tmp_path / "tradeoff.db").read_bytes() == before
+    elif (tmp_path / "tradeoff.db").exists():
+        with sqlite3.connect(tmp_path / "tradeoff.db") as c:
+            assert c.execute("select count(*) from studies").fetchone()[0] == 0
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_the_suite_covers_at_least_sixty_cases():
+    assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
