@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import optuna
 from optuna.exceptions import DuplicatedStudyError
 
@@ -52,8 +54,24 @@ def open_study(
     An existing study keeps its stored configuration; a setting in ``given`` that differs from
     it is an error, so a resumed or joined study can never run another search by accident.
     ``prepare(config)`` runs before a new study is stored (to check the data and the model), so
-    bad input leaves nothing behind.
+    bad input leaves nothing behind. The look and the creation happen under the study lock, so
+    processes that start at once create the study once, and none sees it half made (without its
+    configuration).
     """
+    lock = storage.lock(study_name) if hasattr(storage, "lock") else contextlib.nullcontext()
+    with lock:
+        return _open_study(storage, study_name, given, n_trials=n_trials, create=create, prepare=prepare)
+
+
+def _open_study(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    given: dict,
+    *,
+    n_trials: int | None,
+    create: bool,
+    prepare,
+) -> tuple[optuna.Study, SearchConfig, bool]:
     config = stored_config(storage, study_name)
     created = False
     if config is None:
@@ -68,7 +86,7 @@ def open_study(
         try:
             study = optuna.create_study(storage=storage, study_name=study_name, directions=config.directions)
         except DuplicatedStudyError:  # another process created it between our look and now
-            return open_study(storage, study_name, given, n_trials=n_trials, create=False, prepare=prepare)
+            return _open_study(storage, study_name, given, n_trials=n_trials, create=False, prepare=prepare)
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.enqueue_trial(Plan().params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
