@@ -17,29 +17,26 @@ DEFAULT_STUDY = "tradeoff"
 DEFAULT_N_TRIALS = 40
 
 
-def _whole(text: str, *, low: int, high: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: {what} is {low} to {high}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    """A count: 1 to 10^9 (a bigger one is a typo, not a plan)."""
+def _whole(text: str, *, high: int, what: str) -> int:
+    """A whole number from 1 to ``high``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive whole number")
-    return _whole(text, low=1, high=10**9, what="a count")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: {what} is 1 to {high}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """A count: 1 to 10^9 (a bigger one is a typo, not a plan)."""
+    return _whole(text, high=10**9, what="a count")
 
 
 def _port(text: str) -> int:
-    return _whole(text, low=1, high=65535, what="a TCP port")
+    return _whole(text, high=65535, what="a TCP port")
 
 
 def _finite(text: str) -> float:

@@ -24,7 +24,7 @@ import optuna
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
-from tradeoff.search.records import DUPLICATE_ATTR, broken_constraints, plan_of
+from tradeoff.search.records import BASELINE_ATTR, DUPLICATE_ATTR, FAIL_ATTR, broken_constraints, plan_of
 from tradeoff.search.records import feasible as is_feasible
 from tradeoff.spaces import format_plan
 
@@ -46,7 +46,9 @@ def check_constraints(constraints: Mapping[str, float | None]) -> dict[str, floa
         if not math.isfinite(value) or value <= 0:
             raise UsageError(f"impossible constraint {flag} {value:g}: it must be a finite number > 0")
         if known[name].unit == "fraction" and value > 1:
-            raise UsageError(f"impossible constraint {flag} {value:g}: {name[4:]} is a fraction in (0, 1]")
+            raise UsageError(
+                f"impossible constraint {flag} {value:g}: {known[name].short} is a fraction in (0, 1]"
+            )
         out[name] = value
     return out
 
@@ -144,10 +146,11 @@ def cost(figures: Mapping[str, float], baseline: Mapping[str, float], weights: M
 
 def violations(figures: Mapping[str, float], constraints: Mapping[str, float]) -> dict[str, float]:
     """{constraint: how far the figures miss it, relative to the bound} for the missed ones."""
+    known = by_constraint()
     out = {}
     for name, miss in constraint_values(figures, constraints).items():
         if miss > 0:
-            out[name] = miss / (constraints[name] * by_constraint()[name].constraint_scale)
+            out[name] = miss / (constraints[name] * known[name].constraint_scale)
     return out
 
 
@@ -281,8 +284,6 @@ def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, li
 def ranking(study: optuna.Study, config, *, weights: str | None, constraints: Mapping[str, float]):
     """(the feasible Pareto-optimal trials of ``study`` cheapest first, the weights used): the
     study's own constraints always hold, the ones given can only tighten them."""
-    from tradeoff.search.records import BASELINE_ATTR
-
     parsed = parse_weights(weights)
     merged = merge_constraints(config.constraints, check_constraints(constraints))
     baseline = study.user_attrs.get(BASELINE_ATTR)
@@ -306,8 +307,6 @@ def choose(
     """The trial to ship: number ``trial`` (a re-proposed plan resolves to its first trial; one
     that breaks the study's constraints is chosen with a warning), else the top of
     :func:`ranking`. UsageError names a trial that does not exist or did not complete."""
-    from tradeoff.search.records import DUPLICATE_ATTR, FAIL_ATTR
-
     given = {k: v for k, v in constraints.items() if v is not None}
     if trial is None:
         ranked, _ = ranking(study, config, weights=weights, constraints=given)

@@ -136,7 +136,7 @@ class Figure:
             if abs(new - old) * n_val > tol.images + 1e-9:
                 return f"{self.name} {old:.4f} stored, {new:.4f} now"
             return None
-        if tol is EXACT or (tol.rel == 0 and tol.rel_estimated is None):
+        if tol.rel == 0 and tol.rel_estimated is None:  # exact
             return None if old == new else f"{self.name} {stored[self.name]} stored, {now[self.name]} now"
         rel = tol.rel
         if tol.rel_estimated is not None and str(stored.get(self.method_key, "")).startswith("estimated"):

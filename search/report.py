@@ -57,10 +57,13 @@ def _vs(name: str, value: float, base: float | None) -> str:
 def format_front(study: optuna.Study) -> str:
     """The front as a table: each figure and, in brackets, its change against the baseline
     (accuracy in points, the rest as a ratio)."""
+    from tradeoff.search.cost import measured
+
     base = baseline_of(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     infeasible = [t for t in complete if not feasible(t)]
-    trials = front(study)
+    objectives = objectives_of(study)
+    trials = _front_of(measured(complete, objectives), objectives)  # from the one read above
     if not trials:
         if complete:
             return (
