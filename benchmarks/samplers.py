@@ -1,52 +1,257 @@
-"""Front quality by sampler, replayed from the tabular benchmark (seconds, not hours).
+"""Front quality by sampler, replayed on problems built from measured plans (minutes, not days).
 
-    python benchmarks/samplers.py                 # 5 seeds, budgets 10/20/40/80
-    python benchmarks/samplers.py --quick         # 2 seeds, budgets 10/20, the quick table
+    python benchmarks/samplers.py            # every candidate, 10 seeds, 10 to 320 plans (~15 min)
+    python benchmarks/samplers.py --quick    # a smoke run: the quick table, 2 seeds, 10 and 20 plans
 
-Every sampler searches the table's grid (each knob a categorical over its grid values); a trial
-looks its plan up in the table. Samplers: NSGA-II as `tradeoff` configures it (population fitted
-to the budget, first generation = baseline + one plan per technique + a Latin hypercube),
-NSGA-II with Optuna's defaults (population 50, random first generation), random search, and
-Optuna's multi-objective TPE. Each run has its own budget (the population is fitted to it, as
-`tradeoff search --n-trials N` does).
+Problems (each the whole stepped default space of `tradeoff search`: 7 widths x 17 pruning
+ratios x 19 ranks x 4 bit-widths = 9,044 plans):
 
-Hypervolume: every objective turned into one to minimise, relative to the baseline:
-accuracy as points of drop (100 x (baseline - accuracy)), size, latency and energy as log10 of
-the ratio to the baseline (orders of magnitude). Reference point: (10 points of drop, 0, 0, 0),
-i.e. a plan counts only where it is within 10 points of the baseline's accuracy and no bigger,
-slower or hungrier than it. Computed with Optuna's own WFG implementation
-(`optuna._hypervolume.compute_hypervolume`).
+- ``default``: the measured table (`tabular.py build`: 400 plans of resnet18 on the bundled
+  digits task, one fine-tune per structure) interpolated onto every plan of the space,
+  multilinearly in (width, pruning, rank) per bit-width, accuracy on its own scale and size,
+  latency and energy on log scales. Plans off the grid get measurement noise: accuracy a
+  binomial draw's standard deviation over the validation split, latency the table's own
+  repeat-to-repeat spread (from its 10th-90th percentiles); the noise is drawn once per plan,
+  so a plan measured twice reads the same. The interpolation is checked against the plans
+  `tabular.py build` measured live off the grid (the table's ``holdout``): errors printed.
+- ``steep``: the same measured size, latency and energy, with a SYNTHETIC accuracy (labelled as
+  such): the interpolated accuracy times a retention factor per technique that falls steeply
+  with compression (`steep_retention`), as on tasks harder than digits, where accuracy is not
+  flat. The front is then long and thin, and a sampler must find it.
+- the per-layer space of the per-layer plans issue does not exist yet; it joins here when it does.
+
+A replay asks the sampler for plans of the space through the search's own `suggest_plan`;
+a plan already measured is answered from the study (as `tradeoff search` does) and does not
+count: the budget is measured plans, and a run that repeats 25 plans in a row stops (as the
+worker does). Budgets are prefixes of one run for samplers that do not know the budget, and a
+run of its own for those that do (NSGA-II's population is fitted to the budget).
+
+Hypervolume: every objective turned into one to minimise, relative to the baseline: accuracy as
+points of drop (100 x (baseline - accuracy)), size, latency and energy as log10 of the ratio to
+the baseline. Reference point: 10 points of drop and the baseline's size, latency and energy.
+Optuna's own WFG implementation (`optuna._hypervolume.compute_hypervolume`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import statistics
+import sys
+import time
 import warnings
 
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
-from tabular import HERE, TABLE, key, load
+from tabular import HERE, TABLE, load
 
-from tradeoff.search.config import fitted_population
-from tradeoff.spaces import KNOBS, Plan, probe_plans, space_filling_plans, suggest_plan
+from tradeoff.search.config import SearchConfig
+from tradeoff.search.sampler import make_sampler, start_design
+from tradeoff.search.study import study_sampler
+from tradeoff.search.worker import MAX_REPEATS
+from tradeoff.spaces import Plan, probe_plans, space_filling_plans, suggest_plan
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 REFERENCE = np.array([10.0, 0.0, 0.0, 0.0])
-SAMPLERS = ("nsga2-tradeoff", "nsga2-default", "random", "tpe")
-KNOB_OFF = {name: knob.off for name, knob in KNOBS.items()}
+BUDGETS = (10, 20, 40, 80, 160, 320)
+STRUCTURE = ("student_width", "prune_ratio", "rank_ratio")
 
 
-def normalised(figures: dict, base: dict) -> np.ndarray:
-    return np.array(
-        [
-            100.0 * (base["accuracy"] - figures["accuracy"]),
-            *(math.log10(figures[o] / base[o]) for o in OBJECTIVES[1:]),
+# -- problems ---------------------------------------------------------------------------------
+
+
+def space_values(space: dict) -> dict[str, list]:
+    out = {}
+    for k, spec in space.items():
+        if "choices" in spec:
+            out[k] = list(spec["choices"])
+        else:
+            n = round((spec["high"] - spec["low"]) / spec["step"])
+            out[k] = [round(spec["low"] + i * spec["step"], 10) for i in range(n + 1)]
+    return out
+
+
+def pkey(params: dict) -> tuple:
+    return tuple(round(float(params[k]), 6) for k in (*STRUCTURE, "weight_bits"))
+
+
+def steep_retention(w: float, p: float, r: float, bits: int) -> float:
+    """SYNTHETIC: the fraction of accuracy a plan keeps on a task where compression hurts. Each
+    technique's loss grows with the square of how far it goes, and they compound."""
+    bits_keep = {32: 1.0, 16: 1.0, 8: 0.99, 4: 0.93, 2: 0.55}.get(int(bits), 0.5)
+    return (1 - 0.35 * (1 - w) ** 2) * (1 - 0.6 * p**2) * (1 - 0.4 * (1 - r) ** 2) * bits_keep
+
+
+class Problem:
+    """Every plan of ``space`` with its figures: measured where the table has the plan,
+    interpolated (with measurement noise) elsewhere."""
+
+    def __init__(self, name: str, table: dict, space: dict, *, steep: bool = False, noise_seed: int = 0):
+        from scipy.interpolate import RegularGridInterpolator
+
+        self.name, self.space = name, space
+        grid = table["meta"]["grid"]
+        axes = [np.array(grid[k], dtype=float) for k in STRUCTURE]
+        by_key = {pkey(r["plan"]): r["figures"] for r in table["rows"]}
+        self.interp = {}
+        for bits in grid["weight_bits"]:
+            for fig in OBJECTIVES:
+                values = np.empty([len(a) for a in axes])
+                for idx in itertools.product(*(range(len(a)) for a in axes)):
+                    v = by_key[(*(round(float(axes[i][j]), 6) for i, j in enumerate(idx)), float(bits))][fig]
+                    values[idx] = v if fig == "accuracy" else math.log(v)
+                self.interp[(bits, fig)] = RegularGridInterpolator(
+                    axes, values, method="linear", bounds_error=False, fill_value=None
+                )
+        n_val = table["meta"].get("val_size", 360)
+        spread = [
+            math.log(r["figures"]["latency_p90_ms"] / r["figures"]["latency_p10_ms"]) / 2.563
+            for r in table["rows"]
+            if r["figures"]["latency_p10_ms"] > 0
         ]
+        self.latency_sigma = statistics.median(spread)
+        rng = np.random.default_rng(noise_seed)
+        values = space_values(space)
+        structures = np.array(list(itertools.product(*(values[k] for k in STRUCTURE))), dtype=float)
+        self.figures: dict[tuple, dict] = {}
+        for bits in values["weight_bits"]:
+            guessed = {fig: self.interp[(bits, fig)](structures) for fig in OBJECTIVES}
+            for i, point in enumerate(structures):
+                key = (*(round(float(v), 6) for v in point), float(bits))
+                if key in by_key:
+                    f = dict(by_key[key])
+                else:
+                    acc = float(np.clip(guessed["accuracy"][i], 0, 1))
+                    f = {o: math.exp(float(guessed[o][i])) for o in OBJECTIVES[1:]}
+                    f["accuracy"] = float(
+                        np.clip(acc + rng.normal(0, math.sqrt(acc * (1 - acc) / n_val)), 0, 1)
+                    )
+                    f["latency_ms"] *= math.exp(rng.normal(0, self.latency_sigma))
+                if steep:
+                    f["accuracy"] *= steep_retention(*key)
+                self.figures[key] = f
+        self.baseline = self.figures[pkey(Plan().params())]
+
+    def interpolate(self, key: tuple) -> dict:
+        point = np.array([key[:3]])
+        out = {}
+        for fig in OBJECTIVES:
+            v = float(self.interp[(int(key[3]), fig)](point)[0])
+            out[fig] = v if fig == "accuracy" else math.exp(v)
+        return out
+
+    def normalised(self, f: dict) -> np.ndarray:
+        base = self.baseline
+        return np.array(
+            [
+                100.0 * (base["accuracy"] - f["accuracy"]),
+                *(math.log10(f[o] / base[o]) for o in OBJECTIVES[1:]),
+            ]
+        )
+
+
+def interpolation_error(table: dict, problem: Problem) -> str:
+    """The interpolated figures of the plans measured live off the grid, against the live ones."""
+    rows = table.get("holdout") or []
+    if not rows:
+        return "No off-grid plans were measured with this table: the interpolation is unchecked."
+    acc, size, lat = [], [], []
+    for r in rows:
+        guess = problem.interpolate(pkey(r["plan"]))
+        f = r["figures"]
+        acc.append(100 * abs(guess["accuracy"] - f["accuracy"]))
+        size.append(abs(math.log(guess["size_bytes"] / f["size_bytes"])))
+        lat.append(abs(math.log(guess["latency_ms"] / f["latency_ms"])))
+    pct = lambda xs: f"{100 * (math.exp(statistics.median(xs)) - 1):.1f} %"  # noqa: E731
+    return (
+        f"Interpolation against {len(rows)} plans measured live off the grid: median absolute error "
+        f"{statistics.median(acc):.2f} accuracy points (max {max(acc):.2f}; one validation image is "
+        f"{100 / table['meta'].get('val_size', 360):.2f}), size {pct(size)}, latency {pct(lat)} (the "
+        f"table's own repeat-to-repeat latency spread: sigma {100 * problem.latency_sigma:.1f} %)."
     )
+
+
+# -- candidates -------------------------------------------------------------------------------
+
+
+def tradeoff_default(space: dict, seed: int, budget: int):
+    """Exactly what `tradeoff search --seed SEED --n-trials BUDGET` builds: its configuration,
+    its start design, its sampler (seeded as a search seeds it)."""
+    config = SearchConfig(space=space, seed=seed).validated(n_trials=budget)
+    design = start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
+    return study_sampler(config), [p for p, _ in design]
+
+
+def nsga2_tradeoff(space: dict, seed: int, budget: int):
+    config = SearchConfig(space=space, seed=seed, sampler="nsga2").validated(n_trials=budget)
+    design = start_design(config.space, "nsga2", population=config.population_size, seed=seed)
+    return study_sampler(config), [p for p, _ in design]
+
+
+def designed(sampler: str, probes: bool = True, fill: int = 0):
+    """``make_sampler(sampler)`` after the baseline, the single-technique plans (``probes``) and
+    ``fill`` Latin-hypercube plans: the start designs `auto` was chosen from."""
+
+    def make(space: dict, seed: int, budget: int):
+        plans = [Plan()] + (probe_plans(space) if probes else [])
+        plans += [p for p in space_filling_plans(space, fill, seed=seed) if p not in plans]
+        return make_sampler(sampler, seed=seed), plans
+
+    return make
+
+
+def plain(sampler_fn):
+    return lambda space, seed, budget: (sampler_fn(seed), [])
+
+
+CANDIDATES = {
+    # name: (factory(space, seed, budget) -> (sampler, enqueued plans), knows its budget)
+    "tradeoff": (tradeoff_default, False),
+    "random": (plain(lambda s: optuna.samplers.RandomSampler(seed=s)), False),
+    "tpe": (plain(lambda s: optuna.samplers.TPESampler(seed=s)), False),
+    "tpe multivariate": (plain(lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True)), False),
+    "mv-tpe: base + probes": (designed("tpe"), False),
+    "mv-tpe: base + 4 lhs": (designed("tpe", probes=False, fill=4), False),
+    "mv-tpe: base + 9 lhs": (designed("tpe", probes=False, fill=9), False),
+    "mv-tpe: base + probes + 5 lhs": (designed("tpe", fill=5), False),
+    "mv-tpe: base + probes + 10 lhs": (designed("tpe", fill=10), False),
+    "gp: base + probes + 5 lhs": (designed("gp", fill=5), False),
+    "nsga2 (--sampler nsga2)": (nsga2_tradeoff, True),
+    "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
+}
+QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
+# Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40
+# trials on 2 cores): replayed up to this budget only.
+SLOW_ABOVE = {"gp: base + probes + 5 lhs": 20}
+
+
+def replay(problem: Problem, factory, seed: int, budget: int) -> list[np.ndarray]:
+    """The normalised figures of the plans one replayed search measured, in order."""
+    sampler, enqueued = factory(problem.space, seed, budget)
+    directions = ["maximize", "minimize", "minimize", "minimize"]
+    study = optuna.create_study(directions=directions, sampler=sampler)
+    for plan in enqueued:
+        study.enqueue_trial(plan.params(), skip_if_exists=True)
+    measured: dict[tuple, list[float]] = {}
+    points, repeats = [], 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while len(points) < budget and repeats < MAX_REPEATS:
+            trial = study.ask()
+            key = pkey(suggest_plan(trial, problem.space).params())
+            if key in measured:
+                repeats += 1
+                study.tell(trial, measured[key])
+                continue
+            repeats = 0
+            f = problem.figures[key]
+            measured[key] = [f[o] for o in OBJECTIVES]
+            points.append(problem.normalised(f))
+            study.tell(trial, measured[key])
+    return points
 
 
 def hypervolume(points: list[np.ndarray]) -> float:
@@ -56,45 +261,60 @@ def hypervolume(points: list[np.ndarray]) -> float:
     return float(compute_hypervolume(np.array(inside), REFERENCE, assume_pareto=False))
 
 
-def run(table: dict, space: dict, sampler_name: str, budget: int, seed: int) -> list[np.ndarray]:
-    """One replayed search; the normalised objective vectors of its trials."""
-    base = table["baseline"]
-    if sampler_name == "nsga2-tradeoff":
-        population = fitted_population(budget)
-        sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    elif sampler_name == "nsga2-default":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed)
-    elif sampler_name == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"], sampler=sampler)
-    if sampler_name == "nsga2-tradeoff":
-        probes = probe_plans(space)
-        seeded = [Plan(), *probes, *space_filling_plans(space, population - 1 - len(probes), seed=seed)]
-        for plan in seeded:
-            study.enqueue_trial(plan.params(), skip_if_exists=True)
-    points = []
-
-    def objective(trial: optuna.Trial) -> list[float]:
-        plan = suggest_plan(trial, space)
-        figures = table["by_key"][key(plan)]["figures"]
-        points.append(normalised(figures, base))
-        return [figures[o] for o in OBJECTIVES]
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        study.optimize(objective, n_trials=budget)
-    return points
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return float(med), float(q1), float(q3)
 
 
-def grid_space(table: dict, only: str | None = None) -> dict:
-    grid = table["meta"]["grid"]
-    return {k: {"choices": list(v) if only in (None, k) else [KNOB_OFF[k]]} for k, v in grid.items()}
+def evaluate(problem: Problem, names, seeds, budgets, log) -> dict[str, dict[int, list[float]]]:
+    hv: dict[str, dict[int, list[float]]] = {}
+    for name in names:
+        factory, knows_budget = CANDIDATES[name]
+        cap = SLOW_ABOVE.get(name, max(budgets))
+        mine = [b for b in budgets if b <= cap]
+        hv[name] = {b: [] for b in mine}
+        t0 = time.perf_counter()
+        for seed in seeds:
+            if knows_budget:
+                for b in mine:
+                    hv[name][b].append(hypervolume(replay(problem, factory, seed, b)))
+            else:
+                points = replay(problem, factory, seed, max(mine))
+                for b in mine:
+                    hv[name][b].append(hypervolume(points[:b]))
+        log(f"{problem.name}: {name} replayed in {time.perf_counter() - t0:.0f} s")
+    return hv
 
 
-def fmt(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+def table_lines(problem: Problem, hv: dict, budgets, n_seeds: int) -> list[str]:
+    all_hv = hypervolume([problem.normalised(f) for f in problem.figures.values()])
+    lines = [
+        f"### {problem.name}: hypervolume, median [interquartile range] over {n_seeds} seeds "
+        f"(whole space's front: {all_hv:.2f})",
+        "",
+        "| sampler | " + " | ".join(f"{b} plans" for b in budgets) + " |",
+        "| --- | " + " | ".join("---" for _ in budgets) + " |",
+    ]
+    for name, by_budget in hv.items():
+        cells = []
+        for b in budgets:
+            if b not in by_budget:
+                cells.append("-")
+                continue
+            med, q1, q3 = quartiles(by_budget[b])
+            cells.append(f"{med:.2f} [{q1:.2f}-{q3:.2f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    ours = hv["tradeoff"]
+    for ref in ("random", "tpe"):
+        if ref in hv:
+            ratios = ", ".join(
+                f"{statistics.median(ours[b]) / statistics.median(hv[ref][b]):.2f}x at {b}"
+                for b in budgets
+                if b in ours and statistics.median(hv[ref][b]) > 0
+            )
+            lines.append(f"- `tradeoff` / `{ref}` (ratio of medians): {ratios}")
+    return lines
 
 
 def main() -> None:
@@ -102,64 +322,39 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--table")
     ap.add_argument("--seeds", type=int)
+    ap.add_argument("--only", help="comma-separated candidates (default: all)")
     a = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
+    if not os.path.exists(path) and a.quick:
+        sys.exit(f"{path}: run `python benchmarks/tabular.py build --quick` first")
     table = load(path)
-    seeds = range(a.seeds or (2 if a.quick else 5))
-    budgets = (10, 20) if a.quick else (10, 20, 40, 80)
-    space = grid_space(table)
-    n_plans = len(table["rows"])
-    all_points = [normalised(r["figures"], table["baseline"]) for r in table["rows"]]
-    hv_all = hypervolume(all_points)
+    seeds = range(a.seeds or (2 if a.quick else 10))
+    budgets = (10, 20) if a.quick else BUDGETS
+    names = a.only.split(",") if a.only else (QUICK if a.quick else tuple(CANDIDATES))
+    space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    problems = [Problem("default", table, space), Problem("steep", table, space, steep=True)]
+    meta = table["meta"]
     out = [
-        f"Table: {n_plans} plans ({table['meta']['model']} on {table['meta']['task']}, measured on "
-        f"{table['meta']['cpu']}); hypervolume of the whole grid's front {hv_all:.3f} "
-        f"(reference point: 10 points of accuracy drop, and the baseline's size, latency and energy; "
-        f"size/latency/energy on log10 scales). Median (min-max) over {len(seeds)} seeds:",
+        f"Problems built from {len(table['rows'])} measured plans of {meta['model']} on {meta['task']} "
+        f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}), interpolated onto the "
+        f"{len(problems[0].figures)} plans of the default space. The `steep` problem's accuracy is synthetic "
+        "(see `steep_retention`). Budgets count measured plans.",
         "",
-        "| sampler | " + " | ".join(f"{b} trials" for b in budgets) + " |",
-        "| --- | " + " | ".join("---" for _ in budgets) + " |",
+        interpolation_error(table, problems[0]),
+        "",
     ]
-    hv = {
-        s: {b: [hypervolume(run(table, space, s, b, seed)) for seed in seeds] for b in budgets}
-        for s in SAMPLERS
-    }
-    for s in SAMPLERS:
-        out.append(f"| {s} | " + " | ".join(fmt(hv[s][b]) for b in budgets) + " |")
-    out.append("")
-    for b in budgets:
-        ours = statistics.median(hv["nsga2-tradeoff"][b])
-        ratios = ", ".join(
-            f"{ours / statistics.median(hv[s][b]):.2f}x {s}"
-            for s in SAMPLERS[1:]
-            if statistics.median(hv[s][b])
-        )
-        out.append(f"- {b} trials: nsga2-tradeoff's median hypervolume is {ratios}")
-    # joint front against each technique alone, at the same budget
-    budget = 40 if not a.quick else 20
-    out += [
-        "",
-        f"Joint four-knob search against each technique alone, {budget} trials each (a single technique's "
-        "grid is smaller than the budget, so its search is exhaustive: the best it can do on this grid):",
-        "",
-        "| search | hypervolume | plans on its grid |",
-        "| --- | --- | --- |",
-        f"| all four knobs (nsga2-tradeoff, median) | {statistics.median(hv['nsga2-tradeoff'].get(budget, [0])):.3f} "
-        f"| {n_plans} |",
-    ]
-    for knob in table["meta"]["grid"]:
-        sub = grid_space(table, only=knob)
-        plans = [
-            Plan(**{k: v["choices"][0] for k, v in sub.items() if k != knob}, **{knob: c})
-            for c in sub[knob]["choices"]
-        ]
-        points = [normalised(table["by_key"][key(p)]["figures"], table["baseline"]) for p in plans]
-        out.append(f"| {knob} only | {hypervolume(points):.3f} | {len(plans)} |")
+    for problem in problems:
+        hv = evaluate(problem, names, seeds, budgets, log)
+        out += table_lines(problem, hv, budgets, len(seeds)) + [""]
+    out.append(f"Replayed in {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(out)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "samplers-quick.md" if a.quick else "samplers.md"), "w") as f:
+    name = "samplers-quick.md" if a.quick else "samplers.md"
+    with open(os.path.join(HERE, "results", name), "w") as f:
         f.write(text + "\n")
 
 

@@ -1,9 +1,14 @@
 """A tabular benchmark: every plan of a fixed grid measured once on the bundled task, so that
 sampler comparisons replay trials from a table in seconds instead of hours.
 
-    python benchmarks/tabular.py build            # measure the grid (about 10 min on 2 cores)
+    python benchmarks/tabular.py build            # measure the grid (about 40 min on 1 thread)
     python benchmarks/tabular.py check --n 4      # live trials of sampled grid plans vs the table
     python benchmarks/tabular.py build --quick    # tiny_resnet, a 2x2x2x4 grid: a smoke run
+
+The grid is 5 widths x 5 pruning ratios x 4 ranks x 4 bit-widths = 400 plans, every value on
+the default space's steps; after it, ``--holdout`` plans drawn from the default space *off* the
+grid are measured live the same way and stored beside it, so that `samplers.py` can report how
+far interpolating the grid onto the whole stepped space is from a real measurement.
 
 Each structural combination (student width x prune ratio x rank ratio) is built once by the
 runner (`Runner.build`, the search's own code: teacher copy, knobs, distillation/fine-tune),
@@ -34,11 +39,11 @@ from tradeoff.spaces import ApplyContext, Compressed, Plan
 from tradeoff.spaces.quantization import quantize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TABLE = os.path.join(HERE, "data", "digits_resnet18_grid.json")
+TABLE = os.path.join(HERE, "data", "digits_resnet18_fine.json")
 GRID = {
-    "student_width": [0.25, 0.5, 1.0],
-    "prune_ratio": [0.0, 0.3, 0.6],
-    "rank_ratio": [0.25, 0.6, 1.0],
+    "student_width": [0.25, 0.375, 0.5, 0.75, 1.0],
+    "prune_ratio": [0.0, 0.2, 0.4, 0.6, 0.8],
+    "rank_ratio": [0.1, 0.4, 0.7, 1.0],
     "weight_bits": [32, 8, 4, 2],
 }
 QUICK_GRID = {
@@ -64,9 +69,9 @@ def key(plan: Plan | dict) -> str:
     return f"{float(d['student_width']):g}|{float(d['prune_ratio']):g}|{float(d['rank_ratio']):g}|{int(d['weight_bits'])}"
 
 
-def setup(model: str):
+def setup(model: str, threads: int | None = None):
     torch.set_flush_denormal(True)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     config = SearchConfig(model=model).validated(n_trials=40)
     task = task_for(config)
     teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
@@ -82,45 +87,77 @@ def row(plan: Plan, m, times: dict) -> dict:
     }
 
 
-def build(grid: dict, model: str, out: str) -> None:
-    config, task, runner = setup(model)
+def structure(runner: Runner, task, w: float, p: float, r: float, bit_widths) -> tuple[list[dict], float]:
+    """One fine-tune of a structural plan, measured as float and at each bit-width from the
+    same fine-tuned float model (what `apply_plan` does for those plans): the rows and the
+    float accuracy."""
+    rows = []
+    plan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=32)
+    compressed, times = runner.build(plan)
+    times["measure_s"] = -time.perf_counter()
+    m = runner.measure(compressed)
+    times["measure_s"] += time.perf_counter()
+    rows.append(row(plan, m, times))
+    for bits in (b for b in bit_widths if b != 32):
+        qplan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=bits)
+        ctx = ApplyContext(
+            example_input=task.example_input,
+            num_classes=task.num_classes,
+            calibration=tuple(task.train.x[:CALIBRATION_SAMPLES].split(64)),
+        )
+        t = time.perf_counter()
+        q = quantize(compressed.float_model, bits, ctx, [])
+        qtimes = dict(times, step_weight_bits_s=time.perf_counter() - t)
+        t = time.perf_counter()
+        qm = runner.measure(
+            Compressed(
+                q,
+                compressed.float_model,
+                dataclasses.replace(compressed.facts, weight_bits=bits),
+                compressed.skipped,
+                {},
+            )
+        )
+        qtimes["measure_s"] = time.perf_counter() - t
+        rows.append(row(qplan, qm, qtimes))
+    return rows, m.accuracy
+
+
+def off_grid(grid: dict, n: int, seed: int = 7) -> list[tuple[float, float, float]]:
+    """``n`` structural plans of the default space with no value on the grid (steps included)."""
+    import random
+
+    from tradeoff.spaces import KNOBS
+
+    rng = random.Random(seed)
+    values = {}
+    for k in ("student_width", "prune_ratio", "rank_ratio"):
+        d = KNOBS[k].default_space
+        steps = round((d["high"] - d["low"]) / d["step"])
+        values[k] = [round(d["low"] + i * d["step"], 6) for i in range(steps + 1)]
+        values[k] = [v for v in values[k] if all(abs(v - g) > 1e-9 for g in grid[k])]
+    return [
+        tuple(rng.choice(values[k]) for k in ("student_width", "prune_ratio", "rank_ratio")) for _ in range(n)
+    ]
+
+
+def build(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
+    config, task, runner = setup(model, threads)
     rows = []
     t_start = time.perf_counter()
     structural = list(itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"]))
     for i, (w, p, r) in enumerate(structural):
-        plan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=32)
-        compressed, times = runner.build(plan)
-        times["measure_s"] = -time.perf_counter()
-        m = runner.measure(compressed)
-        times["measure_s"] += time.perf_counter()
-        rows.append(row(plan, m, times))
-        for bits in (b for b in grid["weight_bits"] if b != 32):
-            qplan = Plan(student_width=w, prune_ratio=p, rank_ratio=r, weight_bits=bits)
-            ctx = ApplyContext(
-                example_input=task.example_input,
-                num_classes=task.num_classes,
-                calibration=tuple(task.train.x[:CALIBRATION_SAMPLES].split(64)),
-            )
-            t = time.perf_counter()
-            q = quantize(compressed.float_model, bits, ctx, [])
-            qtimes = dict(times, step_weight_bits_s=time.perf_counter() - t)
-            t = time.perf_counter()
-            qm = runner.measure(
-                Compressed(
-                    q,
-                    compressed.float_model,
-                    dataclasses.replace(compressed.facts, weight_bits=bits),
-                    compressed.skipped,
-                    {},
-                )
-            )
-            qtimes["measure_s"] = time.perf_counter() - t
-            rows.append(row(qplan, qm, qtimes))
+        new, accuracy = structure(runner, task, w, p, r, grid["weight_bits"])
+        rows += new
         print(
-            f"[{i + 1}/{len(structural)}] width {w:g} prune {p:g} rank {r:g}: float accuracy {m.accuracy:.2%}, "
+            f"[{i + 1}/{len(structural)}] width {w:g} prune {p:g} rank {r:g}: float accuracy {accuracy:.2%}, "
             f"{time.perf_counter() - t_start:.0f} s so far",
             file=sys.stderr,
         )
+    held = []
+    for w, p, r in off_grid(grid, holdout):
+        held += structure(runner, task, w, p, r, grid["weight_bits"])[0]
+        print(f"off-grid width {w:g} prune {p:g} rank {r:g} measured", file=sys.stderr)
     base = next(r for r in rows if key(r["plan"]) == key(Plan()))
     table = {
         "meta": {
@@ -138,6 +175,7 @@ def build(grid: dict, model: str, out: str) -> None:
         },
         "baseline": base["figures"],
         "rows": rows,
+        "holdout": held,
     }
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
@@ -183,10 +221,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny_resnet on a small grid")
     ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_grid.json)")
     ap.add_argument("--n", type=int, default=4, help="check: live plans to compare")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads for training and latency (default 1)"
+    )
+    ap.add_argument("--holdout", type=int, default=6, help="build: off-grid structural plans measured live")
     a = ap.parse_args()
     path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
     if a.action == "build":
-        build(QUICK_GRID if a.quick else GRID, "tiny_resnet" if a.quick else "resnet18", path)
+        build(
+            QUICK_GRID if a.quick else GRID,
+            "tiny_resnet" if a.quick else "resnet18",
+            path,
+            threads=a.threads,
+            holdout=1 if a.quick else a.holdout,
+        )
     else:
         text = "\n".join(check(path, a.n))
         print(text)

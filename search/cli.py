@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
+from tradeoff.search.sampler import SAMPLERS
 from tradeoff.spaces import KNOBS
 from tradeoff.storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, TradeoffError
 
@@ -341,16 +342,23 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--latency-repeats", type=int, help="timed runs per latency measurement (default: 50)")
     g.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="what proposes the plans (default: auto: a start design, then multivariate TPE, which beat "
+        "random search, independent TPE and NSGA-II at 10-320 plans in benchmarks/samplers.py); tpe, "
+        "nsga2, gp (Gaussian process) or random; stored with the study",
+    )
+    g.add_argument(
         "--population-size",
         type=int,
-        help="NSGA-II population (default: fitted to the first run's --n-trials)",
+        help="NSGA-II population, with --sampler nsga2 (default: fitted to the first run's --n-trials)",
     )
     g.add_argument("--seed", type=int, help="seed of teacher training and fine-tuning (default: 0)")
     g.add_argument(
         "--scalarize",
         metavar="WEIGHTS",
         help="search one objective, the weighted cost of `tradeoff select` (e.g. "
-        "accuracy=0.6,size=0.2,latency=0.1,energy=0.1), with TPE instead of NSGA-II",
+        "accuracy=0.6,size=0.2,latency=0.1,energy=0.1), with TPE",
     )
 
 
@@ -368,6 +376,7 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         "finetune_steps",
         "teacher_epochs",
         "latency_repeats",
+        "sampler",
         "population_size",
         "seed",
     ):

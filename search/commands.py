@@ -76,12 +76,13 @@ def run_trials(
     import optuna
     import torch
 
+    from tradeoff.search.records import DUPLICATE_ATTR
     from tradeoff.search.report import progress_line
     from tradeoff.search.runner import Runner
-    from tradeoff.search.study import open_study
+    from tradeoff.search.study import open_study, sampler_line
     from tradeoff.search.tasks import task_for
     from tradeoff.search.teacher import ensure_teacher
-    from tradeoff.search.worker import Stopper, counts, host_share, run_budget, run_worker
+    from tradeoff.search.worker import Stopper, counts, host_share, run_budget, run_worker, worker_id
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
     torch.set_flush_denormal(True)
@@ -94,7 +95,13 @@ def run_trials(
         tasks.append(task_for(cfg, log=log))
 
     study, config, created = open_study(
-        storage, study_name, dict(given), n_trials=n_trials, create=(mode != "worker"), prepare=prepare
+        storage,
+        study_name,
+        dict(given),
+        n_trials=n_trials,
+        create=(mode != "worker"),
+        prepare=prepare,
+        who=worker_id() if mode == "worker" else "",
     )
     if config.target.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
@@ -103,8 +110,9 @@ def run_trials(
     share = f"budget {budget}" if budget is not None else f"this run: {to_run} more"
     log(
         f"{'created' if created else 'joined' if mode == 'worker' else 'resuming'} study "
-        f"{study_name!r} in {redact(url)} ({complete} complete trials, {share})"
+        f"{study_name!r} in {redact(url)} ({complete} measured plans, {share})"
     )
+    log(sampler_line(config))
     task = tasks[0] if tasks else task_for(config, log=log)
     teacher = ensure_teacher(
         study, task, open_artifact_store(artifacts), device=device, train=(mode != "worker"), log=log
@@ -116,7 +124,7 @@ def run_trials(
 
     def progress(trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
-        done += 1
+        done += DUPLICATE_ATTR not in trial.user_attrs  # a repeated plan costs nothing and is not counted
         log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
 
     with contextlib.ExitStack() as stack:

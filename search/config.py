@@ -15,18 +15,14 @@ from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.models import MODELS, torchvision_models
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
+from tradeoff.search.sampler import SAMPLERS, fitted_population
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
 from tradeoff.storage.artifacts import sha256_file
 
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
-CONFIG_VERSION = 2
+# 3: the sampler policy (sampler); older studies ran NSGA-II.
+CONFIG_VERSION = 3
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
-
-
-def fitted_population(n_trials: int) -> int:
-    """NSGA-II population for a budget of ``n_trials``: about four generations, 4 to 50 each.
-    (Optuna's default of 50 would make any budget under 50 trials a pure random search.)"""
-    return max(4, min(50, n_trials // 4))
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,8 @@ class SearchConfig:
     constraints: dict[str, float] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "cpu"  # where latency and energy are measured
-    population_size: int = 0  # 0: fitted to the first run's trial budget
+    sampler: str = "auto"  # the sampler policy: search.sampler
+    population_size: int = 0  # NSGA-II; 0: fitted to the first run's trial budget
     teacher_epochs: int | None = None
     knob_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. prune_ratio: mode
     plugins: tuple[str, ...] = ()  # modules imported first: knobs and figures of the user's own
@@ -120,6 +117,8 @@ class SearchConfig:
         scalarize = {}
         if self.scalarize:
             scalarize = check_weights(self.scalarize)
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         population = self.population_size
         if population == 0 and n_trials is not None:
             population = fitted_population(n_trials)
@@ -166,6 +165,8 @@ class SearchConfig:
         if int(data.get("version", 1)) < 2 and data.get("prune_mode", "structured") != "structured":
             # version 1 kept pruning's mode in a field of its own
             data.setdefault("knob_options", {}).setdefault("prune_ratio", {})["mode"] = data["prune_mode"]
+        if int(data.get("version", 1)) < 3:
+            data["sampler"] = "nsga2"  # what every study made before the sampler policy ran
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives", DEFAULT_OBJECTIVES))

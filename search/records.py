@@ -2,7 +2,8 @@
 
 Study user attributes: ``tradeoff:config`` (the SearchConfig, JSON), ``tradeoff:baseline``
 (the uncompressed model's figures), ``tradeoff:teacher`` (the teacher artifact's id, SHA-256
-and task fingerprint), ``tradeoff:budget`` (complete trials the workers stop at).
+and task fingerprint), ``tradeoff:budget`` (measured plans the workers stop at),
+``tradeoff:sampler`` (the sampler policy and why, one line).
 
 Trial user attributes: ``plan`` (``Plan.to_dict()``), ``plan_text`` (``format_plan``),
 every figure of ``Measurement`` with its ``*_method``, ``role`` (baseline / single-technique /
@@ -22,6 +23,7 @@ CONFIG_ATTR = "tradeoff:config"
 BASELINE_ATTR = "tradeoff:baseline"
 TEACHER_ATTR = "tradeoff:teacher"
 BUDGET_ATTR = "tradeoff:budget"
+SAMPLER_ATTR = "tradeoff:sampler"
 
 PLAN_ATTR = "plan"
 PLAN_TEXT_ATTR = "plan_text"  # the plan as one line, for the dashboard's trial table

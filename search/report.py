@@ -8,6 +8,7 @@ from tradeoff.search.figures import FIGURES
 from tradeoff.search.records import (
     BASELINE_ATTR,
     CONFIG_ATTR,
+    DUPLICATE_ATTR,
     FAIL_ATTR,
     ROLE_ATTR,
     broken_constraints,
@@ -107,6 +108,9 @@ def progress_line(
     state = trial.state.name.lower()
     duration = trial.duration.total_seconds() if trial.duration else 0.0
     head = f"[{done}/{total}] trial #{trial.number} {state} in {duration:.1f} s"
+    if DUPLICATE_ATTR in trial.user_attrs:
+        twin = trial.user_attrs[DUPLICATE_ATTR]
+        head = f"[{done}/{total}] trial #{trial.number} repeats #{twin}'s plan (answered, not counted)"
     if trial.state != optuna.trial.TrialState.COMPLETE:
         reason = trial.user_attrs.get(FAIL_ATTR, "")
         return f"{head}: {reason}" if reason else head

@@ -10,18 +10,29 @@ from optuna.exceptions import DuplicatedStudyError
 from tradeoff.search.config import SearchConfig
 from tradeoff.search.errors import UsageError
 from tradeoff.search.plugins import import_plugin_modules
-from tradeoff.search.records import CONFIG_ATTR, ROLE_ATTR
-from tradeoff.spaces import Plan, probe_plans, space_filling_plans
+from tradeoff.search.records import CONFIG_ATTR, ROLE_ATTR, SAMPLER_ATTR
+from tradeoff.search.sampler import describe, make_sampler, sampler_seed, start_design
 
 
-def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
-    """NSGA-II, set explicitly (Optuna 5 changed the multi-objective default). Constraints reach
-    it through ``trial.set_constraint`` in the runner: feasible plans dominate infeasible ones.
-    A scalarized study (one objective, the weighted cost) uses TPE, Optuna's single-objective
-    default, with the same constraints."""
-    if config.scalarize:
-        return optuna.samplers.TPESampler()
-    return optuna.samplers.NSGAIISampler(population_size=config.population_size or 50)
+def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> optuna.samplers.BaseSampler:
+    """The study's sampler in this process (``search.sampler``), seeded per process: ``who`` is
+    empty for a ``search`` (reproducible) and the host and process of a worker."""
+    return make_sampler(
+        config.sampler,
+        seed=sampler_seed(config.seed, n_trials, who),
+        population=config.population_size,
+        scalarized=bool(config.scalarize),
+    )
+
+
+def study_start(config: SearchConfig) -> list:
+    """The study's start design: (plan, role) pairs, enqueued when the study is created."""
+    return start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
+
+
+def sampler_line(config: SearchConfig) -> str:
+    """The sampler of a study and why, as printed when the search starts and stored with it."""
+    return describe(config.sampler, population=config.population_size, start=len(study_start(config)))
 
 
 def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> SearchConfig | None:
@@ -48,6 +59,7 @@ def open_study(
     n_trials: int | None = None,
     create: bool = True,
     prepare=None,
+    who: str = "",
 ) -> tuple[optuna.Study, SearchConfig, bool]:
     """(study, its configuration, whether it was created now).
 
@@ -56,11 +68,16 @@ def open_study(
     ``prepare(config)`` runs before a new study is stored (to check the data and the model), so
     bad input leaves nothing behind. The look and the creation happen under the study lock, so
     processes that start at once create the study once, and none sees it half made (without its
-    configuration).
+    configuration). ``who`` seeds this process's sampler (``study_sampler``).
     """
     lock = storage.lock(study_name) if hasattr(storage, "lock") else contextlib.nullcontext()
     with lock:
-        return _open_study(storage, study_name, given, n_trials=n_trials, create=create, prepare=prepare)
+        study, config, created = _open_study(
+            storage, study_name, given, n_trials=n_trials, create=create, prepare=prepare
+        )
+    n = len(study.get_trials(deepcopy=False))
+    study.sampler = study_sampler(config, n, who)
+    return study, config, created
 
 
 def _open_study(
@@ -89,16 +106,9 @@ def _open_study(
             return _open_study(storage, study_name, given, n_trials=n_trials, create=False, prepare=prepare)
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
-        study.enqueue_trial(Plan().params(), user_attrs={ROLE_ATTR: "baseline"}, skip_if_exists=True)
-        probes = probe_plans(config.space)
-        for plan in probes:
-            study.enqueue_trial(
-                plan.params(), user_attrs={ROLE_ATTR: "single-technique"}, skip_if_exists=True
-            )
-        # the rest of NSGA-II's first generation: a Latin hypercube over the space, not random
-        n_fill = (config.population_size or 50) - 1 - len(probes)
-        for plan in space_filling_plans(config.space, n_fill, seed=config.seed):
-            study.enqueue_trial(plan.params(), user_attrs={ROLE_ATTR: "space-filling"}, skip_if_exists=True)
+        study.set_user_attr(SAMPLER_ATTR, sampler_line(config))
+        for plan, role in study_start(config):
+            study.enqueue_trial(plan.params(), user_attrs={ROLE_ATTR: role}, skip_if_exists=True)
         created = True
     else:
         diff = config.differences(given)
@@ -107,5 +117,5 @@ def _open_study(
                 f"study {study_name!r} exists with a different configuration: {'; '.join(diff)}; "
                 "drop those options to resume it, or choose a new --study-name"
             )
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(config))
+    study = optuna.load_study(study_name=study_name, storage=storage)
     return study, config, created

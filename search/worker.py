@@ -3,10 +3,14 @@
     while not stopped:
         with storage.lock(study):                  # one worker at a time decides
             fail trials whose worker vanished       # heartbeat; a retry is enqueued
-            complete >= budget            -> done
-            complete + running >= budget  -> wait (a running trial may still fail)
+            measured >= budget            -> done
+            measured + running >= budget  -> wait (a running trial may still fail)
             else                          -> ask a trial (a waiting retry first)
         run it with a heartbeat, tell the result
+        a plan already measured (answered from the study) is not counted; too many in a row -> done
+
+The budget counts measured plans: a plan the sampler proposes again is answered from the study
+at no cost and does not use up ``--n-trials`` or the study's budget.
 
 The study lock, which the storage owns (``tradeoff.storage.lock``: a PostgreSQL advisory lock
 or MySQL's GET_LOCK for a shared database, a file lock for SQLite), is what makes "exactly N
@@ -27,9 +31,10 @@ from collections.abc import Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.search.records import BUDGET_ATTR, FAIL_ATTR, ROLE_ATTR, WORKER_ATTR
+from tradeoff.search.records import BUDGET_ATTR, DUPLICATE_ATTR, FAIL_ATTR, ROLE_ATTR, WORKER_ATTR
 
-DEFAULT_BUDGET = 40  # complete trials, the README's default run
+DEFAULT_BUDGET = 40  # measured plans, the README's default run
+MAX_REPEATS = 25  # plans already measured, proposed in a row, before a worker gives up
 
 
 @contextlib.contextmanager
@@ -81,9 +86,11 @@ class Stopper:
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
+    """(measured plans: complete trials that are not a repeat of another, running trials)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    return complete, len(trials) - complete
+    complete = sum(t.state == TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return complete, running
 
 
 def worker_id() -> str:
@@ -102,12 +109,14 @@ def run_worker(
     before_trial: Callable[[], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
     poll_s: float = 2.0,
+    max_repeats: int = MAX_REPEATS,
 ) -> int:
-    """Run trials of ``study`` until it has ``budget`` complete ones (None: no study budget),
-    this worker has run ``n_trials``, or ``stopper`` asks it to stop. ``storage`` is the
-    study's storage (it holds the study lock). ``on_wait`` hears, once per wait, why the worker
-    waits. Returns the number of trials it ran."""
-    ran, waiting = 0, False
+    """Run trials of ``study`` until it has ``budget`` measured plans (None: no study budget),
+    this worker has measured ``n_trials``, ``stopper`` asks it to stop, or the sampler proposed
+    ``max_repeats`` already measured plans in a row. ``storage`` is the study's storage (it holds
+    the study lock). ``on_wait`` hears, once per wait, why the worker waits, and why it gave up.
+    Returns the number of trials it ran, repeats not counted."""
+    ran, waiting, repeats = 0, False, 0
     stopper = stopper or Stopper()
     while not stopper.requested and (n_trials is None or ran < n_trials):
         with storage.lock(study.study_name), warnings.catch_warnings():
@@ -146,9 +155,18 @@ def run_worker(
         frozen = study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
         if state == TrialState.FAIL and stopper.requested and frozen.user_attrs.get(ROLE_ATTR) in SEEDED:
             requeue(study, frozen)  # a seeded plan interrupted by the user is tried again, once
-        ran += 1
+        repeated = state == TrialState.COMPLETE and DUPLICATE_ATTR in frozen.user_attrs
+        repeats = repeats + 1 if repeated else 0
+        ran += not repeated
         if on_trial is not None:
             on_trial(frozen)
+        if repeats >= max_repeats:
+            if on_wait is not None:
+                on_wait(
+                    f"stopped: the sampler proposed {repeats} plans in a row that were already measured "
+                    "(the space is exhausted or the search has converged); widen --space to search on"
+                )
+            break
     return ran
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from conftest import QUICKER
 from conftest import run_tradeoff as tradeoff  # the real command in a subprocess
 
 from tradeoff.storage import open_storage
@@ -97,9 +98,9 @@ def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] and study.metric_names == ["cost"]
-    from tradeoff.search.study import make_sampler, stored_config
+    from tradeoff.search.study import stored_config, study_sampler
 
-    assert isinstance(make_sampler(stored_config(study._storage, "tradeoff")), optuna.samplers.TPESampler)
+    assert isinstance(study_sampler(stored_config(study._storage, "tradeoff")), optuna.samplers.TPESampler)
     base = study.user_attrs["tradeoff:baseline"]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6
@@ -117,3 +118,21 @@ def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
 
     bad = tradeoff("search", "--n-trials", "1", "--scalarize", "accuracy=1", cwd=tmp_path)
     assert bad.returncode == 2 and "different configuration: scalarize" in bad.stderr
+
+
+def test_the_sampler_is_chosen_stored_printed_and_front_works(tmp_path):
+    """`--sampler nsga2` with a population of 4: the start design is one generation, then
+    NSGA-II's children; the sampler line is printed and stored, and `front` reads the study."""
+    r = tradeoff(
+        "search", "--n-trials", "7", "--sampler", "nsga2", "--population-size", "4", *QUICKER, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert "sampler nsga2: population 4" in r.stderr
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
+    assert study.user_attrs["tradeoff:sampler"].startswith("sampler nsga2")
+    roles = [t.user_attrs.get("role") for t in study.trials]
+    assert roles[:5] == ["baseline"] + ["single-technique"] * 4 and None in roles  # NSGA-II's own children
+    front = tradeoff("front", cwd=tmp_path)
+    assert front.returncode == 0 and "Pareto-optimal" in front.stdout, front.stderr
+    again = tradeoff("search", "--n-trials", "1", "--sampler", "tpe", *QUICKER, cwd=tmp_path)
+    assert again.returncode == 2 and "sampler (stored 'nsga2', given 'tpe')" in again.stderr

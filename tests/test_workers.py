@@ -93,8 +93,9 @@ def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.
 
 
 def test_a_killed_workers_trial_is_failed_and_retried(storage_url, tmp_path):
-    # 6: the baseline, the four seeded single-technique plans (queued before the retry), the retry
-    create(storage_url, tmp_path, 6, "--finetune-steps", "300")
+    # 6: the baseline, the four seeded single-technique plans (queued before the retry), the retry;
+    # --sampler tpe seeds no space-filling plans, which would be queued before the retry too
+    create(storage_url, tmp_path, 6, "--finetune-steps", "300", "--sampler", "tpe")
     beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
     victim = start([*compose_command("worker"), *beat], storage_url, tmp_path)
     killed = _wait_for_running(storage_url, victim.pid)

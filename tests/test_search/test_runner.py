@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from tradeoff.search.config import SearchConfig
+from tradeoff.search.errors import UsageError
 from tradeoff.search.records import BASELINE_ATTR, CONFIG_ATTR, FAIL_ATTR
 from tradeoff.search.runner import Runner
+from tradeoff.search.sampler import START_FILL
 from tradeoff.search.study import open_study
 from tradeoff.spaces import Plan
 from tradeoff.storage import open_storage
@@ -44,7 +46,7 @@ def _study_and_runner(url, tiny_task, tiny_teacher):
         "model": "tiny_resnet",
         "finetune_steps": 30,
         "latency_repeats": 10,
-        "population_size": 2,  # the baseline and the one single-technique plan: no space-filling
+        # the start design is the baseline and the one single-technique plan first
         "constraints": {"max_size_mb": 100.0},
         "space": {  # prune only: the other knobs fixed at off
             "student_width": {"low": 1, "high": 1},
@@ -131,16 +133,23 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storag
     ]
 
 
-def test_the_first_generation_is_filled_by_a_latin_hypercube(tmp_path):
+@pytest.mark.parametrize(
+    "sampler, n_fill", [("auto", START_FILL), ("gp", START_FILL), ("nsga2", 5), ("tpe", 0), ("random", 0)]
+)
+def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_fill):
     from tradeoff.spaces import KNOBS
 
     storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
-    study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet"}, n_trials=40)
-    assert config.population_size == 10
+    study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet", "sampler": sampler}, n_trials=40)
+    assert config.population_size == 10 and config.sampler == sampler
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     fill = [t.system_attrs["fixed_params"] for t in waiting if t.user_attrs["role"] == "space-filling"]
-    assert len(waiting) == 10 and len(fill) == 5
-    assert len({tuple(sorted(p.items())) for p in fill}) == 5
+    # NSGA-II: the first generation (population 10 for 40 trials) is the start design
+    assert len(waiting) == 5 + n_fill and len(fill) == n_fill
+    assert study.user_attrs["tradeoff:sampler"].startswith(f"sampler {sampler}:")
+    if not n_fill:
+        return
+    assert len({tuple(sorted(p.items())) for p in fill}) == n_fill
     for name in KNOBS:
         spec = config.space[name]
         values = [p[name] for p in fill]
@@ -151,6 +160,48 @@ def test_the_first_generation_is_filled_by_a_latin_hypercube(tmp_path):
             # one point in each fifth of the range: a Latin hypercube, not clustered draws
             cells = {min(4, int((v - spec["low"]) / (spec["high"] - spec["low"]) * 5)) for v in values}
             assert len(cells) >= 4, (name, values)
+
+
+def test_each_sampler_is_the_one_its_name_says(tmp_path):
+    from optuna.samplers import GPSampler, NSGAIISampler, RandomSampler, TPESampler
+
+    from tradeoff.search.study import study_sampler
+
+    expected = {"auto": TPESampler, "tpe": TPESampler, "nsga2": NSGAIISampler, "gp": GPSampler}
+    expected["random"] = RandomSampler
+    for name, cls in expected.items():
+        config = SearchConfig(sampler=name).validated(n_trials=40)
+        sampler = study_sampler(config)
+        assert type(sampler) is cls, name
+        if cls is TPESampler:  # one joint density over the knobs, and the constant liar for workers
+            assert sampler._multivariate and sampler._constant_liar
+    with pytest.raises(UsageError, match="--sampler 'cmaes'"):
+        SearchConfig(sampler="cmaes").validated()
+
+
+def test_a_study_made_before_the_sampler_policy_resumes_on_nsga2():
+    import json
+
+    stored = json.loads(SearchConfig().validated(n_trials=40).to_json())
+    stored["version"] = 2
+    del stored["sampler"]
+    assert SearchConfig.from_json(json.dumps(stored)).sampler == "nsga2"
+
+
+def test_nsga2_draws_again_a_child_that_repeats_a_measured_plan():
+    from tradeoff.search.sampler import NoRepeats
+
+    draws = iter([{"a": 1.0}, {"a": 1.0}, {"a": 2.0}])
+    calls = []
+
+    def inner(study, space, parents):
+        calls.append(1)
+        return next(draws)
+
+    study = optuna.create_study()
+    study.enqueue_trial({"a": 1.0})
+    study.optimize(lambda t: t.suggest_float("a", 0, 3), n_trials=1)
+    assert NoRepeats(inner)(study, {}, []) == {"a": 2.0} and len(calls) == 3
 
 
 def test_config_is_stored_in_the_study(study_and_runner):
