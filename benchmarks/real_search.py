@@ -1,0 +1,124 @@
+"""The default search against random search on the real bundled task: hypervolume of real trials.
+
+    python benchmarks/real_search.py                       # 3 seeds x 40 plans, auto vs random (~40 min)
+    python benchmarks/real_search.py --seeds 0 --n-trials 12 --out /tmp/r.md   # a short check
+
+For each seed: `tradeoff search --n-trials 1` trains and caches that seed's teacher (the seed
+also draws the data split), then one `tradeoff search --seed S --sampler X --n-trials N` per
+sampler runs *at the same time*, each on one thread (`--threads 1`) in a study of its own, so
+that both see the same machine load. The hypervolume is `samplers.py`'s, computed on the
+measured plans of each study against that study's own baseline (trial 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import optuna
+from samplers import OBJECTIVES, hypervolume, normalise
+
+from tradeoff.search.measure import cpu_name
+from tradeoff.search.records import BASELINE_ATTR, DUPLICATE_ATTR
+from tradeoff.storage import open_storage
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def tradeoff(args: list[str], cwd: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff.search.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+
+
+def study_hypervolume(url: str) -> tuple[float, int, float]:
+    """(hypervolume of the measured plans, how many, median trial seconds)."""
+    study = optuna.load_study(study_name="tradeoff", storage=open_storage(url, heartbeat_interval=None))
+    base = study.user_attrs[BASELINE_ATTR]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if DUPLICATE_ATTR not in t.user_attrs
+    ]
+    points = [normalise({o: t.user_attrs[o] for o in OBJECTIVES}, base) for t in done]
+    seconds = [t.duration.total_seconds() for t in done if t.duration]
+    return hypervolume(points), len(done), statistics.median(seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n-trials", type=int, default=40)
+    ap.add_argument("--samplers", nargs="+", default=["auto", "random"])
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "real_search.md"))
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="tradeoff-real-search-")
+    results: dict[str, list[float]] = {s: [] for s in a.samplers}
+    rows = []
+    t0 = time.perf_counter()
+    for seed in a.seeds:
+        warm = tradeoff(
+            ["search", "--n-trials", "1", "--seed", str(seed), "--study-name", f"warm{seed}"], work
+        )
+        out, _ = warm.communicate()
+        if warm.returncode:
+            sys.exit(out)
+        procs = {}
+        for s in a.samplers:
+            d = os.path.join(work, f"{s}-{seed}")
+            os.makedirs(d)
+            args = [
+                "search",
+                "--seed",
+                str(seed),
+                "--sampler",
+                s,
+                "--n-trials",
+                str(a.n_trials),
+                "--threads",
+                "1",
+            ]
+            procs[s] = (tradeoff(args, d), d)
+        for s, (p, d) in procs.items():
+            out, _ = p.communicate()
+            if p.returncode:
+                sys.exit(out)
+            hv, n, median_s = study_hypervolume(f"sqlite:///{os.path.join(d, 'tradeoff.db')}")
+            results[s].append(hv)
+            rows.append(f"| {seed} | {s} | {hv:.2f} | {n} | {median_s:.1f} |")
+            print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
+    lines = [
+        f"`python benchmarks/real_search.py --seeds {' '.join(map(str, a.seeds))} --n-trials {a.n_trials}` on "
+        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "
+        f"{time.perf_counter() - t0:.0f} s in all.",
+        "",
+        "| seed | sampler | hypervolume | measured plans | median trial s |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    ref = a.samplers[-1]
+    for s in a.samplers:
+        med = statistics.median(results[s])
+        ratio = f", {med / statistics.median(results[ref]):.2f}x {ref}" if s != ref and results[ref] else ""
+        lines.append(
+            f"- {s}: median hypervolume {med:.2f} (seeds: {', '.join(f'{v:.2f}' for v in results[s])}){ratio}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    with open(a.out, "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
