@@ -5,7 +5,7 @@ other down), and write each one's markdown under benchmarks/results/.
     python benchmarks/run_all.py --quick    # a smoke run, under 3 minutes (.ci/run runs it)
     python benchmarks/run_all.py --rebuild-table   # also re-measure the tabular benchmark first
 
-The tabular benchmark's table (benchmarks/data/digits_resnet18_grid.json) is measured once and
+The tabular benchmark's table (benchmarks/data/digits_resnet18_fine.json) is measured once and
 committed; the full run checks a sample of it against live trials. The quick run builds a
 small table with tiny_resnet instead.
 """

@@ -177,18 +177,16 @@ def interpolation_error(table: dict, problem: Problem) -> str:
 # -- candidates -------------------------------------------------------------------------------
 
 
-def tradeoff_default(space: dict, seed: int, budget: int):
-    """Exactly what `tradeoff search --seed SEED --n-trials BUDGET` builds: its configuration,
-    its start design, its sampler (seeded as a search seeds it)."""
-    config = SearchConfig(space=space, seed=seed).validated(n_trials=budget)
-    design = start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
-    return study_sampler(config), [p for p, _ in design]
+def product(sampler: str):
+    """Exactly what `tradeoff search --sampler SAMPLER --seed SEED --n-trials BUDGET` builds: its
+    configuration, its start design, its sampler (seeded as a search seeds it)."""
 
+    def make(space: dict, seed: int, budget: int):
+        config = SearchConfig(space=space, seed=seed, sampler=sampler).validated(n_trials=budget)
+        design = start_design(config.space, sampler, population=config.population_size, seed=seed)
+        return study_sampler(config), [p for p, _ in design]
 
-def nsga2_tradeoff(space: dict, seed: int, budget: int):
-    config = SearchConfig(space=space, seed=seed, sampler="nsga2").validated(n_trials=budget)
-    design = start_design(config.space, "nsga2", population=config.population_size, seed=seed)
-    return study_sampler(config), [p for p, _ in design]
+    return make
 
 
 def designed(sampler: str, probes: bool = True, fill: int = 0):
@@ -209,23 +207,21 @@ def plain(sampler_fn):
 
 CANDIDATES = {
     # name: (factory(space, seed, budget) -> (sampler, enqueued plans), knows its budget)
-    "tradeoff": (tradeoff_default, False),
+    "tradeoff": (product("auto"), False),
     "random": (plain(lambda s: optuna.samplers.RandomSampler(seed=s)), False),
     "tpe": (plain(lambda s: optuna.samplers.TPESampler(seed=s)), False),
     "tpe multivariate": (plain(lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True)), False),
-    "mv-tpe: base + probes": (designed("tpe"), False),
-    "mv-tpe: base + 4 lhs": (designed("tpe", probes=False, fill=4), False),
-    "mv-tpe: base + 9 lhs": (designed("tpe", probes=False, fill=9), False),
+    "mv-tpe: base + probes (--sampler tpe)": (product("tpe"), False),
     "mv-tpe: base + probes + 5 lhs": (designed("tpe", fill=5), False),
-    "mv-tpe: base + probes + 10 lhs": (designed("tpe", fill=10), False),
-    "gp: base + probes + 5 lhs": (designed("gp", fill=5), False),
-    "nsga2 (--sampler nsga2)": (nsga2_tradeoff, True),
+    "mv-tpe: base + 4 lhs": (designed("tpe", probes=False, fill=4), False),
+    "gp: base + 9 lhs (--sampler gp)": (product("gp"), False),
+    "nsga2 (--sampler nsga2)": (product("nsga2"), True),
     "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
 }
 QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 # Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40
 # trials on 2 cores): replayed up to this budget only.
-SLOW_ABOVE = {"gp: base + probes + 5 lhs": 20}
+SLOW_ABOVE = {"gp: base + 9 lhs (--sampler gp)": 20}
 
 
 def replay(problem: Problem, factory, seed: int, budget: int) -> list[np.ndarray]:

@@ -219,7 +219,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("build", "check"))
     ap.add_argument("--quick", action="store_true", help="tiny_resnet on a small grid")
-    ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_grid.json)")
+    ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_fine.json)")
     ap.add_argument("--n", type=int, default=4, help="check: live plans to compare")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads for training and latency (default 1)"

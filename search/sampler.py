@@ -2,19 +2,21 @@
 
 ``--sampler`` (stored with the study, so every worker that joins runs the same search):
 
-- ``auto`` (default): the start design (the baseline, one single-technique plan per knob, a few
-  Latin-hypercube plans), then Optuna's TPE with a joint density over all knobs
-  (``multivariate=True``) and the constant liar, for as long as the study runs. Chosen from
-  ``benchmarks/samplers.py``: on its problems this beats random search, independent TPE and
-  NSGA-II at every budget from 10 to 320 measured plans, and NSGA-II never caught up, so ``auto``
-  never switches to it (``SWITCH_TO_NSGA2``; see BENCHMARKS.md for the numbers).
-- ``tpe``: the same TPE, after the baseline and the single-technique plans only.
+- ``auto`` (default): the start design (the baseline and 9 Latin-hypercube plans), then Optuna's
+  TPE with one joint density over all knobs (``multivariate=True``) and the constant liar, for
+  as long as the study runs. Chosen from ``benchmarks/samplers.py`` (BENCHMARKS.md): of the
+  start designs tried, this one is the only one at least even with random search at 10 plans on
+  both problems (the single-technique plans add almost no hypervolume, so they are not part of
+  it), and NSGA-II stayed behind multivariate TPE at every budget up to 320 plans on both, so
+  ``auto`` never hands over to it.
+- ``tpe``: the same TPE after the baseline and one plan per technique alone (so the front shows
+  what each technique achieves by itself).
 - ``nsga2``: NSGA-II with a population fitted to the first run's budget, a first generation of
-  baseline + single-technique + Latin-hypercube plans, and children that repeat a measured plan
-  drawn again.
+  the baseline, the single-technique plans and Latin-hypercube plans, and children that repeat
+  a measured plan drawn again.
 - ``gp``: Optuna's Gaussian-process sampler (log expected hypervolume improvement) after the
-  same start design as ``auto``.
-- ``random``: random search after the baseline and single-technique plans (a reference).
+  same start design as ``auto``; seconds of model fitting per proposal.
+- ``random``: random search after the baseline and the single-technique plans (a reference).
 
 Parallel workers do not all propose the same plan: each process seeds its sampler differently
 (the study's seed, the trials already in it and, for workers, the process), and TPE's constant
@@ -35,8 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tradeoff.spaces import Plan, probe_plans, space_filling_plans
 
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
-START_FILL = 5  # Latin-hypercube plans after the baseline and single-technique plans (auto, gp)
-SWITCH_TO_NSGA2: int | None = None  # complete trials after which auto would hand over to NSGA-II
+START_FILL = 9  # Latin-hypercube plans after the baseline (auto, gp)
+TPE_STARTUP = 5  # complete trials before TPE fits its densities (auto's start design is longer)
 REDRAWS = 16  # NSGA-II: children drawn again at most this often while they repeat a measured plan
 
 
@@ -47,17 +49,16 @@ def fitted_population(n_trials: int) -> int:
 
 
 def start_design(space: dict, sampler: str, *, population: int = 0, seed: int = 0) -> list[tuple[Plan, str]]:
-    """The plans a new study measures first, each with its role: the baseline, one plan per
-    technique alone (so the front always shows what each achieves on its own), then
-    space-filling plans: ``START_FILL`` for the model-based samplers, the rest of the first
-    generation for NSGA-II, none for ``tpe`` and ``random``."""
-    plans = [(Plan(), "baseline")] + [(p, "single-technique") for p in probe_plans(space)]
+    """The plans a new study measures first, each with its role: the baseline, then for
+    ``auto`` and ``gp`` ``START_FILL`` space-filling plans; for the others one plan per technique
+    alone (so the front shows what each achieves on its own), and for NSGA-II space-filling plans
+    up to its first generation."""
+    plans = [(Plan(), "baseline")]
     if sampler in ("auto", "gp"):
         n_fill = START_FILL
-    elif sampler == "nsga2":
-        n_fill = (population or 50) - len(plans)
     else:
-        n_fill = 0
+        plans += [(p, "single-technique") for p in probe_plans(space)]
+        n_fill = (population or 50) - len(plans) if sampler == "nsga2" else 0
     seen = [p for p, _ in plans]
     for plan in space_filling_plans(space, n_fill, seed=seed):
         if plan not in seen:
@@ -88,11 +89,11 @@ def make_sampler(
         sampler._child_generation_strategy = NoRepeats(sampler._child_generation_strategy)
         return sampler
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=START_FILL)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=TPE_STARTUP)
     # multivariate: one joint density over the knobs, which interact (a narrow student needs less
     # pruning); the start design replaces TPE's own random start-up trials.
     return optuna.samplers.TPESampler(
-        multivariate=True, constant_liar=True, n_startup_trials=START_FILL, seed=seed
+        multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed
     )
 
 
@@ -124,14 +125,14 @@ def describe(name: str, *, population: int = 0, start: int = 0) -> str:
     """One line: the sampler of a study and why, printed when a search starts and stored."""
     if name == "auto":
         return (
-            f"sampler auto: {start} start plans (baseline, single-technique, space-filling), then "
-            "multivariate TPE with the constant liar; NSGA-II did not beat it at any budget up to 320 "
-            "plans in benchmarks/samplers.py, so auto does not switch to it"
+            f"sampler auto: {start} start plans (the baseline and a Latin hypercube), then multivariate "
+            "TPE with the constant liar; NSGA-II stayed behind it at every budget up to 320 plans in "
+            "benchmarks/samplers.py, so auto does not switch to it"
         )
     if name == "tpe":
-        return f"sampler tpe: {start} start plans (baseline, single-technique), then multivariate TPE"
+        return f"sampler tpe: {start} start plans (baseline, each technique alone), then multivariate TPE"
     if name == "nsga2":
         return f"sampler nsga2: population {population}, first generation of {start} seeded plans"
     if name == "gp":
         return f"sampler gp: {start} start plans, then Optuna's Gaussian-process sampler (log EHVI)"
-    return f"sampler random: {start} start plans (baseline, single-technique), then random search"
+    return f"sampler random: {start} start plans (baseline, each technique alone), then random search"

@@ -42,6 +42,8 @@ def test_a_knob_from_one_file_is_proposed_applied_shown_and_exported(tmp_path, m
         "--objectives",
         "accuracy,params",
         *OTHERS_OFF,
+        "--sampler",
+        "tpe",  # its start design: the baseline and the knob's single-technique plan
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr

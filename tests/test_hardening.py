@@ -479,8 +479,9 @@ def _trials(tmp_path) -> list[optuna.trial.FrozenTrial]:
 def test_finding_7_a_killed_search_is_failed_at_once_on_resume_with_its_reason(tmp_path):
     import signal
 
-    victim = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000")
-    killed = _running(tmp_path, 1)  # the student at width 0.5: distilled for 5,000 steps
+    # --sampler tpe: trial 1 is the single-technique student at width 0.5, distilled for 5,000 steps
+    victim = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000", "--sampler", "tpe")
+    killed = _running(tmp_path, 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     t = time.monotonic()
@@ -502,7 +503,7 @@ def test_finding_7_a_killed_search_is_failed_at_once_on_resume_with_its_reason(t
 def test_finding_7_a_seeded_plan_interrupted_twice_is_tried_again_once(tmp_path):
     import signal
 
-    proc = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000")
+    proc = _start_search(tmp_path, "--n-trials", "3", "--student-steps", "5000", "--sampler", "tpe")
     interrupted = _running(tmp_path, 1)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)

@@ -120,8 +120,8 @@ def test_a_plan_proposed_twice_reuses_the_measurement(study_and_runner):
 
 def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storage_url):
     storage = open_storage(storage_url)
-    study, _, _ = open_study(storage, "seed", {"model": "tiny_resnet"}, n_trials=20)
-    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING][:5]
+    study, _, _ = open_study(storage, "seed", {"model": "tiny_resnet", "sampler": "tpe"}, n_trials=20)
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     assert [t.user_attrs["role"] for t in waiting] == ["baseline"] + ["single-technique"] * 4
     active = [Plan.from_params(t.system_attrs["fixed_params"]).active() for t in waiting]
     assert active == [
@@ -134,9 +134,10 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storag
 
 
 @pytest.mark.parametrize(
-    "sampler, n_fill", [("auto", START_FILL), ("gp", START_FILL), ("nsga2", 5), ("tpe", 0), ("random", 0)]
+    "sampler, n_probes, n_fill",
+    [("auto", 0, START_FILL), ("gp", 0, START_FILL), ("nsga2", 4, 5), ("tpe", 4, 0), ("random", 4, 0)],
 )
-def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_fill):
+def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_probes, n_fill):
     from tradeoff.spaces import KNOBS
 
     storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
@@ -145,7 +146,8 @@ def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_fi
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     fill = [t.system_attrs["fixed_params"] for t in waiting if t.user_attrs["role"] == "space-filling"]
     # NSGA-II: the first generation (population 10 for 40 trials) is the start design
-    assert len(waiting) == 5 + n_fill and len(fill) == n_fill
+    assert len(waiting) == 1 + n_probes + n_fill and len(fill) == n_fill
+    assert sum(t.user_attrs["role"] == "single-technique" for t in waiting) == n_probes
     assert study.user_attrs["tradeoff:sampler"].startswith(f"sampler {sampler}:")
     if not n_fill:
         return
