@@ -144,13 +144,15 @@ class Problem:
         return out
 
     def normalised(self, f: dict) -> np.ndarray:
-        base = self.baseline
-        return np.array(
-            [
-                100.0 * (base["accuracy"] - f["accuracy"]),
-                *(math.log10(f[o] / base[o]) for o in OBJECTIVES[1:]),
-            ]
-        )
+        return normalise(f, self.baseline)
+
+
+def normalise(f: dict, base: dict) -> np.ndarray:
+    """A plan's figures as four values to minimise: accuracy drop in points, and log10 of the
+    size, latency and energy ratios to the baseline."""
+    return np.array(
+        [100.0 * (base["accuracy"] - f["accuracy"]), *(math.log10(f[o] / base[o]) for o in OBJECTIVES[1:])]
+    )
 
 
 def interpolation_error(table: dict, problem: Problem) -> str:
