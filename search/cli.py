@@ -101,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and run --n-trials more trials. Options that define the search are stored with a new study; "
         "giving one that differs from a resumed study's is an error.",
     )
-    _run_args(s, f"trials to run in this invocation (default: {DEFAULT_N_TRIALS})", DEFAULT_N_TRIALS)
+    _run_args(
+        s,
+        f"new plans to measure in this invocation (default: {DEFAULT_N_TRIALS}; a plan proposed again is "
+        "answered from the study and not counted)",
+        DEFAULT_N_TRIALS,
+    )
     _config_args(s)
 
     c = sub.add_parser(
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_args(
         c,
-        f"the study's trial budget: workers stop at this many complete trials (default: {DEFAULT_N_TRIALS})",
+        f"the study's budget: workers stop at this many measured plans (default: {DEFAULT_N_TRIALS})",
         DEFAULT_N_TRIALS,
     )
     _config_args(c)
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is stopped: SIGINT/SIGTERM once finishes the current trial, twice fails it; either way no "
         "trial is left running and the exit status is 0.",
     )
-    _run_args(w, "trials this worker runs at most (default: until the study's budget is met)", None)
+    _run_args(w, "plans this worker measures at most (default: until the study's budget is met)", None)
 
     f = sub.add_parser(
         "front",
