@@ -125,8 +125,11 @@ def main() -> None:
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
     lines = [
         f"`python benchmarks/real_search.py --seeds {' '.join(map(str, a.seeds))} --n-trials {a.n_trials}` on "
-        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "
-        f"{time.perf_counter() - t0:.0f} s in all.",
+        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "(
+            f"{time.perf_counter() - t0:.0f} s in all."
+            if not a.report
+            else "figures recomputed from the run's studies."
+        ),
         "",
         "| seed | sampler | hypervolume | measured plans | median trial s | baseline ms: own / reference |",
         "| --- | --- | --- | --- | --- | --- |",
