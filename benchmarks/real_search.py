@@ -123,13 +123,13 @@ def main() -> None:
                 f"| {seed} | {s} | {hv:.2f} | {n} | {median_s:.1f} | {own:.2f} / {base['latency_ms']:.2f} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
+    took = (
+        f"{time.perf_counter() - t0:.0f} s in all" if not a.report else "figures recomputed from its studies"
+    )
     lines = [
         f"`python benchmarks/real_search.py --seeds {' '.join(map(str, a.seeds))} --n-trials {a.n_trials}` on "
-        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "(
-            f"{time.perf_counter() - t0:.0f} s in all."
-            if not a.report
-            else "figures recomputed from the run's studies."
-        ),
+        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "
+        f"{took}.",
         "",
         "| seed | sampler | hypervolume | measured plans | median trial s | baseline ms: own / reference |",
         "| --- | --- | --- | --- | --- | --- |",
