@@ -1,7 +1,7 @@
 """Run every benchmark in one go, one after the other (never two at once: they would slow each
 other down), and write each one's markdown under benchmarks/results/.
 
-    python benchmarks/run_all.py            # the full set, about 75 minutes on 2 cores
+    python benchmarks/run_all.py            # the full set, about 50 minutes on 2 cores
     python benchmarks/run_all.py --quick    # a smoke run, under 3 minutes (.ci/run runs it)
     python benchmarks/run_all.py --rebuild-table   # also re-measure the tabular benchmark first
 
