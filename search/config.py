@@ -17,11 +17,14 @@ from tradeoff.search.models import MODELS, torchvision_models
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
 from tradeoff.search.sampler import SAMPLERS, fitted_population
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
+from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES
+from tradeoff.spaces.runtime import available as runtime_available
 from tradeoff.storage.artifacts import sha256_file
 
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
-# 3: the sampler policy (sampler); older studies ran NSGA-II.
-CONFIG_VERSION = 3
+# 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
+# studies measured TorchScript.
+CONFIG_VERSION = 4
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 
 
@@ -38,6 +41,7 @@ class SearchConfig:
     constraints: dict[str, float] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "cpu"  # where latency and energy are measured
+    runtime: str = ""  # what runs the model there: spaces.runtime.RUNTIMES; "" = the target's default
     sampler: str = "auto"  # the sampler policy: search.sampler
     population_size: int = 0  # NSGA-II; 0: fitted to the first run's trial budget
     teacher_epochs: int | None = None
@@ -91,6 +95,14 @@ class SearchConfig:
             space = validate_space(self.space)
         except SpaceError as e:
             raise UsageError(f"search space: {e}") from None
+        runtime = self.runtime or ("torchscript" if self.target.startswith("cuda") else DEFAULT_RUNTIME)
+        if runtime not in RUNTIMES:
+            raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if self.target.startswith("cuda") and runtime != "torchscript":
+            raise UsageError(f"--runtime {runtime} runs on the CPU; a cuda target is measured in torchscript")
+        missing = runtime_available(runtime)
+        if missing:
+            raise UsageError(f"--runtime {runtime}: {missing}")
         if self.target.startswith("cuda"):
             # PyTorch's int8 kernels are CPU-only: a CUDA target measures float models.
             if "weight_bits" in self.space and space["weight_bits"]["choices"] != [32]:
@@ -132,6 +144,7 @@ class SearchConfig:
             population_size=population,
             scalarize=scalarize,
             task=task,
+            runtime=runtime,
             checkpoint=checkpoint,
             checkpoint_sha256=checkpoint_sha,
             knob_options=knob_options,
@@ -167,6 +180,8 @@ class SearchConfig:
             data.setdefault("knob_options", {}).setdefault("prune_ratio", {})["mode"] = data["prune_mode"]
         if int(data.get("version", 1)) < 3:
             data["sampler"] = "nsga2"  # what every study made before the sampler policy ran
+        if int(data.get("version", 1)) < 4:
+            data["runtime"] = "torchscript"  # what every study made before runtimes measured
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives", DEFAULT_OBJECTIVES))

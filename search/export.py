@@ -1,14 +1,16 @@
 """Export one trial as a deployable model directory, and load or verify such a directory.
 
 ``export_trial`` rebuilds the model from the trial's stored plan with the runner's own
-``build`` (the same ``apply_plan`` the search ran), re-measures it, evaluates it once on the
-held-out test split, and writes, all at once (a temporary directory renamed into place):
+``build`` (the same ``apply_plan`` the search ran), re-measures it in the study's runtime,
+evaluates it once on the held-out test split, and writes, all at once (a temporary directory
+renamed into place):
 
-    model.pt      TorchScript, traced and frozen: loads with ``torch.jit.load`` alone, no
-                  tradeoff classes and no Python pickle
-    model.onnx    the same network for ONNX runtimes, where it exports cleanly (float models;
-                  PyTorch's quantized CPU kernels have no faithful ONNX form), checked in
-                  onnxruntime against the TorchScript model's top-1 on the test split
+    model.onnx    ONNX Runtime and OpenVINO studies: the exact file that was measured (float, or
+                  QDQ int8 from the runtime's quantizer); TorchScript studies: the float
+                  network's ONNX twin where it exports cleanly, checked against model.pt's top-1
+    model.pt      TorchScript, traced and frozen (loads with ``torch.jit.load`` alone, no
+                  tradeoff classes and no Python pickle): what a TorchScript study measured, and
+                  for the other runtimes the float network's twin (float plans only)
     plan.json     the plan
     record.json   the plan, the stored and re-measured figures and their differences, the
                   baseline, the test accuracy, the task fingerprint, software versions and the
@@ -36,12 +38,14 @@ from torch import nn
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
-from tradeoff.search.measure import Measurement, accuracy, deployable
+from tradeoff.search.measure import Measurement, RuntimeModel, accuracy, deploy, deployable
+from tradeoff.spaces.runtime import ONNX_OPSET, version
 from tradeoff.storage.artifacts import sha256_file
 
 FORMAT = "tradeoff-export"
 # 1: record.json lists model.pt and model.onnx. 2: manifest.json lists every file.
-EXPORT_VERSION = 2
+# 3: the runtime, and ``deployed_file`` (model.onnx or model.pt): the file that was measured.
+EXPORT_VERSION = 3
 MANIFEST_FORMAT = "tradeoff-export-manifest"
 MANIFEST_FILE = "manifest.json"
 MAX_JSON_BYTES = 16 << 20  # a record or manifest larger than this is not one tradeoff wrote
@@ -160,14 +164,17 @@ def export_trial(
     task = runner.task
     log(f"rebuilding trial #{trial.number} ({format_plan(plan)}) ...")
     compressed, times = runner.build(plan)
-    measured = runner.measure(compressed)
+    from tradeoff.search.runner import baseline_latency
+
+    measured = runner.measure(compressed, baseline_ms=baseline_latency(study))
     stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.keys()}
     diffs = differences(stored, measured, n_val=len(task.val))
     for d in diffs:
         log(f"warning: re-measured {d}")
-    scripted = deployable(compressed.model, task.example_input)
-    test_acc = accuracy(scripted, task.test.x, task.test.y)
-    log(f"test accuracy {test_acc:.2%} on {len(task.test)} held-out images")
+    runtime = runner.config.runtime
+    deployed = deploy(compressed.model, runtime, task.example_input)
+    test_acc = accuracy(deployed, task.test.x, task.test.y)
+    log(f"test accuracy {test_acc:.2%} on {len(task.test)} held-out images ({runtime})")
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
@@ -175,14 +182,29 @@ def export_trial(
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
     try:
-        model_path = os.path.join(tmp, MODEL_FILE)
-        torch.jit.save(scripted, model_path)
-        onnx_info = _onnx(
-            compressed.model, task.example_input, task.test.x, scripted, os.path.join(tmp, ONNX_FILE)
-        )
-        files = {MODEL_FILE: {"format": "TorchScript (traced, frozen); torch.jit.load"}}
-        if onnx_info.get("written"):
-            files[ONNX_FILE] = {"format": "ONNX; onnxruntime.InferenceSession"}
+        files: dict[str, dict[str, Any]] = {}
+        if runtime == "torchscript":
+            deployed_file = MODEL_FILE
+            torch.jit.save(deployed, os.path.join(tmp, MODEL_FILE))
+            files[MODEL_FILE] = {"format": "TorchScript (traced, frozen); torch.jit.load"}
+            onnx_info = _onnx(
+                compressed.model, task.example_input, task.test.x, deployed, os.path.join(tmp, ONNX_FILE)
+            )
+            if onnx_info.get("written"):
+                files[ONNX_FILE] = {"format": "ONNX; onnxruntime.InferenceSession"}
+        else:
+            deployed_file = ONNX_FILE
+            with open(os.path.join(tmp, ONNX_FILE), "wb") as f:
+                f.write(deployed.onnx)
+            kind = "QDQ int8 (onnxruntime quantize_static)" if compressed.weight_bits < 32 else "float"
+            files[ONNX_FILE] = {"format": f"ONNX, {kind}; onnxruntime.InferenceSession or OpenVINO"}
+            onnx_info = {"written": True, "opset": ONNX_OPSET, "measured": True}
+            if not isinstance(compressed.model, RuntimeModel):  # a float network: its TorchScript twin
+                scripted = deployable(compressed.model, task.example_input)
+                torch.jit.save(scripted, os.path.join(tmp, MODEL_FILE))
+                files[MODEL_FILE] = {
+                    "format": "TorchScript (traced, frozen) twin of model.onnx; torch.jit.load"
+                }
         for name, info in files.items():
             path = os.path.join(tmp, name)
             info.update(bytes=os.path.getsize(path), sha256=sha256_file(path))
@@ -217,6 +239,8 @@ def export_trial(
             "config": json.loads(study.user_attrs[CONFIG_ATTR]),
             "rebuild_seconds": {k: round(v, 3) for k, v in times.items()},
             "onnx": onnx_info,
+            "runtime": version(runtime),
+            "deployed_file": deployed_file,
             "files": files,
             "versions": versions(),
         }
@@ -314,9 +338,11 @@ def read_record(path: str) -> dict[str, Any]:
         raise ExportError(
             f"{path} holds {', '.join(extra)}, which its manifest does not list: it was changed"
         )
-    for required in (MODEL_FILE, PLAN_FILE, RECORD_FILE):
+    for required in (PLAN_FILE, RECORD_FILE):
         if required not in files:
             raise ExportError(f"{manifest_path} lists no {required}")
+    if MODEL_FILE not in files and ONNX_FILE not in files:
+        raise ExportError(f"{manifest_path} lists no model ({MODEL_FILE} or {ONNX_FILE})")
     for name, info in files.items():
         _check_file(path, name, info)
     record = _read_json(os.path.join(path, RECORD_FILE), "record")
@@ -326,7 +352,19 @@ def read_record(path: str) -> dict[str, Any]:
         raise ExportError(
             f"{path} was exported by a newer tradeoff (format {record['version']}); upgrade tradeoff"
         )
+    if deployed_file(record) not in files:
+        raise ExportError(
+            f"{manifest_path} lists no {deployed_file(record)}, the file the record says was measured"
+        )
     return record
+
+
+def deployed_file(record: dict[str, Any]) -> str:
+    """The file that was measured: model.onnx or model.pt (exports before format 3: model.pt)."""
+    name = record.get("deployed_file", MODEL_FILE)
+    if name not in (MODEL_FILE, ONNX_FILE):
+        raise ExportError(f"the export's record.json names {name!r} as its model: not a file tradeoff writes")
+    return name
 
 
 def _version(record: dict[str, Any]) -> int:
@@ -357,18 +395,43 @@ def _read_record_v1(path: str) -> dict[str, Any]:
 
 def load(path: str) -> Exported:
     """Load an export made by ``tradeoff export``: the record and every file are checked first,
-    then the TorchScript model is loaded (TorchScript's own format: no Python pickle, so no
-    arbitrary code runs on load). Needs only torch, not this package's classes."""
+    then the measured model is loaded: model.pt in TorchScript's own format (no Python pickle,
+    so no arbitrary code runs on load; needs only torch), or model.onnx in onnxruntime (a
+    protobuf of operators, refused when it points at external data files)."""
     record = read_record(path)
+    name = deployed_file(record)
+    file = os.path.join(path, name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-            model = torch.jit.load(os.path.join(path, MODEL_FILE), map_location="cpu")
+        if name == ONNX_FILE:
+            model = RuntimeModel(_onnx_bytes(file), "onnxruntime")
+            model(torch.zeros(1, *record["task"]["input_shape"][1:]))  # the session starts now
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                model = torch.jit.load(file, map_location="cpu")
+    except ExportError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise ExportError(
-            f"{os.path.join(path, MODEL_FILE)} does not load: {str(e).splitlines()[0]}"
+            f"{file} does not load: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
     return Exported(model=model.eval(), record=record, path=path)
+
+
+def _onnx_bytes(file: str) -> bytes:
+    """The ONNX file's bytes, refused when any tensor lives in an external data file (a path
+    inside an export must never make us read a file outside it)."""
+    import onnx
+
+    with open(file, "rb") as f:
+        data = f.read()
+    proto = onnx.load_from_string(data)
+    tensors = list(proto.graph.initializer) + [
+        a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")
+    ]
+    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in tensors):
+        raise ExportError(f"{file} keeps tensors in external files; tradeoff never writes such exports")
+    return data
 
 
 def _test_data(path: str, record: dict[str, Any], data: str | None):
@@ -424,19 +487,24 @@ def verify(path: str, *, data: str | None = None, log=print) -> list[str]:
     log(f"test accuracy {acc:.2%} (record: {recorded:.2%}) on {len(test.test)} images")
     if abs(acc - recorded) * len(test.test) > 1.0 + 1e-9:
         problems.append(f"test accuracy {acc:.4f}, the record says {recorded:.4f}")
+    name = deployed_file(record)
     log(
-        f"model file {os.path.getsize(os.path.join(path, MODEL_FILE))} bytes, SHA-256 checked; the study "
+        f"model file {name} {os.path.getsize(os.path.join(path, name))} bytes, SHA-256 checked; the study "
         "measured size_bytes and the other figures in record.json, which verify does not re-measure"
     )
-    if os.path.isfile(os.path.join(path, ONNX_FILE)):
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(os.path.join(path, ONNX_FILE), providers=["CPUExecutionProvider"])
+    twin = MODEL_FILE if name == ONNX_FILE else ONNX_FILE
+    if os.path.isfile(os.path.join(path, twin)):
+        if twin == ONNX_FILE:
+            other = RuntimeModel(_onnx_bytes(os.path.join(path, twin)), "onnxruntime")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                other = torch.jit.load(os.path.join(path, twin), map_location="cpu").eval()
         with torch.no_grad():
             ours = exported.model(test.test.x).argmax(1).numpy()
-        theirs = session.run(None, {"input": test.test.x.numpy()})[0].argmax(1)
+            theirs = other(test.test.x).argmax(1).numpy()
         mismatches = int((ours != theirs).sum())
-        log(f"ONNX (onnxruntime) top-1 matches TorchScript on {len(ours) - mismatches} of {len(ours)} images")
+        log(f"{twin} top-1 matches {name} on {len(ours) - mismatches} of {len(ours)} images")
         if mismatches:
-            problems.append(f"ONNX top-1 differs from TorchScript on {mismatches} test images")
+            problems.append(f"{twin} top-1 differs from {name} on {mismatches} test images")
     return problems

@@ -2,7 +2,7 @@
 
 plan  = suggest_plan(trial, config.space)
 model = apply_plan(teacher, plan, ctx)      # on a copy; fine-tuned against the teacher
-m     = measure(model, ...)                  # on the deployed (traced, frozen) form
+m     = measure(model, ...)                  # in the study's runtime, timed against the teacher
 every figure -> trial user attributes; constraints -> trial user attribute
 return m.values(config.objectives)
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tradeoff.search.config import SearchConfig
-from tradeoff.search.measure import Measurement, measure
+from tradeoff.search.measure import Measurement, deploy, measure
 from tradeoff.search.records import (
     BASELINE_ATTR,
     DUPLICATE_ATTR,
@@ -32,6 +32,16 @@ from tradeoff.search.training import finetune_kd, logits_of
 from tradeoff.spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, format_plan, suggest_plan
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
+REFERENCE_WARMUP = 50  # calls of the teacher's new session before any latency is timed against it
+
+
+def baseline_latency(study: optuna.Study) -> float | None:
+    """The baseline trial's latency, which every later latency is scaled by (None until the
+    baseline is measured, or for a study made before the runtimes)."""
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    if not isinstance(baseline, dict) or baseline.get("latency_ratio") is None:
+        return None
+    return float(baseline["latency_ms"])
 
 
 class Runner:
@@ -42,6 +52,20 @@ class Runner:
         self.teacher = teacher.eval()
         self.teacher_logits = logits_of(teacher, task.train.x, device=device)
         teacher.cpu()
+        self._reference = None
+
+    @property
+    def reference(self) -> nn.Module:
+        """The teacher deployed in the study's runtime: every latency is timed against it."""
+        if self._reference is None:
+            target = self.config.target
+            x = self.task.example_input.to(target)
+            self._reference = deploy(self.teacher.to(target), self.config.runtime, x)
+            self.teacher.cpu()
+            with torch.no_grad():  # a new session's first calls are slow: the baseline's figure scales all
+                for _ in range(REFERENCE_WARMUP):
+                    self._reference(x)
+        return self._reference
 
     def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
         """Distil a from-scratch student at length, or fine-tune a changed teacher briefly."""
@@ -66,6 +90,7 @@ class Runner:
             num_classes=self.task.num_classes,
             finetune=self._finetune,
             calibration=tuple(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
+            runtime=self.config.runtime,
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
@@ -79,7 +104,15 @@ class Runner:
         """The plan of a trial's params (or a stored plan), with the study's knob options."""
         return Plan.from_params(params, options=self.config.knob_options)
 
-    def measure(self, compressed: Compressed, timings: dict[str, float] | None = None) -> Measurement:
+    def measure(
+        self,
+        compressed: Compressed,
+        timings: dict[str, float] | None = None,
+        *,
+        baseline_ms: float | None = None,
+    ) -> Measurement:
+        """Every figure of ``compressed`` in the study's runtime; latency timed against the
+        teacher and scaled by ``baseline_ms`` (the baseline trial's latency, when measured)."""
         c = self.config
         return measure(
             compressed.model,
@@ -93,6 +126,9 @@ class Runner:
             sparse=compressed.sparse,
             float_model=compressed.float_model,
             timings=timings,
+            runtime=c.runtime,
+            reference=self.reference,
+            reference_ms=baseline_ms,
         )
 
     @staticmethod
@@ -128,7 +164,7 @@ class Runner:
         trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
         t1 = time.perf_counter()
         measure_times: dict[str, float] = {}
-        m = self.measure(compressed, measure_times)
+        m = self.measure(compressed, measure_times, baseline_ms=baseline_latency(trial.study))
         times["measure_s"] = time.perf_counter() - t1
         times.update({f"measure_{k}": v for k, v in measure_times.items()})
         times["total_s"] = time.perf_counter() - t0

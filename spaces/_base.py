@@ -80,13 +80,15 @@ class ApplyContext:
     """What a knob may use while it changes a model; nothing in it is written by knobs.
 
     ``finetune(model, from_scratch)`` trains a changed model against the teacher (None: no
-    training); ``calibration`` is a few batches of training inputs for quantization; ``facts``
-    what the knobs before this one did (set by ``apply_plan``)."""
+    training); ``calibration`` is a few batches of training inputs for quantization; ``runtime``
+    the runtime the model is deployed in (``spaces.runtime``: quantization uses its tool);
+    ``facts`` what the knobs before this one did (set by ``apply_plan``)."""
 
     example_input: torch.Tensor
     num_classes: int
     finetune: Callable[[nn.Module, bool], nn.Module] | None = None
     calibration: Sequence[torch.Tensor] = ()
+    runtime: str = "torchscript"
     facts: Facts = Facts()
 
 

@@ -1,14 +1,17 @@
-"""Weight bit-width: post-training static quantization on PyTorch's int8 CPU kernels.
+"""Weight bit-width: post-training static quantization on the runtime's own int8 kernels.
 
-Bits and why these: 32 is float; 8 runs on real int8 kernels (the x86/fbgemm backend, FX
-graph-mode static quantization: per-channel symmetric weights, int8 activations calibrated on
-training inputs), so its latency is measured, not modelled. Below 8 bits (4 and 2 by default;
-any of 2-7 may be asked for) each weight is restricted per channel to the 2^(b-1)-1 symmetric
-levels of b bits, stored packed (``search.measure`` counts b bits a weight plus the scales)
-and computed on the same int8 kernels: exact arithmetic for those values, with latency that is
-the 8-bit kernels' (recorded on the trial). 16 bits is left out: PyTorch's x86 CPU kernels have
-no fast fp16 convolution, so on the CPU target it would only halve the size while slowing the
-model down, and bf16 is not exact enough to stand in for it.
+For ONNX Runtime and OpenVINO the runtime's tool quantizes (``spaces.runtime.quantize_onnx``:
+QDQ, unsigned activations, per-channel weights). For TorchScript (and a CUDA target's CPU
+twin) PyTorch's FX graph-mode static quantization on the x86/fbgemm int8 kernels, below.
+
+Bits and why these: 32 is float; 8 runs on real int8 kernels (per-channel symmetric weights,
+int8 activations calibrated on training inputs), so its latency is measured, not modelled.
+Below 8 bits (4 and 2 by default; any of 2-7 may be asked for) each weight is restricted per
+channel to the 2^(b-1)-1 symmetric levels of b bits, stored packed (``search.measure`` counts
+b bits a weight plus the scales) and computed on the same int8 kernels: exact arithmetic for
+those values, with latency that is the 8-bit kernels' (recorded on the trial). 16 bits is left
+out: the CPU runtimes have no fast fp16 convolution on these CPUs, so it would only halve the
+size while slowing the model down, and bf16 is not exact enough to stand in for it.
 Quantization is applied last, after fine-tuning.
 """
 
@@ -64,6 +67,17 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str])
     """An int8 (or b-bit-valued int8) copy of float ``model``, calibrated on ``ctx.calibration``."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    if ctx.runtime in ("onnxruntime", "openvino"):
+        from tradeoff.spaces.runtime import quantize_onnx
+
+        if not ctx.calibration:
+            raise PlanError("quantization needs calibration inputs; none were given")
+        try:
+            return quantize_onnx(model, bits, ctx.example_input, ctx.calibration, ctx.runtime)
+        except Exception as e:  # noqa: BLE001 - the exporter or the quantizer rejects the model
+            raise PlanError(
+                f"{bits}-bit quantization in {ctx.runtime} failed: {type(e).__name__}: {e}"
+            ) from e
     if ENGINE not in torch.backends.quantized.supported_engines:
         raise PlanError(f"this PyTorch has no {ENGINE} quantized engine; fix weight_bits=32")
     torch.backends.quantized.engine = ENGINE

@@ -9,7 +9,7 @@ from conftest import run_tradeoff as tradeoff  # the real command in a subproces
 
 from tradeoff.storage import open_storage
 
-QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5"]
+QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5", "--sampler", "tpe"]
 
 
 def complete_trials(url: str) -> int:
@@ -124,7 +124,7 @@ def test_the_sampler_is_chosen_stored_printed_and_front_works(tmp_path):
     """`--sampler nsga2` with a population of 4: the start design is one generation, then
     NSGA-II's children; the sampler line is printed and stored, and `front` reads the study."""
     r = tradeoff(
-        "search", "--n-trials", "7", "--sampler", "nsga2", "--population-size", "4", *QUICKER, cwd=tmp_path
+        "search", "--n-trials", "7", *QUICKER, "--sampler", "nsga2", "--population-size", "4", cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr
     assert "sampler nsga2: population 4" in r.stderr
@@ -134,5 +134,5 @@ def test_the_sampler_is_chosen_stored_printed_and_front_works(tmp_path):
     assert roles[:5] == ["baseline"] + ["single-technique"] * 4 and None in roles  # NSGA-II's own children
     front = tradeoff("front", cwd=tmp_path)
     assert front.returncode == 0 and "Pareto-optimal" in front.stdout, front.stderr
-    again = tradeoff("search", "--n-trials", "1", "--sampler", "tpe", *QUICKER, cwd=tmp_path)
+    again = tradeoff("search", "--n-trials", "1", *QUICKER, cwd=tmp_path)
     assert again.returncode == 2 and "sampler (stored 'nsga2', given 'tpe')" in again.stderr

@@ -1,8 +1,9 @@
 """Measurements of one model: every registered figure, with how each was obtained.
 
-Every figure is measured on the model in the form a user deploys it (traced and frozen
-TorchScript, :func:`deployable`, which is also what ``tradeoff export`` writes), or on its
-float twin where a counter cannot follow quantized kernels (FLOPs, parameters, activations).
+Every figure is measured on the model in the form a user deploys it (in the study's runtime:
+an ONNX Runtime or OpenVINO session on the ONNX file that ``tradeoff export`` writes, or
+traced and frozen TorchScript, see ``tradeoff.spaces.runtime``), or on its float twin where a
+counter cannot follow quantized kernels (FLOPs, parameters, activations).
 The figures and their measuring functions are declared in the modules of this package, one
 :func:`~tradeoff.search.figures.register_figure` each; :func:`measure` runs them all in
 registration order. How each value was obtained is recorded beside it (``*_method``); an
@@ -22,33 +23,42 @@ from torch import nn
 # each import registers its figures: the order of these imports is the order of measurement
 # isort: off
 from tradeoff.search.measure.accuracy import accuracy
-from tradeoff.search.measure.size import SIZE_METHOD, count_params, encoded_size, serialized_size
+from tradeoff.search.measure.size import SIZE_METHOD, count_params, encoded_size, onnx_encoded_size
+from tradeoff.search.measure.size import serialized_size
 from tradeoff.search.measure.size import weight_tensors
 from tradeoff.search.measure.flops import FLOPS_METHOD, count_flops
-from tradeoff.search.measure.latency import cpu_name, deployable, latency
+from tradeoff.search.measure.latency import cpu_name, deployable, latency, median_interval, paired_latency
 from tradeoff.search.measure.energy import activation_elements, estimated_energy_mj, measured_energy_mj
 from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_bytes, weight_bytes
 
 # isort: on
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.measure.probe import Probe
+from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES, RuntimeModel, deploy
 
 __all__ = [
+    "DEFAULT_RUNTIME",
     "FLOPS_METHOD",
+    "RUNTIMES",
     "SIZE_METHOD",
     "Measurement",
     "Probe",
+    "RuntimeModel",
     "accuracy",
     "activation_elements",
     "count_flops",
     "count_params",
     "cpu_name",
+    "deploy",
     "deployable",
     "encoded_size",
     "estimated_energy_mj",
     "latency",
     "measure",
     "measured_energy_mj",
+    "median_interval",
+    "onnx_encoded_size",
+    "paired_latency",
     "peak_activation_bytes",
     "peak_memory_bytes",
     "serialized_size",
@@ -105,21 +115,31 @@ def measure(
     sparse: bool = False,
     float_model: nn.Module | None = None,
     timings: dict[str, float] | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+    reference: nn.Module | None = None,
+    reference_ms: float | None = None,
 ) -> Measurement:
-    """Measure ``model`` for deployment on ``device``: every registered figure.
+    """Measure ``model`` deployed in ``runtime`` on ``device``: every registered figure.
 
     ``float_model`` is the same network before quantization, for FLOP, parameter and
     activation counts; by default ``model`` itself. ``weight_bits`` and ``sparse`` say how the
-    weights are stored (see :func:`encoded_size`). ``timings``, when given, receives the
+    weights are stored (see :func:`encoded_size`). ``reference`` is the baseline already
+    deployed in ``runtime`` (:func:`deploy`): latency is then timed interleaved with it and
+    scaled by ``reference_ms`` (see :mod:`.latency`). ``timings``, when given, receives the
     seconds each step took (``trace_s``, then one ``<figure>_s`` per figure).
     """
     timings = {} if timings is None else timings
     torch.set_flush_denormal(True)
+    if device.startswith("cuda") and runtime != "torchscript":
+        raise ValueError(f"a CUDA device is measured in the torchscript runtime, not {runtime!r}.")
     t = time.perf_counter()
     probe = Probe(
         model=model,
         float_model=(float_model if float_model is not None else model).eval(),
-        deployed=deployable(model.to(device), example_input.to(device)),
+        deployed=deploy(model.to(device), runtime, example_input.to(device)),
+        runtime=runtime,
+        reference=reference,
+        reference_ms=reference_ms,
         example_input=example_input,
         val_x=val_x,
         val_y=val_y,

@@ -1,4 +1,4 @@
-"""Latency at batch 1 on the deployed form: traced and frozen TorchScript, threads recorded."""
+"""Latency at batch 1 in the runtime a user deploys, timed against the baseline in the same window."""
 
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ def cpu_name() -> str:
 
 
 def deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
-    """The model as it ships: traced and frozen TorchScript (batch-norm folded, constants
-    inlined). TorchScript is deprecated upstream in favour of torch.export, but it is still the
-    form that runs PyTorch's int8 CPU kernels without Python in the loop."""
+    """The model as traced and frozen TorchScript (batch-norm folded, constants inlined): the
+    ``torchscript`` runtime's form (see ``tradeoff.spaces.runtime`` for the others)."""
     model = model.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -38,52 +37,177 @@ def deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.Scrip
         return torch.jit.freeze(traced)
 
 
-def latency(
-    fn, example_input: torch.Tensor, *, warmup: int, repeats: int, device: str = "cpu"
-) -> tuple[float, float, float]:
-    """(median, 10th, 90th percentile) milliseconds of one call, after ``warmup`` calls."""
-    times: list[float] = []
-    with torch.no_grad():
-        x = example_input.to(device)
-        for _ in range(warmup):
+def _time_calls(fn, x: torch.Tensor, n: int, cuda: bool) -> list[float]:
+    times = []
+    for _ in range(n):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             fn(x)
-        if device.startswith("cuda"):
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn(x)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
         else:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+            t0 = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _spread(times: list[float]) -> tuple[float, float, float]:
+    times = sorted(times)
     q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
     return statistics.median(times), q[0], q[-1]
 
 
-def _measure(probe: Probe) -> tuple[float, dict]:
-    med, p10, p90 = latency(
-        probe.deployed, probe.example_input, warmup=probe.warmup, repeats=probe.repeats, device=probe.device
-    )
+def latency(
+    fn, example_input: torch.Tensor, *, warmup: int, repeats: int, device: str = "cpu"
+) -> tuple[float, float, float]:
+    """(median, 10th, 90th percentile) milliseconds of one call, after ``warmup`` calls."""
+    with torch.no_grad():
+        x = example_input.to(device)
+        for _ in range(warmup):
+            fn(x)
+        return _spread(_time_calls(fn, x, repeats, device.startswith("cuda")))
+
+
+CONFIDENCE = 0.95
+BLOCK = 5  # calls of one model in a row before the other's
+
+
+def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(lower, upper, coverage): a distribution-free interval for the median of ``values``
+    from their order statistics (the sign test's binomial, as in Conover's *Practical
+    Nonparametric Statistics*, 3.2); coverage is the exact confidence of the interval given
+    (below ``confidence`` when there are too few values for it, never above 1)."""
+    from scipy.stats import binom
+
+    v = sorted(values)
+    n = len(v)
+    # [v_(k), v_(n-k+1)] (1-based) covers the median with 1 - 2 P(X <= k-1), X ~ Binomial(n, 1/2):
+    # the narrowest such interval with at least ``confidence``, else the widest (k = 1)
+    k = 1
+    while k + 1 <= (n + 1) // 2 and 1 - 2 * binom.cdf(k, n, 0.5) >= confidence:
+        k += 1
+    lo, hi = v[k - 1], v[n - k]
+    coverage = 1 - 2 * binom.cdf(k - 1, n, 0.5)
+    return lo, hi, float(coverage)
+
+
+def paired_latency(
+    fn, reference, example_input: torch.Tensor, *, warmup: int, repeats: int, device: str = "cpu"
+) -> dict[str, float]:
+    """``fn`` and ``reference`` timed interleaved in the same window: rounds of ``BLOCK`` calls
+    of each, the order alternating between rounds, ``repeats`` calls of each in all. The ratio
+    is the median over rounds of (median of ``fn``'s block / median of ``reference``'s), with
+    a distribution-free 95 % interval: load that changes between rounds moves both models."""
+    cuda = device.startswith("cuda")
+    rounds = max(6, -(-repeats // BLOCK))
+    ours: list[float] = []
+    theirs: list[float] = []
+    ratios: list[float] = []
+    with torch.no_grad():
+        x = example_input.to(device)
+        for _ in range(warmup):
+            fn(x)
+            reference(x)
+        for r in range(rounds):
+            if r % 2:
+                b = _time_calls(reference, x, BLOCK, cuda)
+                a = _time_calls(fn, x, BLOCK, cuda)
+            else:
+                a = _time_calls(fn, x, BLOCK, cuda)
+                b = _time_calls(reference, x, BLOCK, cuda)
+            ours += a
+            theirs += b
+            ratios.append(statistics.median(a) / statistics.median(b))
+    lo, hi, coverage = median_interval(ratios)
+    med, p10, p90 = _spread(ours)
+    return {
+        "median": med,
+        "p10": p10,
+        "p90": p90,
+        "reference": statistics.median(theirs),
+        "ratio": statistics.median(ratios),
+        "ratio_lo": lo,
+        "ratio_hi": hi,
+        "coverage": coverage,
+        "rounds": rounds,
+    }
+
+
+# what a latency timed against the baseline adds (None when there was no baseline to time against)
+PAIRED = ("latency_ratio", "latency_ratio_ci", "latency_window_ms", "latency_window_baseline_ms")
+
+
+def _where(probe: Probe) -> str:
     threads = torch.get_num_threads()
-    cuda = probe.device.startswith("cuda")
-    method = (
-        f"TorchScript trace+freeze, batch 1, median of {probe.repeats} runs after {probe.warmup} warm-up, "
-        f"{'CUDA events' if cuda else f'{threads} CPU threads, denormals flushed'}"
-    )
+    if probe.device.startswith("cuda"):
+        return "TorchScript trace+freeze on CUDA, CUDA events"
+    describe = getattr(probe.deployed, "describe", None)
+    if describe is not None:
+        return f"{describe()}, denormals flushed"
+    return f"TorchScript trace+freeze, {threads} CPU threads, denormals flushed"
+
+
+def _bits_note(probe: Probe) -> str:
     if probe.weight_bits < 8:
-        method += f"; {probe.weight_bits}-bit weights run on the int8 kernels, so this is the 8-bit latency"
-    elif probe.weight_bits == 8:
-        method += "; int8 kernels (x86/fbgemm)"
-    return med, {
-        "latency_p10_ms": p10,
-        "latency_p90_ms": p90,
-        "latency_threads": threads,
-        "latency_device": probe.device,
+        return f"; {probe.weight_bits}-bit weights run on the int8 kernels, so this is the 8-bit latency"
+    if probe.weight_bits == 8:
+        return "; int8 kernels" + (" (x86/fbgemm)" if probe.runtime == "torchscript" else "")
+    return ""
+
+
+def _measure(probe: Probe) -> tuple[float, dict]:
+    threads = torch.get_num_threads()
+    common = {"latency_threads": threads, "latency_device": probe.device, "latency_runtime": probe.runtime}
+    if probe.reference is None:
+        med, p10, p90 = latency(
+            probe.deployed,
+            probe.example_input,
+            warmup=probe.warmup,
+            repeats=probe.repeats,
+            device=probe.device,
+        )
+        method = (
+            f"{_where(probe)}; batch 1, median of {probe.repeats} runs after {probe.warmup} warm-up"
+            + _bits_note(probe)
+        )
+        unpaired = dict.fromkeys(PAIRED, None)
+        return med, {
+            "latency_p10_ms": p10,
+            "latency_p90_ms": p90,
+            **unpaired,
+            **common,
+            "latency_method": method,
+        }
+    p = paired_latency(
+        probe.deployed,
+        probe.reference,
+        probe.example_input,
+        warmup=probe.warmup,
+        repeats=probe.repeats,
+        device=probe.device,
+    )
+    base = probe.reference_ms if probe.reference_ms else p["reference"]
+    scale = base / p["reference"]
+    method = (
+        f"{_where(probe)}; batch 1; timed interleaved with the baseline in the same window "
+        f"({p['rounds']} rounds of {BLOCK} calls each, order alternating): the median per-round ratio "
+        f"x{p['ratio']:.3f} [{p['ratio_lo']:.3f}, {p['ratio_hi']:.3f}] ({p['coverage']:.0%} interval) "
+        f"times the baseline's {base:.4g} ms"
+        + (" (its trial's figure)" if probe.reference_ms else " (measured in this window)")
+        + f"; this window: {p['median']:.4g} ms against the baseline's {p['reference']:.4g} ms"
+        + _bits_note(probe)
+    )
+    return p["ratio"] * base, {
+        "latency_p10_ms": min(p["p10"] * scale, p["ratio_lo"] * base),
+        "latency_p90_ms": max(p["p90"] * scale, p["ratio_hi"] * base),
+        "latency_ratio": p["ratio"],
+        "latency_ratio_ci": [p["ratio_lo"], p["ratio_hi"]],
+        "latency_window_ms": p["median"],
+        "latency_window_baseline_ms": p["reference"],
+        **common,
         "latency_method": method,
     }
 
@@ -96,13 +220,24 @@ register_figure(
         label="latency (ms)",
         short="latency",
         measure=_measure,
-        method="batch-1 median on traced and frozen TorchScript, threads fixed and recorded",
+        method=(
+            "batch-1 median in the study's runtime (ONNX Runtime by default), timed interleaved with "
+            "the baseline and scaled by the baseline's latency; threads fixed and recorded"
+        ),
         weight="latency",
         constraint="max_latency_ms",
         constraint_unit=" ms",
         tolerance=Tolerance(
             "within 35 % or the stored p10-p90 spread, whichever is wider", rel=0.35, spread=True
         ),
-        details=("latency_p10_ms", "latency_p90_ms", "latency_threads", "latency_device", "latency_method"),
+        details=(
+            "latency_p10_ms",
+            "latency_p90_ms",
+            *PAIRED,
+            "latency_threads",
+            "latency_device",
+            "latency_runtime",
+            "latency_method",
+        ),
     )
 )

@@ -13,11 +13,15 @@ from torch import nn
 @dataclass(eq=False)
 class Probe:
     """One model under measurement. ``model`` is the form that ships (possibly quantized),
-    ``deployed`` its traced and frozen TorchScript on ``device`` (accuracy, latency and energy
-    run it), ``float_model`` the same network before quantization (FLOPs, parameters and
-    activations: fvcore and the activation tracer do not follow quantized kernels).
-    ``weight_bits`` and ``sparse`` say how the weights are stored; ``values`` holds the figures
-    measured so far, for a figure that ``needs`` another."""
+    ``deployed`` that form in ``runtime`` on ``device`` (a session of ONNX Runtime or OpenVINO,
+    or traced and frozen TorchScript: accuracy, latency and energy run it), ``float_model`` the
+    same network before quantization (FLOPs, parameters and activations: fvcore and the
+    activation tracer do not follow quantized kernels). ``reference`` is the baseline deployed
+    in the same runtime, timed interleaved with the model so that machine load cannot fake a
+    speed-up, and ``reference_ms`` the baseline's latency the ratio is scaled by (None: the
+    baseline's own median in the same window). ``weight_bits`` and ``sparse`` say how the
+    weights are stored; ``values`` holds the figures measured so far, for a figure that
+    ``needs`` another."""
 
     model: nn.Module
     float_model: nn.Module
@@ -31,6 +35,9 @@ class Probe:
     energy_seconds: float = 1.0
     weight_bits: int = 32
     sparse: bool = False
+    runtime: str = "torchscript"
+    reference: Any = None
+    reference_ms: float | None = None
     values: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -38,11 +45,23 @@ class Probe:
         return self.example_input.cpu()
 
     @functools.cached_property
+    def folded_model(self) -> nn.Module | None:
+        """The float model with batch-norm folded, or None where torch.fx cannot trace it."""
+        from tradeoff.search.measure.flops import fold_batchnorm
+
+        return fold_batchnorm(self.float_model)
+
+    @property
+    def folded(self) -> bool:
+        return self.folded_model is not None
+
+    @functools.cached_property
     def flop_counts(self) -> tuple[int, int]:
-        """(total flops, of which multiply-accumulates), fvcore's convention, on the float model."""
+        """(total flops, of which multiply-accumulates), fvcore's convention, on the float model
+        as deployed (batch-norm folded where it traces)."""
         from tradeoff.search.measure.flops import count_flops
 
-        return count_flops(self.float_model, self.cpu_example)
+        return count_flops(self.folded_model or self.float_model, self.cpu_example, fold=False)
 
     @property
     def activation_bytes_per_element(self) -> int:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -89,13 +91,109 @@ def test_measure_records_every_figure_with_its_method():
     assert m.latency_p10_ms <= m.latency_ms <= m.latency_p90_ms
     assert m.energy_mj > 0
     assert m.energy_method.startswith(("measured:", "estimated:"))
-    assert "trace+freeze" in m.latency_method
+    assert m.latency_runtime == "onnxruntime" and m.latency_method.startswith("onnxruntime ")
+    assert m.size_method.startswith("bytes of the ONNX file")
+    assert m.latency_ratio is None  # no baseline to time against
     assert M.Measurement.from_dict(m.to_dict()) == m
     assert m.values(["accuracy", "size_bytes"]) == [m.accuracy, float(m.size_bytes)]
     # every registered figure is measured, with every detail it declares
     assert set(m.figures) == set(FIGURES)
     assert {d for f in FIGURES.values() for d in f.details} <= set(m.details)
     assert m.memory_method.startswith("weights as held in memory")
+
+
+def test_the_torchscript_runtime_measures_traced_and_frozen_torchscript():
+    m = M.measure(
+        small_net(),
+        torch.randn(16, 1, 8, 8),
+        torch.randint(0, 10, (16,)),
+        example_input=X,
+        warmup=2,
+        repeats=10,
+        energy_seconds=0.05,
+        runtime="torchscript",
+    )
+    assert m.latency_runtime == "torchscript" and "trace+freeze" in m.latency_method
+    assert m.size_method.startswith("bytes of torch.save")
+
+
+def test_every_runtime_gives_the_eager_models_outputs():
+    net = small_net().eval()
+    x = torch.randn(5, 1, 8, 8)
+    for runtime in M.RUNTIMES:
+        if runtime == "openvino":
+            pytest.importorskip("openvino")
+        torch.testing.assert_close(M.deploy(net, runtime, X)(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def _hand_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Conv and linear multiply-accumulates summed by hand from each layer's output shape."""
+    total = 0
+
+    def hook(m, _i, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += out.numel() * m.in_features
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.mark.parametrize("name, torchvision_gmacs", [("resnet18", 1.81), ("mobilenet_v2", 0.30)])
+def test_macs_at_224px_are_the_hand_summed_conv_and_linear_macs(name, torchvision_gmacs):
+    import torchvision
+
+    model = getattr(torchvision.models, name)(num_classes=1000).eval()
+    x = torch.randn(1, 3, 224, 224)
+    total, macs = M.count_flops(model, x)
+    assert macs == _hand_macs(model, x)
+    assert macs / 1e9 == pytest.approx(torchvision_gmacs, abs=0.005)  # torchvision's model table
+    # batch-norm is folded as in the deployed graph: the unfolded count is larger
+    unfolded, unfolded_macs = M.count_flops(model, x, fold=False)
+    assert unfolded_macs == macs and unfolded > total
+
+
+def test_the_median_interval_has_the_sign_tests_coverage():
+    lo, hi, coverage = M.median_interval(list(range(1, 11)))
+    assert (lo, hi) == (2, 9) and coverage == pytest.approx(1 - 2 * 11 / 1024)
+    lo, hi, coverage = M.median_interval([1.0, 2.0, 3.0])
+    assert (lo, hi) == (1.0, 3.0) and coverage == pytest.approx(0.75)
+
+
+def test_identical_models_under_cpu_load_time_as_equal():
+    """Two copies of one model, timed interleaved while other processes load every core: the
+    ratio's interval holds 1 (a load that comes and goes moves both)."""
+    import multiprocessing as mp
+
+    net = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)]).eval()
+    x = torch.randn(1, 8, 32, 32)
+    a, b = M.deploy(net, "onnxruntime", x), M.deploy(net, "onnxruntime", x)
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    burners = [ctx.Process(target=_burn, args=(stop,), daemon=True) for _ in range(2 * (os.cpu_count() or 1))]
+    for p in burners:
+        p.start()
+    try:
+        p = M.paired_latency(a, b, x, warmup=10, repeats=200)
+    finally:
+        stop.set()
+        for proc in burners:
+            proc.join(timeout=30)
+    assert p["ratio_lo"] <= 1.0 <= p["ratio_hi"] or abs(p["ratio"] - 1) < 0.1, p
+
+
+def _burn(stop) -> None:
+    n = 0
+    while not stop.is_set():
+        n = (n * 31 + 7) % 1000003
 
 
 def test_peak_memory_is_the_weights_plus_the_largest_live_activations():

@@ -1,0 +1,247 @@
+"""Runtimes a plan is deployed, measured and exported in.
+
+``onnxruntime`` (default) and ``openvino`` run the model as ONNX (the file ``tradeoff export``
+writes is the file that was measured); ``torchscript`` runs PyTorch's traced and frozen
+TorchScript (and PyTorch's own int8 kernels), the only runtime of a CUDA target.
+
+Why ONNX Runtime by default: PyTorch's batch-1 float convolutions on small inputs take a slow
+im2col path on the CPUs people deploy to (the bundled teacher: 8 ms in TorchScript, 0.46 ms in
+ONNX Runtime, identical top-1), so a TorchScript latency says little about a deployed model.
+
+Int8 is made by each runtime's own tool: ONNX Runtime's ``quantize_static`` writes QDQ with
+unsigned activations (``QUInt8``: the form its x86 kernels fuse into QLinearConv; signed
+activations leave most convolutions in float) and symmetric per-channel int8 weights,
+calibrated on training images; OpenVINO reads the same QDQ file and runs it on its int8
+kernels. Below 8 bits the weights of that file are re-quantized per channel to the
+``2^(b-1)-1`` symmetric levels of b bits (exact b-bit values, stored in int8 and run on the
+int8 kernels: emulated in time, packed in size, see ``search.measure.size``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+RUNTIMES = ("onnxruntime", "openvino", "torchscript")
+DEFAULT_RUNTIME = "onnxruntime"
+ONNX_OPSET = 17
+
+
+def available(runtime: str) -> str | None:
+    """None when ``runtime`` can run here, else what to install."""
+    if runtime == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "OpenVINO is not installed: pip install 'tradeoff[openvino]' (or openvino)"
+    return None
+
+
+def version(runtime: str) -> str:
+    from importlib import metadata
+
+    dist = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}[runtime]
+    try:
+        return f"{runtime} {metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return runtime
+
+
+@torch.no_grad()
+def onnx_bytes(model: nn.Module, example_input: torch.Tensor) -> bytes:
+    """``model`` as ONNX (opset 17, dynamic batch, batch-norm folded by the exporter's constant
+    folding). Uses the TorchScript-based exporter: it folds eval-mode batch-norm and covers the
+    torchvision models the dynamo exporter still rejects some of."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (example_input,),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+class RuntimeModel(nn.Module):
+    """A model held as ONNX bytes and run in ONNX Runtime or OpenVINO on the CPU. ``forward``
+    takes and returns torch tensors, so accuracy, latency and energy code call it like any
+    module. The session is made on first use with ``torch.get_num_threads()`` threads (the
+    worker's share of the cores) and denormals flushed; it is not copied or pickled."""
+
+    def __init__(self, onnx: bytes, runtime: str = DEFAULT_RUNTIME, *, weight_bits: int = 32):
+        super().__init__()
+        if runtime not in ("onnxruntime", "openvino"):
+            raise ValueError(f"`runtime` must be onnxruntime or openvino, not {runtime!r}.")
+        self.onnx, self.runtime, self.weight_bits = onnx, runtime, weight_bits
+        self._run = None
+        self.threads = 0
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_run"] = None
+        return state
+
+    def _start(self):
+        threads = max(1, torch.get_num_threads())
+        if self.runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.log_severity_level = 3
+            so.add_session_config_entry("session.set_denormal_as_zero", "1")
+            session = ort.InferenceSession(self.onnx, so, providers=["CPUExecutionProvider"])
+            self._run = lambda x: session.run(None, {"input": x})[0]
+        else:
+            import openvino as ov
+
+            core = ov.Core()
+            with tempfile.TemporaryDirectory() as d:  # read_model takes a path for ONNX
+                path = os.path.join(d, "model.onnx")
+                with open(path, "wb") as f:
+                    f.write(self.onnx)
+                model = core.read_model(path)
+            compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    # without it the CPU plug-in drops to bf16 on CPUs that have it
+                    "INFERENCE_PRECISION_HINT": "f32",
+                    "INFERENCE_NUM_THREADS": threads,
+                    "NUM_STREAMS": 1,
+                    "PERFORMANCE_HINT": "LATENCY",
+                },
+            )
+            request = compiled.create_infer_request()
+            self._run = lambda x: np.asarray(request.infer({0: x})[0]).copy()
+        self.threads = threads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._run is None:
+            self._start()
+        return torch.from_numpy(self._run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)))
+
+    def describe(self) -> str:
+        return f"{version(self.runtime)}, CPU, {self.threads or torch.get_num_threads()} threads"
+
+
+def deploy(model: nn.Module, runtime: str, example_input: torch.Tensor) -> nn.Module:
+    """``model`` in the form ``runtime`` runs: a :class:`RuntimeModel` (ONNX) or traced and
+    frozen TorchScript. A model already quantized for an ONNX runtime is returned as it is."""
+    if isinstance(model, RuntimeModel):
+        if model.runtime != runtime:
+            return RuntimeModel(model.onnx, runtime, weight_bits=model.weight_bits)
+        return model
+    if runtime == "torchscript":
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model.eval(), example_input, check_trace=False)
+            return torch.jit.freeze(traced)
+    return RuntimeModel(onnx_bytes(model, example_input), runtime)
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over a few batches of training inputs."""
+
+    def __init__(self, batches: Sequence[torch.Tensor]):
+        self._it = iter([{"input": b.detach().cpu().numpy().astype(np.float32)} for b in batches])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_onnx(
+    model: nn.Module,
+    bits: int,
+    example_input: torch.Tensor,
+    calibration: Sequence[torch.Tensor],
+    runtime: str,
+) -> RuntimeModel:
+    """Static int8 of float ``model`` in ONNX Runtime's tool (QDQ, unsigned activations,
+    symmetric per-channel int8 weights, min-max calibration on ``calibration``); below 8 bits
+    the weights re-quantized to b-bit levels (:func:`restrict_weights`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "float.onnx"), os.path.join(d, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(onnx_bytes(model, example_input))
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_static's advice to pre-process, on every call
+        try:
+            quantize_static(
+                src,
+                dst,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"WeightSymmetric": True},
+            )
+        finally:
+            root.setLevel(level)
+        proto = onnx.load(dst)
+    if bits < 8:
+        restrict_weights(proto, bits)
+    return RuntimeModel(proto.SerializeToString(), runtime, weight_bits=bits)
+
+
+def weight_initializers(proto) -> list[str]:
+    """Names of the quantized weight tensors of a QDQ model: int8 initializers of two or more
+    dimensions that a DequantizeLinear reads."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    out = []
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            init = inits[node.input[0]]
+            if init.data_type == 3 and len(init.dims) >= 2:  # INT8
+                out.append(node.input[0])
+    return out
+
+
+def restrict_weights(proto, bits: int) -> None:
+    """Re-quantize every int8 weight of a QDQ model to the symmetric ``2^(bits-1)-1`` levels of
+    ``bits`` bits, per output channel (scale = the channel's largest magnitude / levels), in
+    place: the values stay int8 for the kernels and are exact b-bit integers."""
+    from onnx import numpy_helper
+
+    levels = 2 ** (bits - 1) - 1
+    inits = {i.name: i for i in proto.graph.initializer}
+    weights = set(weight_initializers(proto))
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in weights:
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale_init = inits[node.input[1]]
+        scale = numpy_helper.to_array(scale_init).astype(np.float32)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        if scale.ndim == 1:
+            shape[axis] = -1
+        w = q * scale.reshape(shape)
+        reduce = tuple(i for i in range(q.ndim) if scale.ndim == 0 or i != axis)
+        peak = np.abs(w).max(axis=reduce, keepdims=True)
+        new_scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+        new_q = np.clip(np.round(w / new_scale), -levels, levels).astype(np.int8)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(new_q, node.input[0]))
+        scale_init.CopyFrom(numpy_helper.from_array(new_scale.reshape(scale.shape), node.input[1]))
