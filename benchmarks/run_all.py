@@ -52,6 +52,7 @@ def main() -> None:
     if not a.quick:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])
+    times["runtimes"] = step("runtimes", [b.format("runtimes"), *q])
     times["speed"] = step("speed", [b.format("speed"), *q])
     times["memory"] = step("memory", [b.format("memory"), *q])
     results = os.path.join(HERE, "results", "workers-quick.md" if a.quick else "workers.md")

@@ -72,3 +72,86 @@ def test_sparse_encoding_counts_non_zeros_and_a_bitmap():
     sparse, method = encoded_size(lin, sparse=True)
     assert sparse == dense - 40_000 + 4 * 1000 + 10_000 // 8
     assert "bitmap" in method
+
+
+# -- in ONNX Runtime (the default runtime) and OpenVINO ---------------------------------------
+
+
+def quantized_onnx(bits: int, runtime: str = "onnxruntime"):
+    x = torch.randn(1, 8, 8, 8)
+    ctx = ApplyContext(
+        example_input=x,
+        num_classes=10,
+        calibration=[torch.randn(16, 8, 8, 8) for _ in range(4)],
+        runtime=runtime,
+    )
+    return apply_plan(conv_net(), Plan(weight_bits=bits), ctx), x
+
+
+def _optimized_ops(onnx_bytes: bytes, tmp_path) -> list[str]:
+    """The operators ONNX Runtime runs after its graph optimisations (what its kernels fuse)."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def test_int8_in_onnxruntime_fuses_every_layer_into_int8_kernels(tmp_path):
+    """Unsigned activations and per-channel weights: ONNX Runtime turns every conv and the
+    linear layer into its int8 kernels (signed activations would leave convolutions in float)."""
+    from tradeoff.search.measure import RuntimeModel, onnx_encoded_size
+
+    c, x = quantized_onnx(8)
+    assert isinstance(c.model, RuntimeModel) and c.model.runtime == "onnxruntime"
+    ops = _optimized_ops(c.model.onnx, tmp_path)
+    assert ops.count("QLinearConv") == 2 and "Conv" not in ops
+    assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulInteger" in ops
+    torch.testing.assert_close(c.model(x).argmax(1), c.float_model(x).argmax(1))
+    float_size, _ = onnx_encoded_size(_float_onnx(c.float_model, x))
+    size, _ = onnx_encoded_size(c.model.onnx, weight_bits=8)
+    assert 0.24 < size / float_size < 0.32
+
+
+def _float_onnx(model, x) -> bytes:
+    from tradeoff.spaces.runtime import onnx_bytes
+
+    return onnx_bytes(model, x)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bit_weights_in_onnx_are_exact_levels_counted_packed(bits):
+    import onnx
+    from onnx import numpy_helper
+
+    from tradeoff.search.measure import onnx_encoded_size
+    from tradeoff.spaces.runtime import weight_initializers
+
+    c, x = quantized_onnx(bits)
+    proto = onnx.load_from_string(c.model.onnx)
+    names = weight_initializers(proto)
+    assert len(names) == 3  # two convolutions and the linear layer
+    levels = 2 ** (bits - 1) - 1
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for name in names:
+        q = inits[name]
+        assert q.dtype.name == "int8" and int(abs(q.astype(int)).max()) == levels
+    # the size: the file with each int8 weight re-counted at `bits` bits
+    size, method = onnx_encoded_size(c.model.onnx, weight_bits=bits)
+    packed = sum(inits[n].size - (inits[n].size * bits + 7) // 8 for n in names)
+    assert size == len(c.model.onnx) - packed
+    assert f"{bits} bits packed" in method
+    c.model(x)  # runs
+
+
+def test_int8_in_openvino_runs_the_same_qdq_file():
+    pytest.importorskip("openvino")
+    c, x = quantized_onnx(8, runtime="openvino")
+    assert c.model.runtime == "openvino"
+    from tradeoff.spaces.runtime import RuntimeModel
+
+    same = RuntimeModel(c.model.onnx, "onnxruntime")
+    torch.testing.assert_close(c.model(x).argmax(1), same(x).argmax(1))
