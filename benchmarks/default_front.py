@@ -6,7 +6,10 @@ Runs `tradeoff search` (a fresh study, a fresh teacher cache so that teacher tra
 in a scratch directory, then reports: the machine, the teacher, trial times and where they go,
 the Pareto front against the baseline, the best single-technique points, and the best plan that
 is >= 8x smaller and >= 2x faster than the baseline within 1 point of its accuracy.
-With --storage/--study-name it only reports on an existing study.
+With --storage/--study-name it only reports on an existing study. Then the skeptic's checks
+(`checks`): the teacher against its best student within the binomial noise, every quantized
+front plan timed against its own float structure, the MAC ratio the front realises, and how
+energy correlates with the other figures.
 """
 
 from __future__ import annotations
@@ -114,16 +117,124 @@ def report(study: optuna.Study, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checks(study: optuna.Study, url: str, artifacts: str) -> str:
+    """Issue 15's checks on the run: the teacher against its students with binomial intervals;
+    every quantized front plan timed against the float model of the same structure (its own
+    fine-tuned float twin, rebuilt) interleaved in one window; the MAC ratio the front realises;
+    and how the energy figure correlates with the others over every trial."""
+    from scipy.stats import spearmanr
+
+    from tradeoff.search.commands import load_study
+    from tradeoff.search.measure import deploy, paired_latency
+    from tradeoff.search.measure.accuracy import binomial_interval, differ_beyond_noise
+    from tradeoff.search.runner import Runner
+    from tradeoff.search.tasks import task_for
+    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.storage import open_artifact_store
+
+    base = baseline_of(study)
+    done = [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
+    teacher = study.user_attrs.get(TEACHER_ATTR, {})
+    n = int(base.get("accuracy_images") or 0)
+    acc = base["accuracy"]
+    lo, hi = binomial_interval(round(acc * n), n)
+    best = max(done, key=lambda t: t.user_attrs["accuracy"])
+    beyond = differ_beyond_noise(best.user_attrs["accuracy"], acc, n) and best.user_attrs["accuracy"] > acc
+    lines = [
+        "",
+        "### The skeptic's checks",
+        "",
+        f"**Teacher**: validation {100 * acc:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] (95 % binomial interval, "
+        f"{n} images), test {100 * teacher.get('test_accuracy', 0):.2f}%. Best student: #{best.number} "
+        f"{100 * best.user_attrs['accuracy']:.2f}% ({format_plan(best.params)}): "
+        + (
+            "beyond the noise: the teacher is undertrained."
+            if beyond
+            else "not beyond the noise of the teacher."
+        ),
+    ]
+    _, config = load_study(url, study.study_name)
+    task = task_for(config, log=lambda m: None)
+    runner = Runner(
+        config,
+        task,
+        ensure_teacher(study, task, open_artifact_store(artifacts), train=False, log=lambda m: None),
+    )
+    quantized = [t for t in front(study) if Plan.from_params(t.params).weight_bits < 32]
+    lines += [
+        "",
+        f"**Quantized front plans against the float model of the same structure** ({config.runtime}, "
+        "rebuilt, both timed interleaved in one window, batch 1; ratio = int8 / float, 95 % interval):",
+        "",
+        "| trial | plan | float ms | quantized ms | ratio [95 % interval] |",
+        "|---|---|---|---|---|",
+    ]
+    slower = 0
+    for t in quantized:
+        compressed, _ = runner.build(Plan.from_params(t.params, options=config.knob_options))
+        q = deploy(compressed.model, config.runtime, task.example_input)
+        f = deploy(compressed.float_model, config.runtime, task.example_input)
+        p = paired_latency(q, f, task.example_input, warmup=20, repeats=200)
+        slower += p["ratio_lo"] > 1
+        lines.append(
+            f"| #{t.number} | {format_plan(t.params)} | {p['reference']:.4f} | {p['median']:.4f} | "
+            f"{p['ratio']:.2f} [{p['ratio_lo']:.2f}, {p['ratio_hi']:.2f}] |"
+        )
+    lines += [
+        "",
+        f"{slower} of {len(quantized)} quantized front plans are slower than their float structure beyond the interval.",
+    ]
+    lines += [
+        "",
+        "**MAC ratio realised by the front** (speed-up over the baseline / MAC reduction; latencies as "
+        "stored, each timed against the teacher):",
+        "",
+        "| trial | plan | MACs (M) | MAC ratio | speed-up | realised |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in front(study):
+        if t.number == base.get("trial"):
+            continue
+        mac_ratio = base["macs"] / t.user_attrs["macs"]
+        speed = base["latency_ms"] / t.user_attrs["latency_ms"]
+        lines.append(
+            f"| #{t.number} | {format_plan(t.params)} | {t.user_attrs['macs'] / 1e6:.2f} | {mac_ratio:.1f}x | "
+            f"{speed:.1f}x | {speed / mac_ratio:.2f} |"
+        )
+    names = ("size_bytes", "latency_ms", "macs", "params")
+    rho = {
+        k: spearmanr([t.user_attrs["energy_mj"] for t in done], [t.user_attrs[k] for t in done])[0]
+        for k in names
+    }
+    lines += [
+        "",
+        f"**Energy** ({done[0].user_attrs['energy_method'].split(';')[0]}): Spearman rank correlation with the "
+        f"other figures over the {len(done)} measured plans: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in rho.items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-trials", type=int, default=40)
     p.add_argument("--storage", help="report on this existing study instead of running a search")
     p.add_argument("--study-name", default="tradeoff")
     p.add_argument("--out", help="write the markdown report here as well")
+    p.add_argument(
+        "--artifacts", default="tradeoff-artifacts", help="with --storage: the study's artifact store"
+    )
+    p.add_argument("--no-checks", action="store_true", help="skip the skeptic's checks (they rebuild plans)")
     p.add_argument("search_args", nargs="*", help="extra `tradeoff search` options, after --")
     args = p.parse_args()
     if args.storage:
         url, command = args.storage, f"tradeoff front --storage {args.storage}"
+        artifacts = args.artifacts
     else:
         work = tempfile.mkdtemp(prefix="tradeoff-bench-")
         env = dict(os.environ, TRADEOFF_CACHE=os.path.join(work, "cache"))
@@ -132,8 +243,11 @@ def main() -> int:
         print(f"running `{command}` in {work}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "tradeoff.search.cli", *cmd[1:]], cwd=work, env=env, check=True)
         url = f"sqlite:///{os.path.join(work, 'tradeoff.db')}"
+        artifacts = os.path.join(work, "tradeoff-artifacts")
     study = optuna.load_study(study_name=args.study_name, storage=open_storage(url, heartbeat_interval=None))
     text = report(study, command)
+    if not args.no_checks:
+        text += checks(study, url, artifacts)
     print(text)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -308,7 +308,8 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--objectives",
-        help="comma-separated figures to optimise (default: accuracy,size_bytes,latency_ms,energy_mj; "
+        help="comma-separated figures to optimise (default: accuracy,size_bytes,latency_ms, and energy_mj "
+        "where a hardware counter measures it; "
         f"any of {', '.join(FIGURES)})",
     )
     _constraint_args(g, "constraint:")
@@ -396,8 +397,12 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
-    if args.objectives:
+    if args.objectives is not None:
         given["objectives"] = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+        if not given["objectives"]:
+            from tradeoff.search.errors import UsageError
+
+            raise UsageError("--objectives must name at least one figure, e.g. accuracy,size_bytes")
     constraints = _constraints(args)
     if constraints:
         given["constraints"] = constraints

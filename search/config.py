@@ -25,7 +25,18 @@ from tradeoff.storage.artifacts import sha256_file
 # 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
 # studies measured TorchScript.
 CONFIG_VERSION = 4
-DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
+# Energy is an objective by default only where a hardware counter measures it: the estimate is a
+# function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md,
+# "Energy"); it is recorded on every trial either way, and --objectives can name it.
+DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
+LEGACY_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")  # studies that stored none
+
+
+def default_objectives(target: str) -> tuple[str, ...]:
+    """Accuracy, size and latency; and energy where ``target`` has an energy counter."""
+    from tradeoff.search.measure.energy import has_energy_counter
+
+    return DEFAULT_OBJECTIVES + (("energy_mj",) if has_energy_counter(target) else ())
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class SearchConfig:
     image_size: int | None = None  # image folders: side in pixels (default 64)
     normalize: str = "data"  # image folders: "data" (training split's statistics) or "imagenet"
     seed: int = 0
-    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    objectives: tuple[str, ...] = ()  # () = default_objectives(target), filled in by validated()
     constraints: dict[str, float] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "cpu"  # where latency and energy are measured
@@ -82,9 +93,7 @@ class SearchConfig:
             raise UsageError(f"--image-size {self.image_size}: give 8 to 1024 pixels")
         if self.normalize not in NORMALIZATIONS:
             raise UsageError(f"--normalize {self.normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
-        objectives = tuple(self.objectives)
-        if not objectives:
-            raise UsageError("`objectives` must name at least one figure.")
+        objectives = tuple(self.objectives) or default_objectives(self.target)
         for name in objectives:
             if name not in FIGURES:
                 raise UsageError(f"unknown objective {name!r}; choose from {', '.join(FIGURES)}")
@@ -184,7 +193,7 @@ class SearchConfig:
             data["runtime"] = "torchscript"  # what every study made before runtimes measured
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
-        data["objectives"] = tuple(data.get("objectives", DEFAULT_OBJECTIVES))
+        data["objectives"] = tuple(data.get("objectives") or LEGACY_OBJECTIVES)
         data["plugins"] = tuple(data.get("plugins", ()))
         data["version"] = CONFIG_VERSION
         return cls(**data)

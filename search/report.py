@@ -24,10 +24,10 @@ def baseline_of(study: optuna.Study) -> dict | None:
 
 def objectives_of(study: optuna.Study) -> tuple[str, ...]:
     """The figures the study trades off (a scalarized study still has them in its config)."""
-    from tradeoff.search.config import DEFAULT_OBJECTIVES, SearchConfig
+    from tradeoff.search.config import LEGACY_OBJECTIVES, SearchConfig
 
     text = study.user_attrs.get(CONFIG_ATTR)
-    return SearchConfig.from_json(text).objectives if text else DEFAULT_OBJECTIVES
+    return SearchConfig.from_json(text).objectives if text else LEGACY_OBJECTIVES
 
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -45,6 +45,35 @@ def _front_of(trials: list[optuna.trial.FrozenTrial], objectives) -> list[optuna
 
     ok = [t for t in trials if feasible(t)]
     return sorted(pareto(ok, objectives), key=lambda t: (t.user_attrs.get("size_bytes", 0), t.number))
+
+
+def noise_ties(trials: list[optuna.trial.FrozenTrial], objectives) -> dict[int, int]:
+    """{trial number: the front trial it ties with}: a front trial whose only advantage over
+    another front trial is an accuracy higher by less than the noise of the validation split
+    (:func:`~tradeoff.search.measure.accuracy.differ_beyond_noise`); the other is at least as
+    good on every other objective. Such a plan is on the front by chance of a few images."""
+    from tradeoff.search.measure.accuracy import differ_beyond_noise
+
+    if "accuracy" not in objectives:
+        return {}
+    others = [o for o in objectives if o != "accuracy"]
+    ties = {}
+    for t in trials:
+        a, n = float(t.user_attrs["accuracy"]), int(t.user_attrs.get("accuracy_images") or 0)
+        for u in trials:
+            if u is t or not n:
+                continue
+            b = float(u.user_attrs["accuracy"])
+            at_least_as_good = all(
+                (float(u.user_attrs[o]) <= float(t.user_attrs[o]))
+                if FIGURES[o].direction == "minimize"
+                else (float(u.user_attrs[o]) >= float(t.user_attrs[o]))
+                for o in others
+            )
+            if a > b and at_least_as_good and not differ_beyond_noise(a, b, n):
+                ties[t.number] = u.number
+                break
+    return ties
 
 
 def _fmt(name: str, value: float) -> str:
@@ -75,8 +104,13 @@ def format_front(study: optuna.Study) -> str:
     shown = [n for n in FIGURES if any(n in t.user_attrs for t in trials)]  # a figure added later: "-"
     header = ["trial", *shown, "plan"]
     rows = []
+    ties = noise_ties(trials, objectives)
     for t in trials:
-        row = [f"#{t.number}" + (" (baseline)" if base and base.get("trial") == t.number else "")]
+        row = [
+            f"#{t.number}"
+            + (" (baseline)" if base and base.get("trial") == t.number else "")
+            + (f" ~#{ties[t.number]}" if t.number in ties else "")
+        ]
         for name in shown:
             v = t.user_attrs.get(name)
             row.append("-" if v is None else _fmt(name, v) + _vs(name, v, base.get(name) if base else None))
@@ -90,6 +124,12 @@ def format_front(study: optuna.Study) -> str:
         + (f"; {_infeasible_summary(infeasible)}, not shown" if infeasible else "")
         + ("" if base else " (no baseline measured yet)")
     )
+    if ties:
+        n = max(int(t.user_attrs.get("accuracy_images") or 0) for t in trials)
+        lines.append(
+            f"~#k: a tie with #k: its only advantage over #k is an accuracy higher by less than the 95 % "
+            f"noise of {n} validation images"
+        )
     return "\n".join(lines)
 
 

@@ -61,7 +61,8 @@ class Task:
         return h.hexdigest()[:16]
 
 
-DEFAULT_TEACHER_EPOCHS = {"resnet18": 15, "tiny_resnet": 8}
+# resnet18 on digits: 30 epochs reach 99.2 % validation and 99.4 % test accuracy (15: 98.9 / 99.4)
+DEFAULT_TEACHER_EPOCHS = {"resnet18": 30, "tiny_resnet": 8}
 
 
 def default_teacher_epochs(model: str, n_train: int, *, batch_size: int = 64, min_steps: int = 300) -> int:

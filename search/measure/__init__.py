@@ -28,7 +28,8 @@ from tradeoff.search.measure.size import serialized_size
 from tradeoff.search.measure.size import weight_tensors
 from tradeoff.search.measure.flops import FLOPS_METHOD, count_flops
 from tradeoff.search.measure.latency import cpu_name, deployable, latency, median_interval, paired_latency
-from tradeoff.search.measure.energy import activation_elements, estimated_energy_mj, measured_energy_mj
+from tradeoff.search.measure.energy import activation_elements, cache_bytes, estimated_energy_mj
+from tradeoff.search.measure.energy import layer_traffic, measured_energy_mj
 from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_bytes, weight_bytes
 
 # isort: on
@@ -46,6 +47,7 @@ __all__ = [
     "RuntimeModel",
     "accuracy",
     "activation_elements",
+    "cache_bytes",
     "count_flops",
     "count_params",
     "cpu_name",
@@ -54,6 +56,7 @@ __all__ = [
     "encoded_size",
     "estimated_energy_mj",
     "latency",
+    "layer_traffic",
     "measure",
     "measured_energy_mj",
     "median_interval",

@@ -96,11 +96,41 @@ def test_export_of_a_quantized_trial_by_weights(study_dir, cli):
     record = json.loads((study_dir / "q" / "record.json").read_text())
     assert record["measured"]["weight_bits"] == t.user_attrs["weight_bits"] < 32
     assert record["measured"]["size_bytes"] == t.user_attrs["size_bytes"]
-    # int8 kernels have no faithful ONNX form here: either offered and checked, or the reason given
-    assert record["onnx"]["written"] or record["onnx"]["reason"]
+    # the file written is the QDQ file ONNX Runtime measured; no TorchScript twin of a quantized model
+    assert record["deployed_file"] == "model.onnx" and record["runtime"].startswith("onnxruntime ")
+    assert set(record["files"]) == {"model.onnx"}
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(study_dir / "q" / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     exported = load(str(study_dir / "q"))
     with torch.no_grad():
         assert exported.model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    v = cli("verify", "q", cwd=study_dir)
+    assert v.returncode == 0 and "q: verified" in v.stdout, v.stderr
+
+
+def test_an_onnx_export_pointing_at_external_data_is_refused(study_dir, cli, tmp_path):
+    """An ONNX file whose tensors live in external files would make loading read a path named
+    inside the export: refused before any session starts, even with a manifest that matches."""
+    import onnx
+
+    _, trials = _trials(study_dir)
+    t = _pick(trials, quantized=True)
+    r = cli("export", "--trial", str(t.number), "-o", str(tmp_path / "x"), cwd=study_dir)
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "x" / "model.onnx"
+    proto = onnx.load(str(path))
+    big = max(proto.graph.initializer, key=lambda i: len(i.raw_data))
+    big.data_location = onnx.TensorProto.EXTERNAL
+    entry = big.external_data.add()
+    entry.key, entry.value = "location", "/etc/hostname"
+    big.ClearField("raw_data")
+    path.write_bytes(proto.SerializeToString())
+    (tmp_path / "x" / "manifest.json").unlink()
+    write_manifest(str(tmp_path / "x"))  # a manifest rewritten to match: the file itself is refused
+    with pytest.raises(ExportError, match="external files"):
+        load(str(tmp_path / "x"))
 
 
 def test_export_by_weights_takes_the_top_of_select(study_dir, capsys):

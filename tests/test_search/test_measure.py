@@ -68,15 +68,25 @@ def test_accuracy_of_a_constant_predictor_is_the_class_share():
     assert M.accuracy(AlwaysZero(), torch.zeros(8, 1), y, batch_size=3) == pytest.approx(3 / 8)
 
 
-def test_energy_estimate_follows_the_horowitz_table():
-    e, method = M.estimated_energy_mj(
-        macs=1000, other_flops=10, weight_bytes=100, activation_bytes=40, bits=32
-    )
-    pj = 1000 * 4.6 + 10 * 0.9 + 100 * 1950 / 8 + 40 * 2.5
+def test_energy_estimate_follows_the_horowitz_table_per_layer():
+    # small_net at batch 1: conv 2304 MACs, 36 weights, input 64 + output 256 values;
+    # linear 2560 MACs, 2560 weights, input 256 + output 10 values
+    layers = M.layer_traffic(small_net(), X, weight_bits=32, activation_bytes=4)
+    assert [(m, w, a) for _, m, w, a in layers] == [(2304, 36 * 4, 320 * 4), (2560, 2560 * 4, 266 * 4)]
+    weights, acts = (36 + 2560) * 4, (320 + 266) * 4
+    # everything fits a 1 MiB cache: weights and activations at the cache's energy
+    e, method = M.estimated_energy_mj(layers, other_flops=10, bits=32, cache=(1 << 20, "test"))
+    pj = 4864 * 4.6 + 10 * 0.9 + (weights + acts) * 100 / 8
     assert e == pytest.approx(pj * 1e-9)
-    assert method.startswith("estimated: Horowitz")
-    e8, _ = M.estimated_energy_mj(macs=1000, other_flops=10, weight_bytes=100, activation_bytes=40, bits=8)
-    assert e8 < e
+    assert method.startswith("estimated: per layer")
+    # a cache too small for the weights: they come from DRAM, the small activations still fit
+    e_dram, method = M.estimated_energy_mj(layers, other_flops=10, bits=32, cache=(2048, "test"))
+    assert e_dram == pytest.approx((4864 * 4.6 + 10 * 0.9 + weights * 1950 / 8 + acts * 100 / 8) * 1e-9)
+    assert "from DRAM" in method
+    # int8: a quarter of the weight bytes, int8 MACs
+    layers8 = M.layer_traffic(small_net(), X, weight_bits=8, activation_bytes=1)
+    e8, _ = M.estimated_energy_mj(layers8, other_flops=10, bits=8, cache=(1 << 20, "test"))
+    assert e8 == pytest.approx((4864 * 0.3 + 10 * 0.9 + (weights + acts) / 4 * 100 / 8) * 1e-9)
 
 
 def test_measure_records_every_figure_with_its_method():

@@ -38,3 +38,31 @@ def test_report_on_a_missing_study_is_one_line(cli, tmp_path):
     r = cli("report", "--study-name", "nope", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "no study named 'nope'" in r.stderr
+
+
+def test_a_front_plan_ahead_only_by_noise_is_marked_a_tie():
+    """Of two front plans, the one whose only advantage is an accuracy higher by fewer
+    images than the 95 % noise of the validation split is a tie; a clear advantage is not."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from tradeoff.search.report import noise_ties
+
+    def trial(number, acc, size, n=360):
+        t = create_trial(
+            params={"x": 0.0},
+            distributions={"x": FloatDistribution(0, 1)},
+            values=[acc, size],
+            user_attrs={"accuracy": acc, "size_bytes": size, "accuracy_images": n},
+        )
+        t.number = number
+        return t
+
+    objectives = ("accuracy", "size_bytes")
+    # 355/360 against 353/360: two images, inside the noise; the larger plan ties with the smaller
+    big, small = trial(1, 355 / 360, 2e6), trial(2, 353 / 360, 1e6)
+    assert noise_ties([big, small], objectives) == {1: 2}
+    # 355/360 against 300/360: a real difference, no tie
+    assert noise_ties([big, trial(3, 300 / 360, 1e6)], objectives) == {}
+    # the same two images on 36,000 images are far beyond the noise
+    assert noise_ties([trial(1, 0.986, 2e6, 36000), trial(2, 0.980, 1e6, 36000)], objectives) == {}
