@@ -121,6 +121,8 @@ _RETRIED = (
     "set_trial_param", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
     "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    # what Optuna's _CachedStorage calls on its backend directly (a restart hit study.ask() here)
+    "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
 RETRY_FOR_S = 120.0
 
