@@ -39,7 +39,7 @@ from torch import nn
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.measure import Measurement, RuntimeModel, accuracy, deploy, deployable
-from tradeoff.spaces.runtime import ONNX_OPSET, version
+from tradeoff.spaces.runtime import ONNX_OPSET, onnx_bytes, version
 from tradeoff.storage.artifacts import sha256_file
 
 FORMAT = "tradeoff-export"
@@ -91,18 +91,8 @@ def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripte
     except ImportError:
         return {"written": False, "reason": "onnxruntime is not installed"}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model.eval(),
-                (example,),
-                path,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+        with open(path, "wb") as f:
+            f.write(onnx_bytes(model, example))
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         ours = session.run(None, {"input": test_x.numpy()})[0].argmax(1)
     except Exception as e:  # noqa: BLE001 - any exporter or runtime failure means "not offered"
@@ -119,7 +109,7 @@ def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripte
             "reason": f"onnxruntime's top-1 differs from PyTorch's on {mismatches} of {len(theirs)} "
             "test images",
         }
-    return {"written": True, "opset": 17, "top1_mismatches_test": 0, "checked_images": len(theirs)}
+    return {"written": True, "opset": ONNX_OPSET, "top1_mismatches_test": 0, "checked_images": len(theirs)}
 
 
 def check_target(out_dir: str, force: bool) -> None:

@@ -178,9 +178,11 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory() as d:
-        src, dst = os.path.join(d, "float.onnx"), os.path.join(d, "int8.onnx")
-        with open(src, "wb") as f:
+        raw, src, dst = (os.path.join(d, f"{n}.onnx") for n in ("float", "pre", "int8"))
+        with open(raw, "wb") as f:
             f.write(onnx_bytes(model, example_input))
         import logging
 
@@ -188,6 +190,10 @@ def quantize_onnx(
         level = root.level
         root.setLevel(logging.ERROR)  # quantize_static's advice to pre-process, on every call
         try:
+            # shape inference and ONNX Runtime's basic graph optimisations first: without them
+            # the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv
+            # -> Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)
+            quant_pre_process(raw, src, skip_symbolic_shape=False)
             quantize_static(
                 src,
                 dst,

@@ -53,16 +53,21 @@ def encoded_size(model: nn.Module, *, weight_bits: int = 32, sparse: bool = Fals
     size = serialized_size(model)
     if weight_bits >= 8 and not sparse:
         return size, SIZE_METHOD
-    for w in weight_tensors(model):
-        values = _values(w)
-        stored = values.numel() * values.element_size()
-        bits = min(weight_bits, values.element_size() * 8)
-        if sparse:
-            encoded = (int(torch.count_nonzero(values)) * bits + values.numel() + 7) // 8
-        else:
-            encoded = (values.numel() * bits + 7) // 8
-        size += encoded - stored
-    parts = [SIZE_METHOD]
+    weights = [_values(w) for w in weight_tensors(model)]
+    arrays = [(v.numel(), v.element_size(), int(torch.count_nonzero(v)) if sparse else 0) for v in weights]
+    return _recounted(size, arrays, SIZE_METHOD, weight_bits=weight_bits, sparse=sparse)
+
+
+def _recounted(
+    size: int, weights: list[tuple[int, int, int]], method: str, *, weight_bits: int, sparse: bool
+) -> tuple[int, str]:
+    """``size`` with each weight tensor (values, bytes a value, non-zeros) re-counted at
+    ``weight_bits`` bits packed, and as a position bitmap plus the non-zero values if ``sparse``."""
+    for numel, itemsize, nonzero in weights:
+        bits = min(weight_bits, itemsize * 8)
+        encoded = (nonzero * bits + numel + 7) // 8 if sparse else (numel * bits + 7) // 8
+        size += encoded - numel * itemsize
+    parts = [method]
     if weight_bits < 8:
         parts.append(f"conv/linear weights counted at {weight_bits} bits packed (scales as stored)")
     if sparse:
@@ -85,23 +90,9 @@ def onnx_encoded_size(onnx: bytes, *, weight_bits: int = 32, sparse: bool = Fals
     from onnx import numpy_helper
 
     proto = onnx_lib.load_from_string(onnx)
-    for init in proto.graph.initializer:
-        if len(init.dims) < 2:
-            continue
-        values = numpy_helper.to_array(init)
-        stored = values.size * values.itemsize
-        bits = min(weight_bits, values.itemsize * 8)
-        if sparse:
-            encoded = (int(np.count_nonzero(values)) * bits + values.size + 7) // 8
-        else:
-            encoded = (values.size * bits + 7) // 8
-        size += encoded - stored
-    parts = [ONNX_SIZE_METHOD]
-    if weight_bits < 8:
-        parts.append(f"conv/linear weights counted at {weight_bits} bits packed (scales as stored)")
-    if sparse:
-        parts.append("sparse weights as a 1-bit position bitmap plus the non-zero values")
-    return size, "; ".join(parts)
+    arrays = [numpy_helper.to_array(i) for i in proto.graph.initializer if len(i.dims) >= 2]
+    weights = [(v.size, v.itemsize, int(np.count_nonzero(v)) if sparse else 0) for v in arrays]
+    return _recounted(len(onnx), weights, ONNX_SIZE_METHOD, weight_bits=weight_bits, sparse=sparse)
 
 
 def _params(probe: Probe) -> tuple[int, dict]:
