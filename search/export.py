@@ -186,7 +186,8 @@ def export_trial(
             deployed_file = ONNX_FILE
             with open(os.path.join(tmp, ONNX_FILE), "wb") as f:
                 f.write(deployed.onnx)
-            kind = "QDQ int8 (onnxruntime quantize_static)" if compressed.weight_bits < 32 else "float"
+            form = getattr(compressed.model, "form_note", "")
+            kind = f"int8 weights ({form.split(':')[0]})" if form else "float"
             files[ONNX_FILE] = {"format": f"ONNX, {kind}; onnxruntime.InferenceSession or OpenVINO"}
             onnx_info = {"written": True, "opset": ONNX_OPSET, "measured": True}
             if not isinstance(compressed.model, RuntimeModel):  # a float network: its TorchScript twin

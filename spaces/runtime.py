@@ -81,11 +81,22 @@ class RuntimeModel(nn.Module):
     module. The session is made on first use with ``torch.get_num_threads()`` threads (the
     worker's share of the cores) and denormals flushed; it is not copied or pickled."""
 
-    def __init__(self, onnx: bytes, runtime: str = DEFAULT_RUNTIME, *, weight_bits: int = 32):
+    def __init__(
+        self,
+        onnx: bytes,
+        runtime: str = DEFAULT_RUNTIME,
+        *,
+        weight_bits: int = 32,
+        int8_kernels: bool | None = None,
+    ):
         super().__init__()
         if runtime not in ("onnxruntime", "openvino"):
             raise ValueError(f"`runtime` must be onnxruntime or openvino, not {runtime!r}.")
         self.onnx, self.runtime, self.weight_bits = onnx, runtime, weight_bits
+        # whether activations are quantized too (QDQ around them: int8 kernels), or only the
+        # weights are stored in int8 and folded into float weights when the session loads
+        self.int8_kernels = weight_bits <= 8 if int8_kernels is None else int8_kernels
+        self.form_note = ""
         self._run = None
         self.threads = 0
 
@@ -104,6 +115,8 @@ class RuntimeModel(nn.Module):
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.log_severity_level = 3
             so.add_session_config_entry("session.set_denormal_as_zero", "1")
+            if not self.int8_kernels:  # fold DequantizeLinear(int8 weight) into a float weight once
+                so.add_session_config_entry("session.disable_quant_qdq", "1")
             session = ort.InferenceSession(self.onnx, so, providers=["CPUExecutionProvider"])
             self._run = lambda x: session.run(None, {"input": x})[0]
         else:
@@ -144,7 +157,9 @@ def deploy(model: nn.Module, runtime: str, example_input: torch.Tensor) -> nn.Mo
     frozen TorchScript. A model already quantized for an ONNX runtime is returned as it is."""
     if isinstance(model, RuntimeModel):
         if model.runtime != runtime:
-            return RuntimeModel(model.onnx, runtime, weight_bits=model.weight_bits)
+            return RuntimeModel(
+                model.onnx, runtime, weight_bits=model.weight_bits, int8_kernels=model.int8_kernels
+            )
         return model
     if runtime == "torchscript":
         with warnings.catch_warnings(), torch.no_grad():
@@ -171,45 +186,141 @@ def quantize_onnx(
     calibration: Sequence[torch.Tensor],
     runtime: str,
 ) -> RuntimeModel:
-    """Static int8 of float ``model`` in ONNX Runtime's tool (QDQ, unsigned activations,
-    symmetric per-channel int8 weights, min-max calibration on ``calibration``); below 8 bits
-    the weights re-quantized to b-bit levels (:func:`restrict_weights`)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """Int8 of float ``model`` for ONNX Runtime or OpenVINO, in the faster of two forms (timed
+    here, interleaved, on ``example_input``):
 
-    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    - int8 kernels: ONNX Runtime's static quantization (QDQ, unsigned activations, symmetric
+      per-channel int8 weights, min-max calibration on ``calibration``), which the runtime
+      fuses into QLinearConv/QGemm;
+    - int8 weights, float kernels: the same per-channel int8 weights behind DequantizeLinear,
+      folded into float weights when the session loads. On the smallest networks (a few
+      million MACs) quantizing activations costs more than the integer arithmetic saves
+      (BENCHMARKS.md, "Latency in the runtime people deploy"), so the file keeps int8 weights
+      (its size) and runs float kernels.
+
+    Below 8 bits the weights are re-quantized to b-bit levels (:func:`restrict_weights`)."""
+    import onnx
 
     with tempfile.TemporaryDirectory() as d:
-        raw, src, dst = (os.path.join(d, f"{n}.onnx") for n in ("float", "pre", "int8"))
-        with open(raw, "wb") as f:
-            f.write(onnx_bytes(model, example_input))
-        import logging
+        pre = os.path.join(d, "pre.onnx")
+        full = _quantize_static(onnx_bytes(model, example_input), calibration, d, pre)
+        weight_only = quantize_weights(onnx.load(pre))
+    forms = []
+    for proto, kernels in ((full, True), (weight_only, False)):
+        if bits < 8:
+            restrict_weights(proto, bits)
+        forms.append(RuntimeModel(proto.SerializeToString(), runtime, weight_bits=bits, int8_kernels=kernels))
+    a, b = forms
+    ratio = faster_ratio(a, b, example_input)
+    chosen = a if ratio <= 1.0 else b
+    chosen.form_note = (
+        f"{'int8 kernels' if chosen is a else 'int8 weights on float kernels'}: int8 kernels ran "
+        f"x{ratio:.2f} the time of float kernels with the same int8 weights when quantized"
+    )
+    return chosen
 
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # quantize_static's advice to pre-process, on every call
-        try:
-            # shape inference and ONNX Runtime's basic graph optimisations first: without them
-            # the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv
-            # -> Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)
-            quant_pre_process(raw, src, skip_symbolic_shape=False)
-            quantize_static(
-                src,
-                dst,
-                reader,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                extra_options={"WeightSymmetric": True},
+
+def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    raw, dst = os.path.join(d, "float.onnx"), os.path.join(d, "int8.onnx")
+    with open(raw, "wb") as f:
+        f.write(float_onnx)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static's advice to pre-process, on every call
+    try:
+        # shape inference and ONNX Runtime's basic graph optimisations first: without them
+        # the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv
+        # -> Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)
+        quant_pre_process(raw, pre, skip_symbolic_shape=False)
+        quantize_static(
+            pre,
+            dst,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"WeightSymmetric": True},
+        )
+    finally:
+        root.setLevel(level)
+    return onnx.load(dst)
+
+
+def quantize_weights(proto):
+    """``proto`` (float) with the weight of every Conv and Gemm stored as symmetric per-channel
+    int8 behind a DequantizeLinear (activations stay float), in place; returns it."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 1 and node.input[1] in inits:
+            init = inits[node.input[1]]
+            w = numpy_helper.to_array(init).astype(np.float32)
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            axis = 1 if node.op_type == "Gemm" and not trans_b else 0
+            reduce = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.abs(w).max(axis=reduce) / 127.0
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            name = node.input[1]
+            init.CopyFrom(numpy_helper.from_array(q, name + "_quantized"))
+            proto.graph.initializer.append(numpy_helper.from_array(scale, name + "_scale"))
+            proto.graph.initializer.append(
+                numpy_helper.from_array(np.zeros_like(q, shape=scale.shape), name + "_zp")
             )
-        finally:
-            root.setLevel(level)
-        proto = onnx.load(dst)
-    if bits < 8:
-        restrict_weights(proto, bits)
-    return RuntimeModel(proto.SerializeToString(), runtime, weight_bits=bits)
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [name + "_quantized", name + "_scale", name + "_zp"],
+                    [name],
+                    name=name + "_DequantizeLinear",
+                    axis=axis,
+                )
+            )
+    for n in reversed(nodes):  # before every node: a valid topological order
+        proto.graph.node.insert(0, n)
+    return proto
+
+
+def faster_ratio(a: nn.Module, b: nn.Module, x: torch.Tensor, *, rounds: int = 6, block: int = 5) -> float:
+    """Median over rounds of (median time of ``a`` / median time of ``b``), the two run
+    interleaved in blocks, the order alternating (the same method as the latency figure's)."""
+    import statistics
+    import time
+
+    def times(fn) -> list[float]:
+        out = []
+        for _ in range(block):
+            t0 = time.perf_counter()
+            fn(x)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    with torch.no_grad():
+        for _ in range(3):
+            a(x)
+            b(x)
+        ratios = []
+        for r in range(rounds):
+            if r % 2 == 0:
+                ta = times(a)
+                tb = times(b)
+            else:
+                tb = times(b)
+                ta = times(a)
+            ratios.append(statistics.median(ta) / statistics.median(tb))
+    return statistics.median(ratios)
 
 
 def weight_initializers(proto) -> list[str]:
@@ -228,19 +339,25 @@ def weight_initializers(proto) -> list[str]:
 def restrict_weights(proto, bits: int) -> None:
     """Re-quantize every int8 weight of a QDQ model to the symmetric ``2^(bits-1)-1`` levels of
     ``bits`` bits, per output channel (scale = the channel's largest magnitude / levels), in
-    place: the values stay int8 for the kernels and are exact b-bit integers."""
+    place: the values stay int8 for the kernels and are exact b-bit integers. An int32 bias
+    whose scale is the input's times the weight's (what QLinearConv needs to fuse) is
+    re-quantized on the new weight scale."""
     from onnx import numpy_helper
 
     levels = 2 ** (bits - 1) - 1
     inits = {i.name: i for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
     weights = set(weight_initializers(proto))
     for node in proto.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in weights:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
             continue
-        q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
-        scale_init = inits[node.input[1]]
+        dq = producer.get(node.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in weights:
+            continue
+        q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+        scale_init = inits[dq.input[1]]
         scale = numpy_helper.to_array(scale_init).astype(np.float32)
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         shape = [1] * q.ndim
         if scale.ndim == 1:
             shape[axis] = -1
@@ -249,5 +366,19 @@ def restrict_weights(proto, bits: int) -> None:
         peak = np.abs(w).max(axis=reduce, keepdims=True)
         new_scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
         new_q = np.clip(np.round(w / new_scale), -levels, levels).astype(np.int8)
-        inits[node.input[0]].CopyFrom(numpy_helper.from_array(new_q, node.input[0]))
-        scale_init.CopyFrom(numpy_helper.from_array(new_scale.reshape(scale.shape), node.input[1]))
+        inits[dq.input[0]].CopyFrom(numpy_helper.from_array(new_q, dq.input[0]))
+        new_scale = new_scale.reshape(scale.shape)
+        scale_init.CopyFrom(numpy_helper.from_array(new_scale, dq.input[1]))
+        bias_dq = producer.get(node.input[2]) if len(node.input) > 2 else None
+        x_dq = producer.get(node.input[0])
+        if bias_dq is None or bias_dq.op_type != "DequantizeLinear" or x_dq is None:
+            continue
+        if x_dq.op_type != "DequantizeLinear" or x_dq.input[1] not in inits:
+            continue
+        bias_init, bias_scale_init = inits[bias_dq.input[0]], inits[bias_dq.input[1]]
+        bias = numpy_helper.to_array(bias_init).astype(np.float64) * numpy_helper.to_array(bias_scale_init)
+        x_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]))
+        bias_scale = (x_scale * new_scale.astype(np.float64)).astype(np.float32)
+        bias_q = np.round(bias / np.where(bias_scale > 0, bias_scale, 1.0)).astype(np.int32)
+        bias_init.CopyFrom(numpy_helper.from_array(bias_q, bias_dq.input[0]))
+        bias_scale_init.CopyFrom(numpy_helper.from_array(bias_scale, bias_dq.input[1]))

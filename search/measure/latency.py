@@ -151,6 +151,10 @@ def _where(probe: Probe) -> str:
 
 
 def _bits_note(probe: Probe) -> str:
+    form = getattr(probe.deployed, "form_note", "")
+    if form:
+        sub8 = f"{probe.weight_bits}-bit weights stored as int8 values; " if probe.weight_bits < 8 else ""
+        return f"; {sub8}{form}"
     if probe.weight_bits < 8:
         return f"; {probe.weight_bits}-bit weights run on the int8 kernels, so this is the 8-bit latency"
     if probe.weight_bits == 8:

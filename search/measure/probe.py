@@ -66,5 +66,5 @@ class Probe:
     @property
     def activation_bytes_per_element(self) -> int:
         """Bytes of one activation value as the deployed model holds it: int8 kernels keep
-        activations in 8 bits, float models in 32."""
-        return 1 if self.weight_bits <= 8 else 4
+        activations in 8 bits, float kernels (float models, int8 weights folded to float) in 32."""
+        return 1 if getattr(self.deployed, "int8_kernels", self.weight_bits <= 8) else 4

@@ -88,12 +88,14 @@ def quantized_onnx(bits: int, runtime: str = "onnxruntime"):
     return apply_plan(conv_net(), Plan(weight_bits=bits), ctx), x
 
 
-def _optimized_ops(onnx_bytes: bytes, tmp_path) -> list[str]:
+def _optimized_ops(onnx_bytes: bytes, tmp_path, **config: str) -> list[str]:
     """The operators ONNX Runtime runs after its graph optimisations (what its kernels fuse)."""
     import onnx
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    for key, value in config.items():
+        so.add_session_config_entry(key.replace("__", "."), value)
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
@@ -104,16 +106,48 @@ def test_int8_in_onnxruntime_fuses_every_layer_into_int8_kernels(tmp_path):
     """Unsigned activations and per-channel weights: ONNX Runtime turns every conv and the
     linear layer into its int8 kernels (signed activations would leave convolutions in float)."""
     from tradeoff.search.measure import RuntimeModel, onnx_encoded_size
+    from tradeoff.spaces.runtime import _quantize_static, onnx_bytes
 
-    c, x = quantized_onnx(8)
-    assert isinstance(c.model, RuntimeModel) and c.model.runtime == "onnxruntime"
-    ops = _optimized_ops(c.model.onnx, tmp_path)
+    net, x = conv_net(), torch.randn(1, 8, 8, 8)
+    proto = _quantize_static(
+        onnx_bytes(net, x), [torch.randn(16, 8, 8, 8)], str(tmp_path), str(tmp_path / "p.onnx")
+    )
+    ops = _optimized_ops(proto.SerializeToString(), tmp_path)
     assert ops.count("QLinearConv") == 2 and "Conv" not in ops
     assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulInteger" in ops
-    torch.testing.assert_close(c.model(x).argmax(1), c.float_model(x).argmax(1))
-    float_size, _ = onnx_encoded_size(_float_onnx(c.float_model, x))
-    size, _ = onnx_encoded_size(c.model.onnx, weight_bits=8)
+    model = RuntimeModel(proto.SerializeToString(), "onnxruntime", weight_bits=8)
+    torch.testing.assert_close(model(x).argmax(1), net(x).argmax(1))
+    float_size, _ = onnx_encoded_size(onnx_bytes(net, x))
+    size, _ = onnx_encoded_size(model.onnx, weight_bits=8)
     assert 0.24 < size / float_size < 0.32
+
+
+def test_int8_keeps_the_faster_of_int8_kernels_and_int8_weights_on_float_kernels(tmp_path):
+    """Both forms store int8 weights (the same size within the activations' scales); the one
+    kept says which it is and how the two compared; weight-only int8 runs float kernels on the
+    folded weights, so its outputs are the float network's with weights rounded to int8."""
+    import onnx
+
+    from tradeoff.spaces.runtime import RuntimeModel, onnx_bytes, quantize_weights
+
+    c, x = quantized_onnx(8)
+    assert c.model.form_note.startswith(("int8 kernels", "int8 weights on float kernels"))
+    assert c.model.int8_kernels == c.model.form_note.startswith("int8 kernels")
+    weight_only = RuntimeModel(
+        quantize_weights(onnx.load_from_string(onnx_bytes(c.float_model, x))).SerializeToString(),
+        "onnxruntime",
+        weight_bits=8,
+        int8_kernels=False,
+    )
+    # the session RuntimeModel makes for it folds each DequantizeLinear into a float weight
+    ops = _optimized_ops(weight_only.onnx, tmp_path, session__disable_quant_qdq="1")
+    assert "DequantizeLinear" not in ops and "QLinearConv" not in ops
+    assert ops.count("Conv") + ops.count("FusedConv") == 2
+    batch = torch.randn(32, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(weight_only(batch), c.float_model(batch), atol=0.05, rtol=0.05)
+    float_size = len(onnx_bytes(c.float_model, x))
+    assert 0.24 < len(weight_only.onnx) / float_size < 0.32 and 0.24 < len(c.model.onnx) / float_size < 0.32
 
 
 def _float_onnx(model, x) -> bytes:
