@@ -153,9 +153,10 @@ def export_trial(
     plan = runner.plan_of(trial.params)
     task = runner.task
     log(f"rebuilding trial #{trial.number} ({format_plan(plan)}) ...")
-    compressed, times = runner.build(plan)
+    from tradeoff.search.records import INT8_FORM_ATTR
     from tradeoff.search.runner import baseline_latency
 
+    compressed, times = runner.build(plan, int8_form=trial.user_attrs.get(INT8_FORM_ATTR, "auto"))
     measured = runner.measure(compressed, baseline_ms=baseline_latency(study))
     stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.keys()}
     diffs = differences(stored, measured, n_val=len(task.val))

@@ -8,8 +8,10 @@ and task fingerprint), ``tradeoff:budget`` (measured plans the workers stop at),
 Trial user attributes: ``plan`` (``Plan.to_dict()``), ``plan_text`` (``format_plan``),
 every figure of ``Measurement`` with its ``*_method``, ``role`` (baseline / single-technique /
 space-filling for enqueued plans), ``duplicate_of`` (a re-proposed plan: the trial whose
-figures it copied), ``fail_reason``, ``skipped_layers``, ``worker`` and ``time_*`` (seconds
-per step). Constraints are Optuna's own (``trial.set_constraint``): <= 0 is feasible.
+figures it copied), ``fail_reason``, ``skipped_layers``, ``int8_form`` (``kernels`` or
+``weights``: which int8 form an ONNX runtime ran, so that export rebuilds that one),
+``worker`` and ``time_*`` (seconds per step). Constraints are Optuna's own
+(``trial.set_constraint``): <= 0 is feasible.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROLE_ATTR = "role"
 DUPLICATE_ATTR = "duplicate_of"
 FAIL_ATTR = "fail_reason"
 SKIPPED_ATTR = "skipped_layers"
+INT8_FORM_ATTR = "int8_form"
 WORKER_ATTR = "worker"
 TIME_PREFIX = "time_"
 

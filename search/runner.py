@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from tradeoff.search.config import SearchConfig
-from tradeoff.search.measure import Measurement, deploy, measure
+from tradeoff.search.measure import Measurement, RuntimeModel, deploy, measure
 from tradeoff.search.records import (
     BASELINE_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
+    INT8_FORM_ATTR,
     PLAN_ATTR,
     PLAN_TEXT_ATTR,
     ROLE_ATTR,
@@ -82,15 +83,17 @@ class Runner:
             device=self.device,
         )
 
-    def build(self, plan: Plan) -> tuple[Compressed, dict[str, float]]:
+    def build(self, plan: Plan, *, int8_form: str = "auto") -> tuple[Compressed, dict[str, float]]:
         """The compressed model for ``plan`` and where the time went: ``apply_s`` (knobs and
-        teacher copy), ``finetune_s``, and each step of ``apply_plan`` as ``step_*``."""
+        teacher copy), ``finetune_s``, and each step of ``apply_plan`` as ``step_*``.
+        ``int8_form``: see :class:`~tradeoff.spaces.ApplyContext` (a rebuild passes the trial's)."""
         ctx = ApplyContext(
             example_input=self.task.example_input,
             num_classes=self.task.num_classes,
             finetune=self._finetune,
             calibration=tuple(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
             runtime=self.config.runtime,
+            int8_form=int8_form,
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
@@ -162,6 +165,8 @@ class Runner:
             return list(twin.values)
         compressed, times = self.build(plan)
         trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
+        if isinstance(compressed.model, RuntimeModel):  # which int8 form was faster: a rebuild takes it
+            trial.set_user_attr(INT8_FORM_ATTR, "kernels" if compressed.model.int8_kernels else "weights")
         t1 = time.perf_counter()
         measure_times: dict[str, float] = {}
         m = self.measure(compressed, measure_times, baseline_ms=baseline_latency(trial.study))

@@ -81,14 +81,17 @@ class ApplyContext:
 
     ``finetune(model, from_scratch)`` trains a changed model against the teacher (None: no
     training); ``calibration`` is a few batches of training inputs for quantization; ``runtime``
-    the runtime the model is deployed in (``spaces.runtime``: quantization uses its tool);
-    ``facts`` what the knobs before this one did (set by ``apply_plan``)."""
+    the runtime the model is deployed in (``spaces.runtime``: quantization uses its tool), and
+    ``int8_form`` which int8 form to make there (``auto``: the faster; ``kernels`` or
+    ``weights``: the one a measured trial used); ``facts`` what the knobs before this one did
+    (set by ``apply_plan``)."""
 
     example_input: torch.Tensor
     num_classes: int
     finetune: Callable[[nn.Module, bool], nn.Module] | None = None
     calibration: Sequence[torch.Tensor] = ()
     runtime: str = "torchscript"
+    int8_form: str = "auto"
     facts: Facts = Facts()
 
 

@@ -73,7 +73,9 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str])
         if not ctx.calibration:
             raise PlanError("quantization needs calibration inputs; none were given")
         try:
-            return quantize_onnx(model, bits, ctx.example_input, ctx.calibration, ctx.runtime)
+            return quantize_onnx(
+                model, bits, ctx.example_input, ctx.calibration, ctx.runtime, form=ctx.int8_form
+            )
         except Exception as e:  # noqa: BLE001 - the exporter or the quantizer rejects the model
             raise PlanError(
                 f"{bits}-bit quantization in {ctx.runtime} failed: {type(e).__name__}: {e}"

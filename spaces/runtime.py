@@ -185,9 +185,12 @@ def quantize_onnx(
     example_input: torch.Tensor,
     calibration: Sequence[torch.Tensor],
     runtime: str,
+    *,
+    form: str = "auto",
 ) -> RuntimeModel:
     """Int8 of float ``model`` for ONNX Runtime or OpenVINO, in the faster of two forms (timed
-    here, interleaved, on ``example_input``):
+    here, interleaved, on ``example_input``; ``form`` = ``kernels`` or ``weights`` takes that
+    one without timing, as a rebuild of a measured trial does):
 
     - int8 kernels: ONNX Runtime's static quantization (QDQ, unsigned activations, symmetric
       per-channel int8 weights, min-max calibration on ``calibration``), which the runtime
@@ -211,6 +214,12 @@ def quantize_onnx(
             restrict_weights(proto, bits)
         forms.append(RuntimeModel(proto.SerializeToString(), runtime, weight_bits=bits, int8_kernels=kernels))
     a, b = forms
+    if form == "kernels":
+        a.form_note = "int8 kernels (the form the trial measured)"
+        return a
+    if form == "weights":
+        b.form_note = "int8 weights on float kernels (the form the trial measured)"
+        return b
     ratio = faster_ratio(a, b, example_input)
     chosen = a if ratio <= 1.0 else b
     chosen.form_note = (
@@ -255,18 +264,21 @@ def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
 
 
 def quantize_weights(proto):
-    """``proto`` (float) with the weight of every Conv and Gemm stored as symmetric per-channel
+    """``proto`` (float) with the weight of every Conv, Gemm and MatMul stored as symmetric per-channel
     int8 behind a DequantizeLinear (activations stay float), in place; returns it."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in proto.graph.initializer}
     nodes = []
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "Gemm") and len(node.input) > 1 and node.input[1] in inits:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
             init = inits[node.input[1]]
             w = numpy_helper.to_array(init).astype(np.float32)
+            if w.ndim < 2:
+                continue
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            axis = 1 if node.op_type == "Gemm" and not trans_b else 0
+            # the output-channel axis: Conv (out, in, k, k), Gemm with transB (out, in), else (in, out)
+            axis = 0 if node.op_type == "Conv" or (node.op_type == "Gemm" and trans_b) else w.ndim - 1
             reduce = tuple(i for i in range(w.ndim) if i != axis)
             scale = np.abs(w).max(axis=reduce) / 127.0
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
@@ -349,7 +361,7 @@ def restrict_weights(proto, bits: int) -> None:
     producer = {o: n for n in proto.graph.node for o in n.output}
     weights = set(weight_initializers(proto))
     for node in proto.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
             continue
         dq = producer.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in weights:
