@@ -175,7 +175,10 @@ def checks(study: optuna.Study, url: str, artifacts: str) -> str:
     ]
     slower = 0
     for t in quantized:
-        compressed, _ = runner.build(Plan.from_params(t.params, options=config.knob_options))
+        plan = Plan.from_params(t.params, options=config.knob_options)
+        compressed, _ = runner.build(
+            plan, int8_form=t.user_attrs.get("int8_form", "auto")
+        )  # the trial's form
         q = deploy(compressed.model, config.runtime, task.example_input)
         f = deploy(compressed.float_model, config.runtime, task.example_input)
         p = paired_latency(q, f, task.example_input, warmup=20, repeats=200)
@@ -229,11 +232,12 @@ def main() -> int:
     p.add_argument(
         "--artifacts", default="tradeoff-artifacts", help="with --storage: the study's artifact store"
     )
+    p.add_argument("--command", help="with --storage: the command that made the study, for the report")
     p.add_argument("--no-checks", action="store_true", help="skip the skeptic's checks (they rebuild plans)")
     p.add_argument("search_args", nargs="*", help="extra `tradeoff search` options, after --")
     args = p.parse_args()
     if args.storage:
-        url, command = args.storage, f"tradeoff front --storage {args.storage}"
+        url, command = args.storage, args.command or f"tradeoff front --storage {args.storage}"
         artifacts = args.artifacts
     else:
         work = tempfile.mkdtemp(prefix="tradeoff-bench-")

@@ -11,6 +11,7 @@ from torch import nn
 
 from tradeoff.search.figures import Figure, Tolerance, register_figure
 from tradeoff.search.measure.probe import Probe
+from tradeoff.spaces.runtime import median_interval
 
 
 def cpu_name() -> str:
@@ -73,25 +74,6 @@ def latency(
 
 CONFIDENCE = 0.95
 BLOCK = 5  # calls of one model in a row before the other's
-
-
-def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(lower, upper, coverage): a distribution-free interval for the median of ``values``
-    from their order statistics (the sign test's binomial, as in Conover's *Practical
-    Nonparametric Statistics*, 3.2); coverage is the exact confidence of the interval given
-    (below ``confidence`` when there are too few values for it, never above 1)."""
-    from scipy.stats import binom
-
-    v = sorted(values)
-    n = len(v)
-    # [v_(k), v_(n-k+1)] (1-based) covers the median with 1 - 2 P(X <= k-1), X ~ Binomial(n, 1/2):
-    # the narrowest such interval with at least ``confidence``, else the widest (k = 1)
-    k = 1
-    while k + 1 <= (n + 1) // 2 and 1 - 2 * binom.cdf(k, n, 0.5) >= confidence:
-        k += 1
-    lo, hi = v[k - 1], v[n - k]
-    coverage = 1 - 2 * binom.cdf(k - 1, n, 0.5)
-    return lo, hi, float(coverage)
 
 
 def paired_latency(
