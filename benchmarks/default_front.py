@@ -91,6 +91,9 @@ def report(study: optuna.Study, command: str) -> str:
         "",
         HEADER,
     ]
+    singles = [t for t in done if len(Plan.from_params(t.params).active()) == 1]
+    if not singles:
+        lines[-1] = "None measured: the `auto` sampler's start design holds no single-technique plan."
     for knob in KNOBS:
         alone = [t for t in done if set(Plan.from_params(t.params).active()) == {knob}]
         good = [t for t in alone if t.user_attrs["accuracy"] >= base["accuracy"] - 0.01]
