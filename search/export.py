@@ -188,7 +188,9 @@ def export_trial(
             with open(os.path.join(tmp, ONNX_FILE), "wb") as f:
                 f.write(deployed.onnx)
             form = getattr(compressed.model, "form_note", "")
-            kind = f"int8 weights ({form.split(':')[0]})" if form else "float"
+            kind = f"int8 weights ({form.split(':')[0].split(' (')[0]})" if form else "float"
+            if form and not compressed.model.int8_kernels:
+                kind += "; measured with session option session.disable_quant_qdq=1 (folds them once)"
             files[ONNX_FILE] = {"format": f"ONNX, {kind}; onnxruntime.InferenceSession or OpenVINO"}
             onnx_info = {"written": True, "opset": ONNX_OPSET, "measured": True}
             if not isinstance(compressed.model, RuntimeModel):  # a float network: its TorchScript twin
