@@ -74,12 +74,13 @@ def test_a_worker_stops_after_too_many_repeats_in_a_row_and_says_why(tmp_path):
     assert said and said[-1].startswith("stopped: the sampler proposed 6 plans in a row that were already")
 
 
-def _synthetic(plan) -> list[float]:
-    """Four objectives with a trade-off, from the plan's numbers (no model is built)."""
+def _synthetic(plan, objectives) -> list[float]:
+    """The study's objectives with a trade-off, from the plan's numbers (no model is built)."""
     w, p, r, b = plan.student_width, plan.prune_ratio, plan.rank_ratio, plan.weight_bits
     size = w * w * (1 - p) * r * b / 32
     accuracy = 1 - 0.3 * (1 - w) ** 2 - 0.4 * p**2 - 0.2 * (1 - r) ** 2 - (0.3 if b == 2 else 0)
-    return [accuracy, size, size**0.5, size * 2]
+    figures = {"accuracy": accuracy, "size_bytes": size, "latency_ms": size**0.5, "energy_mj": size * 2}
+    return [figures[o] for o in objectives]
 
 
 def test_two_workers_on_one_study_do_not_propose_the_same_plans(tmp_path):
@@ -103,7 +104,7 @@ def test_two_workers_on_one_study_do_not_propose_the_same_plans(tmp_path):
         time.sleep(0.02)  # both workers are inside a trial most of the time
         with lock:
             del running[trial.number]
-        return _synthetic(plan)
+        return _synthetic(plan, config.objectives)
 
     def work(who: str) -> None:
         own = open_storage(url, heartbeat_interval=None)
@@ -139,7 +140,7 @@ def test_the_gaussian_process_sampler_proposes_plans_of_a_multi_objective_study(
     storage = open_storage(url, heartbeat_interval=None)
     study, config, _ = open_study(storage, "gp", {"model": "tiny_resnet", "sampler": "gp"}, n_trials=13)
     study.sampler = study_sampler(config)
-    objective = lambda t: _synthetic(suggest_plan(t, config.space))  # noqa: E731
+    objective = lambda t: _synthetic(suggest_plan(t, config.space), config.objectives)  # noqa: E731
     ran = run_worker(study, storage, objective, budget=13, poll_s=0.01)
     proposed = [t for t in study.trials if "role" not in t.user_attrs]
     assert ran == 13 and len(proposed) >= 3  # after the 10 plans of the start design
