@@ -26,8 +26,9 @@ from tradeoff.storage.artifacts import sha256_file
 # studies measured TorchScript.
 CONFIG_VERSION = 4
 # Energy is an objective by default only where a hardware counter measures it: the estimate is a
-# function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md,
-# "Energy"); it is recorded on every trial either way, and --objectives can name it.
+# function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md, "The
+# default search on the bundled task"); it is recorded on every trial either way, and
+# --objectives can name it.
 DEFAULT_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 LEGACY_OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")  # studies that stored none
 
