@@ -19,7 +19,9 @@ int8 kernels: emulated in time, packed in size, see ``search.measure.size``).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -206,51 +208,75 @@ def quantize_onnx(
     Below 8 bits the weights are re-quantized to b-bit levels (:func:`restrict_weights`)."""
     import onnx
 
+    from tradeoff.spaces.timing import BLOCK, paired_latency
+
+    protos = {}
     with tempfile.TemporaryDirectory() as d:
-        pre = os.path.join(d, "pre.onnx")
-        full = _quantize_static(onnx_bytes(model, example_input), calibration, d, pre)
-        weight_only = quantize_weights(onnx.load(pre))
-    forms = []
-    for proto, kernels in ((full, True), (weight_only, False)):
+        float_onnx, pre = onnx_bytes(model, example_input), os.path.join(d, "pre.onnx")
+        if form == "weights":  # no calibration needed: only the pre-processed float graph
+            _pre_process(float_onnx, d, pre)
+        else:
+            protos["kernels"] = _quantize_static(float_onnx, calibration, d, pre)
+        if form != "kernels":
+            protos["weights"] = quantize_weights(onnx.load(pre))
+    models = {}
+    for kind, proto in protos.items():
         if bits < 8:
             restrict_weights(proto, bits)
-        forms.append(RuntimeModel(proto.SerializeToString(), runtime, weight_bits=bits, int8_kernels=kernels))
-    a, b = forms
-    if form == "kernels":
-        a.form_note = "int8 kernels (the form the trial measured)"
-        return a
-    if form == "weights":
-        b.form_note = "int8 weights on float kernels (the form the trial measured)"
-        return b
-    ratio, lo, hi = faster_ratio(a, b, example_input)
-    chosen = a if hi < 1.0 else b  # int8 kernels only where they are faster beyond the noise
+        models[kind] = RuntimeModel(
+            proto.SerializeToString(), runtime, weight_bits=bits, int8_kernels=kind == "kernels"
+        )
+    if form in models:
+        chosen = models[form]
+        chosen.form_note = f"{_FORM_TEXT[form]} (the form the trial measured)"
+        return chosen
+    p = paired_latency(models["kernels"], models["weights"], example_input, warmup=3, repeats=12 * BLOCK)
+    kind = "kernels" if p["ratio_hi"] < 1.0 else "weights"  # int8 kernels only where faster beyond noise
+    chosen = models[kind]
     chosen.form_note = (
-        f"{'int8 kernels' if chosen is a else 'int8 weights on float kernels'}: int8 kernels ran "
-        f"x{ratio:.2f} [{lo:.2f}, {hi:.2f}] the time of float kernels with the same int8 weights "
-        "when quantized"
+        f"{_FORM_TEXT[kind]}: int8 kernels ran x{p['ratio']:.2f} [{p['ratio_lo']:.2f}, "
+        f"{p['ratio_hi']:.2f}] the time of float kernels with the same int8 weights when quantized"
     )
     return chosen
 
 
-def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
-    import logging
+_FORM_TEXT = {"kernels": "int8 kernels", "weights": "int8 weights on float kernels"}
 
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
-    raw, dst = os.path.join(d, "float.onnx"), os.path.join(d, "int8.onnx")
-    with open(raw, "wb") as f:
-        f.write(float_onnx)
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer's advice and warnings, printed on every call through the root logger."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_static's advice to pre-process, on every call
+    root.setLevel(logging.ERROR)
     try:
-        # shape inference and ONNX Runtime's basic graph optimisations first: without them
-        # the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv
-        # -> Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _pre_process(float_onnx: bytes, d: str, pre: str) -> None:
+    """Shape inference and ONNX Runtime's basic graph optimisations, written to ``pre``: without
+    them the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv ->
+    Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw = os.path.join(d, "float.onnx")
+    with open(raw, "wb") as f:
+        f.write(float_onnx)
+    with _quiet():
         quant_pre_process(raw, pre, skip_symbolic_shape=False)
+
+
+def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
+    """ONNX Runtime's static QDQ quantization of ``float_onnx`` (pre-processed into ``pre``)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    _pre_process(float_onnx, d, pre)
+    reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
+    dst = os.path.join(d, "int8.onnx")
+    with _quiet():
         quantize_static(
             pre,
             dst,
@@ -261,8 +287,6 @@ def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
             per_channel=True,
             extra_options={"WeightSymmetric": True},
         )
-    finally:
-        root.setLevel(level)
     return onnx.load(dst)
 
 
@@ -306,57 +330,6 @@ def quantize_weights(proto):
     for n in reversed(nodes):  # before every node: a valid topological order
         proto.graph.node.insert(0, n)
     return proto
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """(lower, upper, coverage): a distribution-free interval for the median of ``values``
-    from their order statistics (the sign test's binomial, as in Conover's *Practical
-    Nonparametric Statistics*, 3.2); coverage is the exact confidence of the interval given
-    (below ``confidence`` when there are too few values for it)."""
-    from scipy.stats import binom
-
-    v = sorted(values)
-    n = len(v)
-    # [v_(k), v_(n-k+1)] (1-based) covers the median with 1 - 2 P(X <= k-1), X ~ Binomial(n, 1/2):
-    # the narrowest such interval with at least ``confidence``, else the widest (k = 1)
-    k = 1
-    while k + 1 <= (n + 1) // 2 and 1 - 2 * binom.cdf(k, n, 0.5) >= confidence:
-        k += 1
-    return v[k - 1], v[n - k], float(1 - 2 * binom.cdf(k - 1, n, 0.5))
-
-
-def faster_ratio(
-    a: nn.Module, b: nn.Module, x: torch.Tensor, *, rounds: int = 12, block: int = 5
-) -> tuple[float, float, float]:
-    """(median, lower, upper) over rounds of (median time of ``a`` / median time of ``b``),
-    the two run interleaved in blocks, the order alternating (the latency figure's method),
-    with the median's 95 % interval (:func:`median_interval`)."""
-    import statistics
-    import time
-
-    def times(fn) -> list[float]:
-        out = []
-        for _ in range(block):
-            t0 = time.perf_counter()
-            fn(x)
-            out.append(time.perf_counter() - t0)
-        return out
-
-    with torch.no_grad():
-        for _ in range(3):
-            a(x)
-            b(x)
-        ratios = []
-        for r in range(rounds):
-            if r % 2 == 0:
-                ta = times(a)
-                tb = times(b)
-            else:
-                tb = times(b)
-                ta = times(a)
-            ratios.append(statistics.median(ta) / statistics.median(tb))
-    lo, hi, _ = median_interval(ratios)
-    return statistics.median(ratios), lo, hi
 
 
 def weight_initializers(proto) -> list[str]:

@@ -27,7 +27,7 @@ from tradeoff.search.measure.size import SIZE_METHOD, count_params, encoded_size
 from tradeoff.search.measure.size import serialized_size
 from tradeoff.search.measure.size import weight_tensors
 from tradeoff.search.measure.flops import FLOPS_METHOD, count_flops
-from tradeoff.search.measure.latency import cpu_name, deployable, latency, median_interval, paired_latency
+from tradeoff.search.measure.latency import cpu_name, deployable, latency
 from tradeoff.search.measure.energy import activation_elements, cache_bytes, estimated_energy_mj
 from tradeoff.search.measure.energy import layer_traffic, measured_energy_mj
 from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_bytes, weight_bytes
@@ -36,6 +36,7 @@ from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_by
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.measure.probe import Probe
 from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES, RuntimeModel, deploy
+from tradeoff.spaces.timing import median_interval, paired_latency
 
 __all__ = [
     "DEFAULT_RUNTIME",

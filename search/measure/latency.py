@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 
 import torch
@@ -11,7 +9,7 @@ from torch import nn
 
 from tradeoff.search.figures import Figure, Tolerance, register_figure
 from tradeoff.search.measure.probe import Probe
-from tradeoff.spaces.runtime import median_interval
+from tradeoff.spaces.timing import BLOCK, paired_latency, spread, time_calls
 
 
 def cpu_name() -> str:
@@ -38,29 +36,6 @@ def deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.Scrip
         return torch.jit.freeze(traced)
 
 
-def _time_calls(fn, x: torch.Tensor, n: int, cuda: bool) -> list[float]:
-    times = []
-    for _ in range(n):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(x)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _spread(times: list[float]) -> tuple[float, float, float]:
-    times = sorted(times)
-    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-    return statistics.median(times), q[0], q[-1]
-
-
 def latency(
     fn, example_input: torch.Tensor, *, warmup: int, repeats: int, device: str = "cpu"
 ) -> tuple[float, float, float]:
@@ -69,53 +44,7 @@ def latency(
         x = example_input.to(device)
         for _ in range(warmup):
             fn(x)
-        return _spread(_time_calls(fn, x, repeats, device.startswith("cuda")))
-
-
-CONFIDENCE = 0.95
-BLOCK = 5  # calls of one model in a row before the other's
-
-
-def paired_latency(
-    fn, reference, example_input: torch.Tensor, *, warmup: int, repeats: int, device: str = "cpu"
-) -> dict[str, float]:
-    """``fn`` and ``reference`` timed interleaved in the same window: rounds of ``BLOCK`` calls
-    of each, the order alternating between rounds, ``repeats`` calls of each in all. The ratio
-    is the median over rounds of (median of ``fn``'s block / median of ``reference``'s), with
-    a distribution-free 95 % interval: load that changes between rounds moves both models."""
-    cuda = device.startswith("cuda")
-    rounds = max(6, -(-repeats // BLOCK))
-    ours: list[float] = []
-    theirs: list[float] = []
-    ratios: list[float] = []
-    with torch.no_grad():
-        x = example_input.to(device)
-        for _ in range(warmup):
-            fn(x)
-            reference(x)
-        for r in range(rounds):
-            if r % 2:
-                b = _time_calls(reference, x, BLOCK, cuda)
-                a = _time_calls(fn, x, BLOCK, cuda)
-            else:
-                a = _time_calls(fn, x, BLOCK, cuda)
-                b = _time_calls(reference, x, BLOCK, cuda)
-            ours += a
-            theirs += b
-            ratios.append(statistics.median(a) / statistics.median(b))
-    lo, hi, coverage = median_interval(ratios)
-    med, p10, p90 = _spread(ours)
-    return {
-        "median": med,
-        "p10": p10,
-        "p90": p90,
-        "reference": statistics.median(theirs),
-        "ratio": statistics.median(ratios),
-        "ratio_lo": lo,
-        "ratio_hi": hi,
-        "coverage": coverage,
-        "rounds": rounds,
-    }
+        return spread(time_calls(fn, x, repeats, device.startswith("cuda")))
 
 
 # what a latency timed against the baseline adds (None when there was no baseline to time against)
