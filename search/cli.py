@@ -11,6 +11,7 @@ from typing import Any
 
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
 from tradeoff.search.sampler import SAMPLERS
+from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS
 from tradeoff.spaces.runtime import RUNTIMES
 from tradeoff.storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, TradeoffError
@@ -367,6 +368,28 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         type=int,
         help="NSGA-II population, with --sampler nsga2 (default: fitted to the first run's --n-trials)",
     )
+    g.add_argument(
+        "--keep-weights",
+        choices=KEEP_WEIGHTS,
+        help="deployed models and fine-tuned float models kept in the artifact store, so that export "
+        "does not train again and plans that differ only in bit-width share one fine-tune: front "
+        "(default: the current front's), all, or none; stored with the study",
+    )
+    g.add_argument(
+        "--no-reuse",
+        dest="reuse",
+        action="store_const",
+        const=False,
+        help="fine-tune every plan from the teacher, even when a plan of the same structure was "
+        "fine-tuned already, and queue no other bit-widths of a new structure (default: reuse)",
+    )
+    g.add_argument(
+        "--no-early-stop",
+        dest="early_stop",
+        action="store_const",
+        const=False,
+        help="finish every fine-tune, even one that cannot reach the front any more (default: stop it)",
+    )
     g.add_argument("--seed", type=int, help="seed of teacher training and fine-tuning (default: 0)")
     g.add_argument(
         "--scalarize",
@@ -394,6 +417,9 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         "sampler",
         "population_size",
         "seed",
+        "keep_weights",
+        "reuse",
+        "early_stop",
     ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)

@@ -76,13 +76,22 @@ def run_trials(
     import optuna
     import torch
 
-    from tradeoff.search.records import DUPLICATE_ATTR
     from tradeoff.search.report import progress_line
     from tradeoff.search.runner import Runner
     from tradeoff.search.study import open_study, sampler_line
     from tradeoff.search.tasks import task_for
     from tradeoff.search.teacher import ensure_teacher
-    from tradeoff.search.worker import Stopper, counts, host_share, run_budget, run_worker, worker_id
+    from tradeoff.search.weights import WeightStore
+    from tradeoff.search.worker import (
+        Stopper,
+        budgeted,
+        counts,
+        host_share,
+        run_budget,
+        run_worker,
+        worker_id,
+    )
+    from tradeoff.spaces import structure_key
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
     torch.set_flush_denormal(True)
@@ -117,15 +126,19 @@ def run_trials(
     teacher = ensure_teacher(
         study, task, open_artifact_store(artifacts), device=device, train=(mode != "worker"), log=log
     )
-    runner = Runner(config, task, teacher, device=device)
+    weights = WeightStore(open_artifact_store(artifacts), keep=config.keep_weights)
+    runner = Runner(config, task, teacher, device=device, weights=weights)
 
     start, done = time.perf_counter(), 0
     total = to_run or max(0, (budget or 0) - complete)
 
     def progress(trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
-        done += DUPLICATE_ATTR not in trial.user_attrs  # a repeated plan costs nothing and is not counted
+        # a repeated plan, a pruned one and a queued bit-width variant are not counted
+        done += trial.state != optuna.trial.TrialState.PRUNED and budgeted(trial)
         log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
+        with contextlib.suppress(Exception):  # tidying is best effort: the next trial tidies again
+            weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
 
     with contextlib.ExitStack() as stack:
         share = stack.enter_context(host_share())
@@ -147,6 +160,12 @@ def run_trials(
         )
     if stopper.requested:
         log("stopped: no trial of this worker is left running")
+    kept = weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
+    log(
+        f"weights kept ({config.keep_weights}): {kept['trials']} deployed models, "
+        f"{kept['trial_bytes'] / 1e6:.1f} MB; {kept['floats']} fine-tuned float models, "
+        f"{kept['float_bytes'] / 1e6:.1f} MB"
+    )
     return study
 
 
@@ -190,9 +209,14 @@ def export(
     check_target(output, force)  # before any work
     study, config = load_study(url, study_name)
     chosen = choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
+    from tradeoff.search.weights import WeightStore
+
     task = task_for(config, log=log)
-    teacher = ensure_teacher(study, task, open_artifact_store(artifacts), train=False, log=log)
-    runner = Runner(config, task, teacher, device=device)
+    store = open_artifact_store(artifacts)
+    teacher = ensure_teacher(study, task, store, train=False, log=log)
+    runner = Runner(
+        config, task, teacher, device=device, weights=WeightStore(store, keep=config.keep_weights)
+    )
     record = export_trial(study, chosen, output, runner=runner, force=force, log=log)
     onnx = record["onnx"]
     log(

@@ -16,6 +16,7 @@ from tradeoff.search.figures import FIGURES
 from tradeoff.search.models import MODELS, torchvision_models
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
 from tradeoff.search.sampler import SAMPLERS, fitted_population
+from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
 from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES
 from tradeoff.spaces.runtime import available as runtime_available
@@ -23,8 +24,9 @@ from tradeoff.storage.artifacts import sha256_file
 
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
 # 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
-# studies measured TorchScript.
-CONFIG_VERSION = 4
+# studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_weights): an older
+# tradeoff would run them without.
+CONFIG_VERSION = 5
 # Energy is an objective by default only where a hardware counter measures it: the estimate is a
 # function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md, "The
 # default search on the bundled task"); it is recorded on every trial either way, and
@@ -68,6 +70,9 @@ class SearchConfig:
     latency_warmup: int = 10
     latency_repeats: int = 50
     scalarize: dict[str, float] = field(default_factory=dict)  # weights: one objective, the cost
+    reuse: bool = True  # a fine-tuned float model per structure; other bit-widths of a new one queued
+    early_stop: bool = True  # stop a fine-tune that cannot reach the front (search.stopping)
+    keep_weights: str = "front"  # search.weights.KEEP_WEIGHTS
     version: int = CONFIG_VERSION
 
     # -- validation ---------------------------------------------------------------------------
@@ -139,6 +144,8 @@ class SearchConfig:
         scalarize = {}
         if self.scalarize:
             scalarize = check_weights(self.scalarize)
+        if self.keep_weights not in KEEP_WEIGHTS:
+            raise UsageError(f"--keep-weights {self.keep_weights!r}: choose one of {', '.join(KEEP_WEIGHTS)}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         population = self.population_size
@@ -174,6 +181,15 @@ class SearchConfig:
     def constraint_values(self, figures: Mapping[str, float]) -> dict[str, float]:
         """One value per constraint, <= 0 where the figures meet it (Optuna's convention)."""
         return constraint_values(figures, self.constraints)
+
+    def constraint_values_known(self, figures: Mapping[str, float]) -> dict[str, float]:
+        """The constraints whose figure is in ``figures`` (a plan measured before training)."""
+        from tradeoff.search.figures import by_constraint
+
+        known = by_constraint()
+        return constraint_values(
+            figures, {k: v for k, v in self.constraints.items() if known[k].name in figures}
+        )
 
     # -- storage ------------------------------------------------------------------------------
 

@@ -152,11 +152,11 @@ def export_trial(
     check_target(out_dir, force)
     plan = runner.plan_of(trial.params)
     task = runner.task
-    log(f"rebuilding trial #{trial.number} ({format_plan(plan)}) ...")
-    from tradeoff.search.records import INT8_FORM_ATTR
     from tradeoff.search.runner import baseline_latency
 
-    compressed, times = runner.build(plan, int8_form=trial.user_attrs.get(INT8_FORM_ATTR, "auto"))
+    log(f"restoring trial #{trial.number} ({format_plan(plan)}) ...")
+    compressed, times, source = runner.restore(study, trial)
+    log(f"trial #{trial.number}: from {source}")
     measured = runner.measure(compressed, baseline_ms=baseline_latency(study))
     stored = {k: v for k, v in trial.user_attrs.items() if k in Measurement.keys()}
     diffs = differences(stored, measured, n_val=len(task.val))
@@ -232,6 +232,7 @@ def export_trial(
             },
             "config": json.loads(study.user_attrs[CONFIG_ATTR]),
             "rebuild_seconds": {k: round(v, 3) for k, v in times.items()},
+            "weights_from": source,
             "onnx": onnx_info,
             "runtime": version(runtime),
             "deployed_file": deployed_file,

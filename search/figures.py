@@ -58,7 +58,9 @@ class Figure:
     name); ``scale`` turns a value into the unit of ``label`` (axes, tables); ``constraint`` is
     the constraint's name (``max_...``/``min_...``), whose bound is given in
     ``constraint_unit``, ``constraint_scale`` of the figure's own unit (MB = 10^6 bytes).
-    ``details`` are the other attributes ``measure`` records (its method, spread, ...)."""
+    ``details`` are the other attributes ``measure`` records (its method, spread, ...);
+    ``needs_training=False`` marks a figure that the untrained network already shows (it is
+    measured before fine-tuning, so that a broken constraint stops the plan first)."""
 
     name: str
     unit: str
@@ -77,6 +79,9 @@ class Figure:
     details: tuple[str, ...] = ()
     integer: bool = False
     needs: tuple[str, ...] = field(default=())  # figures measured before this one that it reads
+    # depends on the trained weights (accuracy): not measured before fine-tuning. A plug-in figure
+    # is assumed to, unless it says otherwise; size, MACs, latency and energy depend on shapes only.
+    needs_training: bool = True
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

@@ -11,6 +11,9 @@ from tradeoff.search.records import (
     DUPLICATE_ATTR,
     FAIL_ATTR,
     ROLE_ATTR,
+    SIBLING_OF_ATTR,
+    SIBLING_ROLE,
+    STOPPED_ATTR,
     broken_constraints,
     feasible,
     plan_of,
@@ -151,8 +154,13 @@ def progress_line(
     if DUPLICATE_ATTR in trial.user_attrs:
         twin = trial.user_attrs[DUPLICATE_ATTR]
         head = f"[{done}/{total}] trial #{trial.number} repeats #{twin}'s plan (answered, not counted)"
+    elif trial.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE:
+        head += f" (a variant of #{trial.user_attrs.get(SIBLING_OF_ATTR)} at another bit-width, not counted)"
     if trial.state != optuna.trial.TrialState.COMPLETE:
-        reason = trial.user_attrs.get(FAIL_ATTR, "")
+        stopped = trial.user_attrs.get(STOPPED_ATTR)
+        reason = (
+            stopped.get("reason", "") if isinstance(stopped, dict) else trial.user_attrs.get(FAIL_ATTR, "")
+        )
         return f"{head}: {reason}" if reason else head
     base = baseline_of(study) or {}
     figs = " ".join(

@@ -1,39 +1,80 @@
 """The trial runner: one plan in, one measured compressed model out.
 
 plan  = suggest_plan(trial, config.space)
-model = apply_plan(teacher, plan, ctx)      # on a copy; fine-tuned against the teacher
+model = apply_plan(teacher, plan, ctx)      # on a copy:
+          structural knobs                   #   student -> prune -> low-rank
+          cheap figures first                #   size, MACs, latency of the untrained deployed form:
+                                             #   a broken constraint prunes the trial, untrained
+          fine-tune against the teacher      #   or the structure's stored float model (reuse);
+                                             #   checkpoints may stop a plan that cannot reach the front
+          post-training knobs                #   quantization in the runtime's tool
 m     = measure(model, ...)                  # in the study's runtime, timed against the teacher
-every figure -> trial user attributes; constraints -> trial user attribute
+every figure -> trial user attributes; constraints -> trial; deployed model -> artifact store
+a new structure -> its post-training variants (other bit-widths) queued: no fine-tune each
 return m.values(config.objectives)
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import optuna
 import torch
 from torch import nn
 
 from tradeoff.search.config import SearchConfig
+from tradeoff.search.figures import FIGURES
 from tradeoff.search.measure import Measurement, RuntimeModel, deploy, measure
 from tradeoff.search.records import (
     BASELINE_ATTR,
+    CURVE_ATTR,
     DUPLICATE_ATTR,
+    FACTS_ATTR,
     FAIL_ATTR,
     INT8_FORM_ATTR,
     PLAN_ATTR,
     PLAN_TEXT_ATTR,
+    REUSED_ATTR,
     ROLE_ATTR,
+    SIBLING_OF_ATTR,
+    SIBLING_ROLE,
     SKIPPED_ATTR,
+    STOPPED_ATTR,
     TIME_PREFIX,
+    WEIGHTS_ATTR,
 )
+from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, MIN_HISTORY, StopTraining, gains, judge
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import finetune_kd, logits_of
-from tradeoff.spaces import ApplyContext, Compressed, Plan, PlanError, apply_plan, format_plan, suggest_plan
+from tradeoff.search.weights import WeightStore
+from tradeoff.spaces import (
+    ApplyContext,
+    Compressed,
+    Facts,
+    Plan,
+    PlanError,
+    apply_plan,
+    format_plan,
+    post_training_siblings,
+    structure_key,
+    suggest_plan,
+)
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 REFERENCE_WARMUP = 50  # calls of the teacher's new session before any latency is timed against it
+
+
+class BrokenBeforeTraining(Exception):
+    """The untrained deployed form already breaks a hard constraint: the plan is not trained."""
+
+    def __init__(self, figures: dict, constraints: dict[str, float]):
+        broken = sorted(name for name, v in constraints.items() if v > 0)
+        super().__init__(
+            f"breaks {', '.join(broken)} before fine-tuning (size, MACs and latency do not change "
+            "with training)"
+        )
+        self.figures, self.constraints = figures, constraints
 
 
 def baseline_latency(study: optuna.Study) -> float | None:
@@ -46,14 +87,34 @@ def baseline_latency(study: optuna.Study) -> float | None:
 
 
 class Runner:
-    """Callable objective for ``study.optimize``. Owns the teacher and its cached logits."""
+    """Callable objective for ``study.optimize``. Owns the teacher and its cached logits, and the
+    study's kept weights (``weights``: fine-tuned float models per structure, deployed models)."""
 
-    def __init__(self, config: SearchConfig, task: Task, teacher: nn.Module, *, device: str = "cpu"):
+    def __init__(
+        self,
+        config: SearchConfig,
+        task: Task,
+        teacher: nn.Module,
+        *,
+        device: str = "cpu",
+        weights: WeightStore | None = None,
+    ):
         self.config, self.task, self.device = config, task, device
-        self.teacher = teacher.eval()
-        self.teacher_logits = logits_of(teacher, task.train.x, device=device)
-        teacher.cpu()
+        self.teacher = teacher.eval().cpu()
+        self.weights = weights if weights is not None else WeightStore(keep=config.keep_weights)
+        self._teacher_logits = None
         self._reference = None
+        self._trial: optuna.Trial | None = None  # the trial being built (its study: history, store)
+        self._read_study: optuna.Study | None = None  # a study whose kept weights a rebuild reads
+        self._state: dict = {}
+
+    @property
+    def teacher_logits(self) -> torch.Tensor:
+        """The teacher's logits on the training split: computed once, when something trains."""
+        if self._teacher_logits is None:
+            self._teacher_logits = logits_of(self.teacher, self.task.train.x, device=self.device)
+            self.teacher.cpu()
+        return self._teacher_logits
 
     @property
     def reference(self) -> nn.Module:
@@ -68,25 +129,116 @@ class Runner:
                     self._reference(x)
         return self._reference
 
+    @property
+    def _study(self) -> optuna.Study | None:
+        return self._trial.study if self._trial is not None else self._read_study
+
+    def _history(self) -> list[optuna.trial.FrozenTrial]:
+        study = self._study
+        if study is None:
+            return []
+        return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+    # -- the steps apply_plan calls back ------------------------------------------------------
+
+    def _before_finetune(self, preview: Callable[[], Compressed]) -> None:
+        """Cheap figures first: measure the untrained deployed form when a constraint can be
+        checked on it, or when the stopping rule will need its figures; a broken constraint
+        raises :class:`BrokenBeforeTraining` (nothing is trained)."""
+        c, state = self.config, self._state
+        if self.config.reuse and self.weights.get_float(self._study, state["key"]) is not None:
+            return  # nothing to train: the stored float model is quantized
+        cheap = {f.constraint for f in FIGURES.values() if not f.needs_training}
+        checks = {k: v for k, v in c.constraints.items() if k in cheap}
+        history = self._history()
+        armed = (
+            c.early_stop
+            and not c.scalarize
+            and any(len(gains(history, CHECKPOINTS[-1], scratch)) >= MIN_HISTORY for scratch in (False, True))
+        )
+        if not checks and not armed:
+            return
+        t = time.perf_counter()
+        compressed = preview()
+        m = self.measure(compressed, baseline_ms=self._baseline_ms, trained=False)
+        state["cheap"] = m.to_dict()
+        state["times"]["cheap_s"] = time.perf_counter() - t
+        values = c.constraint_values_known(m.to_dict())
+        if any(v > 0 for k, v in values.items() if k in checks):
+            raise BrokenBeforeTraining(m.to_dict(), values)
+
     def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
-        """Distil a from-scratch student at length, or fine-tune a changed teacher briefly."""
-        c = self.config
-        return finetune_kd(
+        """The structure's stored float model when there is one (``reuse``); else distil a
+        from-scratch student at length, or fine-tune a changed teacher briefly, with the
+        checkpoints the stopping rule reads."""
+        c, state = self.config, self._state
+        stored = self.weights.get_float(self._study, state["key"]) if c.reuse else None
+        if stored is not None:
+            try:
+                model.load_state_dict(stored[0])
+                state["reused"] = stored[1].get("trial")
+                return model.eval()
+            except RuntimeError:  # a different network for the same key (a changed knob): train
+                pass
+        state["from_scratch"] = from_scratch
+        state["curve"] = []
+        steps = c.student_steps if from_scratch else c.finetune_steps
+        state["steps"] = steps
+        model = finetune_kd(
             model,
             self.task.train,
             self.teacher_logits,
-            steps=c.student_steps if from_scratch else c.finetune_steps,
+            steps=steps,
             seed=c.seed,
             lr=c.student_lr if from_scratch else c.finetune_lr,
             temperature=c.kd_temperature,
             alpha=c.kd_alpha,
             device=self.device,
+            checkpoints=CHECKPOINTS,
+            on_checkpoint=self._checkpoint,
         )
+        state["trained"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return model
 
-    def build(self, plan: Plan, *, int8_form: str = "auto") -> tuple[Compressed, dict[str, float]]:
+    @torch.no_grad()
+    def _checkpoint(self, fraction: float, step: int, model: nn.Module) -> None:
+        state = self._state
+        x, y = self.task.val.x[:CURVE_IMAGES], self.task.val.y[:CURVE_IMAGES]
+        acc = float((logits_of(model, x, device=self.device).argmax(1) == y).float().mean())
+        model.to(self.device)
+        state["curve"].append([fraction, round(acc, 6)])
+        if self.config.early_stop and state.get("cheap") is not None:
+            reason = judge(
+                self._history(),
+                self.config.objectives,
+                state["cheap"],
+                fraction=fraction,
+                accuracy=acc,
+                from_scratch=state["from_scratch"],
+            )
+            if reason:
+                raise StopTraining(reason, fraction, step, acc)
+
+    # -- building and measuring ---------------------------------------------------------------
+
+    def build(
+        self,
+        plan: Plan,
+        *,
+        int8_form: str = "auto",
+        trial: optuna.Trial | None = None,
+        study: optuna.Study | None = None,
+        post_training: bool = True,
+    ) -> tuple[Compressed, dict[str, float]]:
         """The compressed model for ``plan`` and where the time went: ``apply_s`` (knobs and
         teacher copy), ``finetune_s``, and each step of ``apply_plan`` as ``step_*``.
-        ``int8_form``: see :class:`~tradeoff.spaces.ApplyContext` (a rebuild passes the trial's)."""
+        ``int8_form``: see :class:`~tradeoff.spaces.ApplyContext` (a rebuild passes the trial's).
+        ``trial`` (a running one): its study's stored float models and stopping history are
+        used, and its constraints are checked before fine-tuning; ``study``: only its stored float
+        models are used (a rebuild). ``post_training=False``: the float model only."""
+        self._trial, self._read_study = trial, study
+        self._state = {"key": structure_key(plan), "times": {}}
+        self._baseline_ms = baseline_latency(trial.study) if trial is not None else None
         ctx = ApplyContext(
             example_input=self.task.example_input,
             num_classes=self.task.num_classes,
@@ -94,14 +246,65 @@ class Runner:
             calibration=tuple(self.task.train.x[:CALIBRATION_SAMPLES].split(64)),
             runtime=self.config.runtime,
             int8_form=int8_form,
+            before_finetune=self._before_finetune if trial is not None else None,
+            post_training=post_training,
         )
         t0 = time.perf_counter()
         torch.manual_seed(self.config.seed)
         compressed = apply_plan(self.teacher, plan, ctx)
         finetune = compressed.timings.get("finetune_s", 0.0)
-        times = {"finetune_s": finetune, "apply_s": time.perf_counter() - t0 - finetune}
+        cheap = self._state["times"].get("cheap_s", 0.0)
+        times = {"finetune_s": finetune, "apply_s": time.perf_counter() - t0 - finetune - cheap}
+        if cheap:
+            times["cheap_s"] = cheap
         times.update({f"step_{k}": v for k, v in compressed.timings.items() if k != "finetune_s"})
         return compressed, times
+
+    def restore(self, study: optuna.Study, trial: optuna.trial.FrozenTrial):
+        """``trial``'s compressed model without training where the study kept its weights:
+        (compressed, seconds per step, where it came from). The structure's float model and the
+        trial's deployed file when both are kept; the float model, quantized again, when only it
+        is; else a rebuild (with a fine-tune)."""
+        plan = self.plan_of(trial.params)
+        form = trial.user_attrs.get(INT8_FORM_ATTR, "auto")
+        trains = any(k.structural and not k.is_off(cfg.value) for k, cfg in plan.configs())
+        kept = not trains or self.weights.get_float(study, structure_key(plan)) is not None
+        deployed = (
+            self.weights.get_trial(study, trial) if kept and self.config.runtime != "torchscript" else None
+        )
+        facts = trial.user_attrs.get(FACTS_ATTR)
+        if deployed is not None and isinstance(facts, dict):
+            compressed, times = self.build(plan, int8_form=form, study=study, post_training=False)
+            data, meta = deployed
+            facts = Facts(**{k: v for k, v in facts.items() if k in Facts.__dataclass_fields__})
+            model = compressed.float_model
+            if meta.get("quantized"):
+                model = RuntimeModel(
+                    data, self.config.runtime, weight_bits=facts.weight_bits, int8_kernels=form == "kernels"
+                )
+                model.form_note = meta.get("form_note", "")
+            restored = Compressed(
+                model=model,
+                float_model=compressed.float_model,
+                facts=facts,
+                skipped=tuple(trial.user_attrs.get(SKIPPED_ATTR, ())),
+                timings=compressed.timings,
+            )
+            return (
+                restored,
+                times,
+                f"the trial's kept weights (artifact {meta['artifact_id']}, SHA-256 checked)",
+            )
+        compressed, times = self.build(plan, int8_form=form, study=study)
+        how = (
+            "the structure's kept float model"
+            + (", quantized again" if compressed.model is not compressed.float_model else "")
+            if trains and kept
+            else "rebuilt (the teacher needs no training)"
+            if not trains
+            else "rebuilt and fine-tuned (no weights kept)"
+        )
+        return compressed, times, how
 
     def plan_of(self, params) -> Plan:
         """The plan of a trial's params (or a stored plan), with the study's knob options."""
@@ -113,9 +316,11 @@ class Runner:
         timings: dict[str, float] | None = None,
         *,
         baseline_ms: float | None = None,
+        trained: bool = True,
     ) -> Measurement:
         """Every figure of ``compressed`` in the study's runtime; latency timed against the
-        teacher and scaled by ``baseline_ms`` (the baseline trial's latency, when measured)."""
+        teacher and scaled by ``baseline_ms`` (the baseline trial's latency, when measured).
+        ``trained=False``: only the figures that do not depend on training."""
         c = self.config
         return measure(
             compressed.model,
@@ -132,21 +337,44 @@ class Runner:
             runtime=c.runtime,
             reference=self.reference,
             reference_ms=baseline_ms,
+            trained=trained,
         )
 
     @staticmethod
     def _measured_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        return next((t for t in complete if t.params == trial.params), None)
+        """The trial that already ran this plan: measured, or pruned (a plan pruned before or
+        during fine-tuning is pruned again, at no cost)."""
+        done = trial.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
+        for t in done:
+            if t.params == trial.params and (
+                t.state == optuna.trial.TrialState.COMPLETE or STOPPED_ATTR in t.user_attrs
+            ):
+                return t
+        return None
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         try:
             return self._run(trial)
+        except optuna.TrialPruned:
+            raise
         except Exception as e:
             # The trial fails with its reason on record; the study goes on.
             reason = str(e) if isinstance(e, PlanError) else f"{type(e).__name__}: {e}"
             trial.set_user_attr(FAIL_ATTR, reason.splitlines()[0] if reason else type(e).__name__)
             raise
+        finally:
+            self._trial = self._read_study = None
+
+    def _prune(self, trial: optuna.Trial, figures: dict, record: dict) -> None:
+        """Record a plan stopped before it was measured (its figures so far, why), then prune."""
+        for name, value in figures.items():
+            trial.set_user_attr(name, value)
+        for name, value in self.config.constraint_values_known(figures).items():
+            trial.set_constraint(name, value)
+        trial.set_user_attr(STOPPED_ATTR, record)
+        raise optuna.TrialPruned(record["reason"])
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
@@ -157,28 +385,56 @@ class Runner:
         if twin is not None:
             # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
             for name, value in twin.user_attrs.items():
-                if name not in (ROLE_ATTR, FAIL_ATTR):
+                if name not in (ROLE_ATTR, FAIL_ATTR, WEIGHTS_ATTR, SIBLING_OF_ATTR):
                     trial.set_user_attr(name, value)
             for name, value in twin.constraints.items():
                 trial.set_constraint(name, value)
             trial.set_user_attr(DUPLICATE_ATTR, twin.number)
+            if twin.state == optuna.trial.TrialState.PRUNED:
+                raise optuna.TrialPruned(f"repeats #{twin.number}, which was stopped")
             return list(twin.values)
-        compressed, times = self.build(plan)
+        try:
+            compressed, times = self.build(plan, trial=trial)
+        except BrokenBeforeTraining as e:
+            record = {"when": "before fine-tuning", "reason": str(e)}
+            self._prune(trial, e.figures, record)
+        except StopTraining as e:
+            state = self._state
+            trial.set_user_attr(CURVE_ATTR, self._curve_record())
+            record = {
+                "when": "during fine-tuning",
+                "checkpoint": e.checkpoint,
+                "step": e.step,
+                "of_steps": state.get("steps"),
+                "accuracy": round(e.accuracy, 6),
+                "reason": e.reason,
+            }
+            trial.set_user_attr(f"{TIME_PREFIX}total_s", round(time.perf_counter() - t0, 3))
+            self._prune(trial, state.get("cheap") or {}, record)
+        state = self._state
         trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
         if isinstance(compressed.model, RuntimeModel):  # which int8 form was faster: a rebuild takes it
             trial.set_user_attr(INT8_FORM_ATTR, "kernels" if compressed.model.int8_kernels else "weights")
+        trial.set_user_attr(FACTS_ATTR, dict(vars(compressed.facts)))
+        if state.get("curve"):
+            trial.set_user_attr(CURVE_ATTR, self._curve_record())
+        if state.get("reused") is not None:
+            trial.set_user_attr(REUSED_ATTR, state["reused"])
         t1 = time.perf_counter()
         measure_times: dict[str, float] = {}
         m = self.measure(compressed, measure_times, baseline_ms=baseline_latency(trial.study))
         times["measure_s"] = time.perf_counter() - t1
         times.update({f"measure_{k}": v for k, v in measure_times.items()})
-        times["total_s"] = time.perf_counter() - t0
         for name, value in m.to_dict().items():
             trial.set_user_attr(name, value)
-        for name, value in times.items():
-            trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
         for name, value in self.config.constraint_values(m.to_dict()).items():
             trial.set_constraint(name, value)
+        t2 = time.perf_counter()
+        self._keep(trial, plan, compressed, state)
+        times["keep_s"] = time.perf_counter() - t2
+        times["total_s"] = time.perf_counter() - t0
+        for name, value in times.items():
+            trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
         if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:
             if BASELINE_ATTR not in trial.study.user_attrs:
                 trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
@@ -190,3 +446,34 @@ class Runner:
                 raise PlanError("a scalarized study needs the baseline measured first (trial 0)")
             return [cost(m.to_dict(), baseline, self.config.scalarize)]
         return m.values(self.config.objectives)
+
+    def _curve_record(self) -> dict:
+        state = self._state
+        return {
+            "from_scratch": bool(state.get("from_scratch")),
+            "steps": state.get("steps"),
+            "images": min(CURVE_IMAGES, len(self.task.val)),
+            "points": state.get("curve", []),
+        }
+
+    def _keep(self, trial: optuna.Trial, plan: Plan, compressed: Compressed, state: dict) -> None:
+        """The work this trial leaves for later ones: its fine-tuned float model (per structure),
+        its deployed model, and its structure's other post-training variants, queued."""
+        c, study = self.config, trial.study
+        if (c.reuse or c.keep_weights != "none") and state.get("trained") is not None:
+            self.weights.put_float(study, state["key"], state["trained"], trial.number)
+        if isinstance(compressed.model, RuntimeModel):
+            self.weights.put_trial(
+                trial,
+                compressed.model.onnx,
+                file="model.onnx",
+                extra={"quantized": True, "form_note": compressed.model.form_note},
+            )
+        if c.reuse and state.get("reused") is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
+            # this trial made its structure's float model: the other bit-widths only quantize it
+            for sibling in post_training_siblings(plan, c.space):
+                study.enqueue_trial(
+                    sibling.params(),
+                    user_attrs={ROLE_ATTR: SIBLING_ROLE, SIBLING_OF_ATTR: trial.number},
+                    skip_if_exists=True,
+                )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,10 +96,16 @@ def finetune_kd(
     temperature: float = 4.0,
     alpha: float = 0.7,
     device: str = "cpu",
+    checkpoints: Sequence[float] = (),
+    on_checkpoint: Callable[[float, int, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Fine-tune a compressed ``model`` for ``steps`` batches with the distillation loss against
     the teacher's precomputed logits on ``data`` (no augmentation, so the logits stay valid and
-    the teacher is never run during fine-tuning). Returns the model in eval mode."""
+    the teacher is never run during fine-tuning). Returns the model in eval mode.
+
+    ``on_checkpoint(fraction, step, model)`` is called after the step that completes each
+    fraction of ``checkpoints`` (model in eval mode; it may raise to stop the fine-tune). It must
+    not draw random numbers: the fine-tune is the same with or without it."""
     if steps <= 0:
         return model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -107,6 +115,7 @@ def finetune_kd(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     order = torch.randperm(len(data), generator=gen)
     pos = 0
+    at = {max(1, round(f * steps)): f for f in checkpoints if 0 < f < 1}
     for step in range(steps):
         if pos + batch_size > len(order):
             order, pos = torch.randperm(len(data), generator=gen), 0
@@ -123,4 +132,8 @@ def finetune_kd(
         nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
         sched.step()
+        if on_checkpoint is not None and step + 1 in at:
+            model.eval()
+            on_checkpoint(at[step + 1], step + 1, model)
+            model.train()
     return model.cpu().eval()

@@ -9,8 +9,12 @@
         run it with a heartbeat, tell the result
         a plan already measured (answered from the study) is not counted; too many in a row -> done
 
-The budget counts measured plans: a plan the sampler proposes again is answered from the study
-at no cost and does not use up ``--n-trials`` or the study's budget.
+The budget counts measured plans that the sampler chose: a plan the sampler proposes again is
+answered from the study at no cost, a plan pruned before or during its fine-tune (a broken
+constraint, a fine-tune that cannot reach the front) was not measured, and the other bit-widths
+of a newly fine-tuned structure (queued by the runner, role ``sibling``) cost a quantization
+each: none of them uses up ``--n-trials`` or the study's budget. Queued variants still waiting
+when the budget is met are measured before the worker stops.
 
 The study lock, which the storage owns (``tradeoff.storage.lock``: a PostgreSQL advisory lock
 or MySQL's GET_LOCK for a shared database, a file lock for SQLite), is what makes "exactly N
@@ -31,10 +35,18 @@ from collections.abc import Callable, Iterator
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.search.records import BUDGET_ATTR, DUPLICATE_ATTR, FAIL_ATTR, ROLE_ATTR, WORKER_ATTR
+from tradeoff.search.records import (
+    BUDGET_ATTR,
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    ROLE_ATTR,
+    SIBLING_ROLE,
+    WORKER_ATTR,
+)
 
 DEFAULT_BUDGET = 40  # measured plans, the README's default run
 MAX_REPEATS = 25  # plans already measured, proposed in a row, before a worker gives up
+MAX_PRUNED = 40  # plans pruned in a row (constraints broken before training) before a worker gives up
 
 
 @contextlib.contextmanager
@@ -85,12 +97,25 @@ class Stopper:
         self.requested = True
 
 
+def budgeted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts against the budget: a plan the sampler chose, not a repeat, not a
+    queued post-training variant."""
+    return DUPLICATE_ATTR not in trial.user_attrs and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE
+
+
 def counts(study: optuna.Study) -> tuple[int, int]:
-    """(measured plans: complete trials that are not a repeat of another, running trials)."""
+    """(measured plans the budget counts: complete trials that are not a repeat of another nor a
+    queued variant, running trials that will count)."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    complete = sum(t.state == TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs for t in trials)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
+    complete = sum(t.state == TrialState.COMPLETE and budgeted(t) for t in trials)
+    running = sum(t.state == TrialState.RUNNING and budgeted(t) for t in trials)
     return complete, running
+
+
+def variant_waiting(study: optuna.Study) -> bool:
+    """Whether the next queued trial (the one ``ask`` takes) is a post-training variant."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return bool(waiting) and min(waiting, key=lambda t: t.number).user_attrs.get(ROLE_ATTR) == SIBLING_ROLE
 
 
 def worker_id() -> str:
@@ -115,22 +140,24 @@ def run_worker(
     this worker has measured ``n_trials``, ``stopper`` asks it to stop, or the sampler proposed
     ``max_repeats`` already measured plans in a row. ``storage`` is the study's storage (it holds
     the study lock). ``on_wait`` hears, once per wait, why the worker waits, and why it gave up.
-    Returns the number of trials it ran, repeats not counted."""
-    ran, waiting, repeats = 0, False, 0
+    Returns the number of trials it ran, repeats, pruned plans and queued variants not counted."""
+    ran, waiting, repeats, pruned = 0, False, 0, 0
     stopper = stopper or Stopper()
-    while not stopper.requested and (n_trials is None or ran < n_trials):
+    while not stopper.requested:
         with storage.lock(study.study_name), warnings.catch_warnings():
             # Optuna warns that heartbeats belong to Study.optimize: this loop keeps its own.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_lost_trials(study, storage)
             if budget is None:  # this process's own number of trials, whatever others run
+                if n_trials is not None and ran >= n_trials and not variant_waiting(study):
+                    break
                 trial = study.ask()
             else:
                 complete, running = counts(study)
-                if complete >= budget:
+                if complete >= budget and not variant_waiting(study):
                     break
-                trial = study.ask() if complete + running < budget else None
+                trial = study.ask() if complete + running < budget or variant_waiting(study) else None
             if trial is not None:
                 trial.set_user_attr(WORKER_ATTR, worker_id())  # under the lock: never unowned
         if trial is None:
@@ -147,6 +174,8 @@ def run_worker(
             with heartbeat(storage, trial._trial_id):
                 values = objective(trial)
             state = TrialState.COMPLETE
+        except optuna.TrialPruned:  # the runner recorded where and why
+            state = TrialState.PRUNED
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_ATTR, "the worker was stopped during the trial")
             stopper.requested = True
@@ -155,9 +184,10 @@ def run_worker(
         frozen = study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
         if state == TrialState.FAIL and stopper.requested and frozen.user_attrs.get(ROLE_ATTR) in SEEDED:
             requeue(study, frozen)  # a seeded plan interrupted by the user is tried again, once
-        repeated = state == TrialState.COMPLETE and DUPLICATE_ATTR in frozen.user_attrs
+        repeated = state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_ATTR in frozen.user_attrs
         repeats = repeats + 1 if repeated else 0
-        ran += not repeated
+        pruned = pruned + 1 if state == TrialState.PRUNED and not repeated else 0
+        ran += state != TrialState.PRUNED and budgeted(frozen)
         if on_trial is not None:
             on_trial(frozen)
         if repeats >= max_repeats:
@@ -165,6 +195,13 @@ def run_worker(
                 on_wait(
                     f"stopped: the sampler proposed {repeats} plans in a row that were already measured "
                     "(the space is exhausted or the search has converged); widen --space to search on"
+                )
+            break
+        if pruned >= MAX_PRUNED:
+            if on_wait is not None:
+                on_wait(
+                    f"stopped: {pruned} plans in a row were pruned before they could be measured (most "
+                    "break a constraint before fine-tuning); loosen the constraints or narrow --space"
                 )
             break
     return ran

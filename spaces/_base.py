@@ -83,8 +83,9 @@ class ApplyContext:
     training); ``calibration`` is a few batches of training inputs for quantization; ``runtime``
     the runtime the model is deployed in (``spaces.runtime``: quantization uses its tool), and
     ``int8_form`` which int8 form to make there (``auto``: the faster; ``kernels`` or
-    ``weights``: the one a measured trial used); ``facts`` what the knobs before this one did
-    (set by ``apply_plan``)."""
+    ``weights``: the one a measured trial used); ``before_finetune`` and ``post_training``: see
+    :func:`~tradeoff.spaces.apply_plan`; ``facts`` what the knobs before this one did (set by
+    ``apply_plan``)."""
 
     example_input: torch.Tensor
     num_classes: int
@@ -92,6 +93,8 @@ class ApplyContext:
     calibration: Sequence[torch.Tensor] = ()
     runtime: str = "torchscript"
     int8_form: str = "auto"
+    before_finetune: Callable[[Callable[[], Any]], None] | None = None
+    post_training: bool = True
     facts: Facts = Facts()
 
 

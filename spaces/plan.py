@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -291,44 +293,86 @@ def space_filling_plans(space: Mapping[str, Mapping[str, Any]], n: int, *, seed:
     return plans
 
 
+def structure_key(plan: Plan) -> str:
+    """A key for the network a plan trains: the structural knobs' configs (values, options and
+    config versions), not the post-training ones. Plans that differ only in post-training knobs
+    (bit-width) share a key, and so a fine-tuned float model."""
+    parts = {
+        knob.name: {"value": _plain(config.value), "options": config.options(), "version": config.VERSION}
+        for knob, config in plan.configs()
+        if knob.structural
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def post_training_siblings(plan: Plan, space: Mapping[str, Mapping[str, Any]], limit: int = 8) -> list[Plan]:
+    """The plans that share ``plan``'s structure and differ only in the post-training knobs
+    whose space is a list of choices (bit-width): calibrated and quantized from the same
+    fine-tuned float model, each costs a quantization and a measurement, not a fine-tune.
+    At most ``limit``, in the order of the choices."""
+    knobs = [k for k in ordered_knobs() if not k.structural and "choices" in space.get(k.name, {})]
+    base = plan.to_dict()
+    out: list[Plan] = []
+    for values in itertools.product(*(space[k.name]["choices"] for k in knobs)):
+        changed = dict(base, **{k.name: v for k, v in zip(knobs, values)})
+        sibling = Plan.from_params(changed)
+        if sibling != plan and sibling not in out:
+            out.append(sibling)
+        if len(out) >= limit:
+            break
+    return out
+
+
 def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
     """A compressed copy of ``teacher``: the structural knobs in ``order`` (student -> prune ->
     low-rank), then distillation / fine-tuning against the teacher (when any of them changed
     the model), then each structural knob's ``finalize_``, then the post-training knobs
     (quantization). ``teacher`` itself is never changed. Values outside a knob's limits are
-    rejected before any work."""
+    rejected before any work.
+
+    ``ctx.before_finetune``, when set, is called once before fine-tuning with a function that
+    makes the deployable model of the plan *without* fine-tuning (on a copy): its size, MACs and
+    latency are those of the trained model, so a caller can check constraints first and stop
+    (by raising) before any training. ``ctx.post_training=False`` stops after ``finalize_``: the
+    float model alone (a caller that holds the deployed form already)."""
     active = [(k, c) for k, c in plan.configs() if not k.is_off(c.value)]
     for knob, config in active:
         knob.check(config)
     timings: dict[str, float] = {}
     skipped: list[str] = []
-    facts = dataclasses.replace(ctx.facts)
     t = time.perf_counter()
     model = copy.deepcopy(teacher)
     timings["teacher_copy_s"] = time.perf_counter() - t
 
-    def run(knob: Knob, config: KnobConfig, model: nn.Module) -> nn.Module:
-        nonlocal facts
+    def run(knob: Knob, config: KnobConfig, model: nn.Module, facts: Facts, notes: list[str]):
         t = time.perf_counter()
         applied = knob.apply(model, config, dataclasses.replace(ctx, facts=facts))
         timings[f"{knob.name}_s"] = time.perf_counter() - t
-        facts = dataclasses.replace(facts, **applied.facts)
-        skipped.extend(applied.skipped)
-        return applied.model
+        notes.extend(applied.skipped)
+        return applied.model, dataclasses.replace(facts, **applied.facts)
 
     structural = [(k, c) for k, c in active if k.structural]
+    post = [(k, c) for k, c in active if not k.structural]
+    facts = dataclasses.replace(ctx.facts)
     for knob, config in structural:
-        model = run(knob, config, model)
-    if structural and ctx.finetune is not None:
+        model, facts = run(knob, config, model, facts, skipped)
+
+    def finish(model: nn.Module, facts: Facts, notes: list[str]) -> Compressed:
+        for knob, _ in structural:
+            model = knob.finalize_(model)
+        float_model = model.eval()
+        if ctx.post_training:
+            for knob, config in post:
+                model, facts = run(knob, config, model, facts, notes)
+        return Compressed(
+            model=model.eval(), float_model=float_model, facts=facts, skipped=tuple(notes), timings=timings
+        )
+
+    trains = bool(structural) and ctx.finetune is not None
+    if trains and ctx.before_finetune is not None:
+        ctx.before_finetune(lambda: finish(copy.deepcopy(model), facts, list(skipped)))
+    if trains:
         t = time.perf_counter()
         model = ctx.finetune(model, facts.from_scratch)
         timings["finetune_s"] = time.perf_counter() - t
-    for knob, _ in structural:
-        model = knob.finalize_(model)
-    float_model = model.eval()
-    for knob, config in active:
-        if not knob.structural:
-            model = run(knob, config, model)
-    return Compressed(
-        model=model.eval(), float_model=float_model, facts=facts, skipped=tuple(skipped), timings=timings
-    )
+    return finish(model, facts, skipped)

@@ -122,6 +122,7 @@ def measure(
     runtime: str = DEFAULT_RUNTIME,
     reference: nn.Module | None = None,
     reference_ms: float | None = None,
+    trained: bool = True,
 ) -> Measurement:
     """Measure ``model`` deployed in ``runtime`` on ``device``: every registered figure.
 
@@ -130,7 +131,8 @@ def measure(
     weights are stored (see :func:`encoded_size`). ``reference`` is the baseline already
     deployed in ``runtime`` (:func:`deploy`): latency is then timed interleaved with it and
     scaled by ``reference_ms`` (see :mod:`.latency`). ``timings``, when given, receives the
-    seconds each step took (``trace_s``, then one ``<figure>_s`` per figure).
+    seconds each step took (``trace_s``, then one ``<figure>_s`` per figure). ``trained=False``
+    measures only the figures that do not depend on the trained weights (``needs_training``).
     """
     timings = {} if timings is None else timings
     torch.set_flush_denormal(True)
@@ -158,6 +160,8 @@ def measure(
     figures: dict[str, float] = {}
     details: dict[str, Any] = {}
     for figure in FIGURES.values():
+        if not trained and figure.needs_training:
+            continue
         t = time.perf_counter()
         value, extra = figure.measure(probe)
         figures[figure.name] = int(value) if figure.integer else float(value)

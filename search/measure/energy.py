@@ -247,6 +247,7 @@ def _measure(probe: Probe) -> tuple[float, dict]:
 
 register_figure(
     Figure(
+        needs_training=False,
         name="energy_mj",
         unit="mJ",
         direction="minimize",

@@ -59,6 +59,7 @@ def _measure(probe: Probe) -> tuple[int, dict]:
 
 register_figure(
     Figure(
+        needs_training=False,
         name="flops",
         unit="count",
         direction="minimize",

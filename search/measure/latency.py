@@ -129,6 +129,7 @@ def _measure(probe: Probe) -> tuple[float, dict]:
 
 register_figure(
     Figure(
+        needs_training=False,
         name="latency_ms",
         unit="ms",
         direction="minimize",

@@ -111,6 +111,7 @@ def _measure(probe: Probe) -> tuple[int, dict]:
 
 register_figure(
     Figure(
+        needs_training=False,
         name="peak_memory_bytes",
         unit="bytes",
         direction="minimize",

@@ -110,6 +110,7 @@ def _size(probe: Probe) -> tuple[int, dict]:
 
 register_figure(
     Figure(
+        needs_training=False,
         name="params",
         unit="count",
         direction="minimize",
@@ -125,6 +126,7 @@ register_figure(
 )
 register_figure(
     Figure(
+        needs_training=False,
         name="size_bytes",
         unit="bytes",
         direction="minimize",
