@@ -23,6 +23,7 @@ import collections
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -91,7 +92,10 @@ class WeightStore:
             return None
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             return None
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:  # tensors only: a file that would run code is refused (and the plan trained again)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError):
+            return None
         self._remember(key, state, dict(meta))
         return state, dict(meta)
 
