@@ -41,6 +41,7 @@ from tradeoff.search.records import (
     FAIL_ATTR,
     ROLE_ATTR,
     SIBLING_ROLE,
+    STOPPED_ATTR,
     WORKER_ATTR,
 )
 
@@ -185,23 +186,28 @@ def run_worker(
         if state == TrialState.FAIL and stopper.requested and frozen.user_attrs.get(ROLE_ATTR) in SEEDED:
             requeue(study, frozen)  # a seeded plan interrupted by the user is tried again, once
         repeated = state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_ATTR in frozen.user_attrs
-        repeats = repeats + 1 if repeated else 0
-        pruned = pruned + 1 if state == TrialState.PRUNED and not repeated else 0
+        # broke a constraint before training (or repeats such a plan): the space may hold nothing else
+        untrained = (
+            state == TrialState.PRUNED
+            and (frozen.user_attrs.get(STOPPED_ATTR) or {}).get("when") == "before fine-tuning"
+        )
+        pruned = pruned + 1 if untrained else 0
+        repeats = repeats + 1 if repeated and not untrained else 0
         ran += state != TrialState.PRUNED and budgeted(frozen)
         if on_trial is not None:
             on_trial(frozen)
+        if pruned >= MAX_PRUNED:
+            if on_wait is not None:
+                on_wait(
+                    f"stopped: {pruned} plans in a row broke the study's constraints before fine-tuning (or "
+                    "repeated such a plan); loosen the constraints or narrow --space to plans that meet them"
+                )
+            break
         if repeats >= max_repeats:
             if on_wait is not None:
                 on_wait(
                     f"stopped: the sampler proposed {repeats} plans in a row that were already measured "
                     "(the space is exhausted or the search has converged); widen --space to search on"
-                )
-            break
-        if pruned >= MAX_PRUNED:
-            if on_wait is not None:
-                on_wait(
-                    f"stopped: {pruned} plans in a row were pruned before they could be measured (most "
-                    "break a constraint before fine-tuning); loosen the constraints or narrow --space"
                 )
             break
     return ran

@@ -17,6 +17,7 @@ from conftest import QUICKER, dashboard_server, run_tradeoff
 from tradeoff.search.cli import main
 from tradeoff.search.cost import constraint_values
 from tradeoff.search.records import broken_constraints, constraints_of, feasible
+from tradeoff.search.worker import budgeted
 from tradeoff.storage import open_storage
 
 # tiny_resnet's float weights are 1.26 MB: a 1 MB bound leaves the baseline infeasible and the
@@ -76,19 +77,30 @@ def bounds_of(flags: list[str]) -> dict[str, float]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_command_on_a_study_with_constraints(case, tmp_path, monkeypatch, capsys):
     flags, bounds = CASES[case], bounds_of(CASES[case])
+    surely = SURELY_INFEASIBLE.get(case, [])
     r = run_tradeoff("search", "--n-trials", "3", *QUICKER, *flags, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "[3/3] trial #2" in r.stderr
+    assert "Traceback" not in r.stderr
+    if surely == "all":  # no plan can meet it: each is pruned before training until the worker gives up
+        assert "plans in a row broke the study's constraints before fine-tuning" in r.stderr
+    else:
+        assert "[3/3] trial #2" in r.stderr
     resumed = run_tradeoff("search", "--n-trials", "1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming study 'tradeoff'" in resumed.stderr
 
     study = load(tmp_path)
-    assert len(complete(study)) == 4
+    measured = [t for t in complete(study) if budgeted(t)]
     infeasible = check_stored(study, bounds)
-    surely = SURELY_INFEASIBLE.get(case, [])
     if surely == "all":
-        assert len(infeasible) == 4
+        # measured: only plans with nothing to train (the baseline, int8 alone), which cost no fine-tune
+        assert 0 in {t.number for t in measured}
+        assert all(t.user_attrs["time_finetune_s"] == 0 for t in complete(study))
+        assert len(infeasible) == len(complete(study))
+        pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+        assert pruned and all(t.constraints["max_latency_ms"] > 0 for t in pruned)
+    else:
+        assert len(measured) == 4
     for number in surely if surely != "all" else []:
         assert number in {t.number for t in infeasible}
     # the progress line says which constraint a trial breaks

@@ -62,7 +62,10 @@ def load(url: str) -> optuna.Study:
 
 
 def complete(study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    """The measured plans the budget counts (not the queued other bit-widths of a structure)."""
+    from tradeoff.search.worker import budgeted
+
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and budgeted(t)]
 
 
 def test_three_workers_end_with_exactly_the_budget(storage_url, tmp_path):

@@ -142,7 +142,9 @@ def test_a_new_structure_queues_its_other_bit_widths_which_do_not_use_the_budget
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert ran == 1 and counts(study) == (1, 0)
     assert [t.params["weight_bits"] for t in trials] == [32, 8]  # the variant ran before the worker stopped
-    assert trials[1].user_attrs["role"] == SIBLING_ROLE and trials[1].user_attrs[REUSED_ATTR] == trials[0].number
+    assert (
+        trials[1].user_attrs["role"] == SIBLING_ROLE and trials[1].user_attrs[REUSED_ATTR] == trials[0].number
+    )
     assert tunes.calls == 1
 
 
