@@ -1,7 +1,7 @@
 """Cheaper trials: the default search with and without them, on the same wall-clock budget.
 
     python benchmarks/cheaper.py --minutes 15 --out benchmarks/results/cheaper.md
-    python benchmarks/cheaper.py --quick       # tiny_resnet, 1 minute per arm: a smoke run
+    python benchmarks/cheaper.py --quick       # tiny_resnet, half a minute per arm: a smoke run
 
 Two runs of `tradeoff search` on the bundled task (resnet18 teacher, seed 0, one study each, the
 teacher trained once before both), one after the other on the same machine, each stopped
@@ -259,7 +259,7 @@ def main() -> None:
     ap.add_argument("--dir", help="scratch directory (kept; default: a temporary one)")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the equal-cost replay")
     a = ap.parse_args()
-    minutes = 1.0 if a.quick else a.minutes
+    minutes = 0.5 if a.quick else a.minutes
     base = QUICK if a.quick else []
     cwd = a.dir or tempfile.mkdtemp(prefix="tradeoff-cheaper-")
     os.makedirs(cwd, exist_ok=True)

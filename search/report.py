@@ -125,6 +125,7 @@ def format_front(study: optuna.Study) -> str:
     lines.append(
         f"{len(trials)} Pareto-optimal of {len(complete)} complete trials in study {study.study_name!r}"
         + (f"; {_infeasible_summary(infeasible)}, not shown" if infeasible else "")
+        + _pruned_summary(study)
         + ("" if base else " (no baseline measured yet)")
     )
     if ties:
@@ -134,6 +135,20 @@ def format_front(study: optuna.Study) -> str:
             f"noise of {n} validation images"
         )
     return "\n".join(lines)
+
+
+def _pruned_summary(study: optuna.Study) -> str:
+    """``; 5 pruned before fine-tuning (a constraint), 3 fine-tunes stopped (could not reach the front)``."""
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    when = [
+        (t.user_attrs.get(STOPPED_ATTR) or {}).get("when")
+        for t in pruned
+        if DUPLICATE_ATTR not in t.user_attrs
+    ]
+    before, during = when.count("before fine-tuning"), when.count("during fine-tuning")
+    parts = [f"{before} pruned before fine-tuning (a constraint)"] if before else []
+    parts += [f"{during} fine-tunes stopped (could not reach the front)"] if during else []
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _infeasible_summary(infeasible: list[optuna.trial.FrozenTrial]) -> str:

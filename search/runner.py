@@ -172,7 +172,9 @@ class Runner:
         from-scratch student at length, or fine-tune a changed teacher briefly, with the
         checkpoints the stopping rule reads."""
         c, state = self.config, self._state
-        stored = self.weights.get_float(self._study, state["key"]) if c.reuse else None
+        # a search reuses only with --reuse; a rebuild (export) takes whatever float model was kept
+        reuse = c.reuse or self._trial is None
+        stored = self.weights.get_float(self._study, state["key"]) if reuse else None
         if stored is not None:
             try:
                 model.load_state_dict(stored[0])
