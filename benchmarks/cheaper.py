@@ -124,7 +124,9 @@ def measured(study, until: float):
 
 def shadow_stops(study) -> tuple[int, int, list[str]]:
     """The stopping rule replayed on a run that did not stop: (would stop, of those on the
-    run's final front, their lines)."""
+    run's final front, their lines). Each plan is judged alone (that run queued no other
+    bit-widths): a looser rule than the search's, which also needs every queued bit-width of the
+    structure beaten, so the search stops at most these."""
     done = [
         t
         for t in study.trials
@@ -142,7 +144,7 @@ def shadow_stops(study) -> tuple[int, int, list[str]]:
             reason = judge(
                 before,
                 OBJECTIVES,
-                figures,
+                lambda figures=figures: [figures],
                 fraction=fraction,
                 accuracy=acc,
                 from_scratch=curve["from_scratch"],
@@ -258,6 +260,12 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--dir", help="scratch directory (kept; default: a temporary one)")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the equal-cost replay")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(ARMS),
+        help="run only these arms; the others are read from the studies of an earlier run in --dir",
+    )
     a = ap.parse_args()
     minutes = 0.5 if a.quick else a.minutes
     base = QUICK if a.quick else []
@@ -268,7 +276,7 @@ def main() -> None:
 
     env.setdefault("TRADEOFF_CACHE", cache_dir())
     # the teacher, trained once before both arms (a one-trial study), so neither arm pays for it
-    subprocess.run(
+    subprocess.run(  # (resumes, and adds a trial, when --dir holds an earlier run)
         [*tradeoff(), "search", "--study-name", "teacher", "--n-trials", "1", *base],
         cwd=cwd,
         env=env,
@@ -278,6 +286,12 @@ def main() -> None:
     url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
     starts, studies = {}, {}
     for name, extra in ARMS.items():
+        if a.only and name not in a.only:  # kept from an earlier run in --dir
+            studies[name] = optuna.load_study(study_name=name, storage=url)
+            starts[name] = min(t.datetime_start for t in studies[name].trials if t.datetime_start).timestamp()
+            continue
+        if name in optuna.get_all_study_names(url):
+            optuna.delete_study(study_name=name, storage=url)
         starts[name] = run_arm(name, extra, minutes, cwd, env, base)
         studies[name] = optuna.load_study(study_name=name, storage=url)
     quarters = [minutes * q / 4 for q in (1, 2, 3, 4)]

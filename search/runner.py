@@ -16,6 +16,7 @@ return m.values(config.objectives)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -44,7 +45,7 @@ from tradeoff.search.records import (
     TIME_PREFIX,
     WEIGHTS_ATTR,
 )
-from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, MIN_HISTORY, StopTraining, gains, judge
+from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, StopTraining, judge
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import finetune_kd, logits_of
 from tradeoff.search.weights import WeightStore
@@ -141,31 +142,40 @@ class Runner:
 
     # -- the steps apply_plan calls back ------------------------------------------------------
 
-    def _before_finetune(self, preview: Callable[[], Compressed]) -> None:
+    def _before_finetune(self, preview: Callable[..., Compressed]) -> None:
         """Cheap figures first: measure the untrained deployed form when a constraint can be
-        checked on it, or when the stopping rule will need its figures; a broken constraint
-        raises :class:`BrokenBeforeTraining` (nothing is trained)."""
+        checked on it; a broken constraint raises :class:`BrokenBeforeTraining` (nothing is
+        trained). ``preview`` is kept for the stopping rule."""
         c, state = self.config, self._state
         if self.config.reuse and self.weights.get_float(self._study, state["key"]) is not None:
             return  # nothing to train: the stored float model is quantized
         cheap = {f.constraint for f in FIGURES.values() if not f.needs_training}
         checks = {k: v for k, v in c.constraints.items() if k in cheap}
-        history = self._history()
-        armed = (
-            c.early_stop
-            and not c.scalarize
-            and any(len(gains(history, CHECKPOINTS[-1], scratch)) >= MIN_HISTORY for scratch in (False, True))
-        )
-        if not checks and not armed:
+        state["preview"] = preview  # the stopping rule measures the same way, when it needs to
+        if not checks:
             return
-        t = time.perf_counter()
-        compressed = preview()
-        m = self.measure(compressed, baseline_ms=self._baseline_ms, trained=False)
-        state["cheap"] = m.to_dict()
-        state["times"]["cheap_s"] = time.perf_counter() - t
-        values = c.constraint_values_known(m.to_dict())
+        figures = self._cheap(None)
+        values = c.constraint_values_known(figures)
         if any(v > 0 for k, v in values.items() if k in checks):
-            raise BrokenBeforeTraining(m.to_dict(), values)
+            raise BrokenBeforeTraining(figures, values)
+
+    def _cheap(self, variant: Plan | None) -> dict:
+        """The figures that need no training, of the plan (``variant`` None) or of another plan
+        of its structure, measured on the network as it stands; seconds added to ``cheap_s``."""
+        state = self._state
+        key = "plan" if variant is None else json.dumps(variant.to_dict(), sort_keys=True)
+        if key not in state["cheap"]:
+            t = time.perf_counter()
+            m = self.measure(state["preview"](variant), baseline_ms=self._baseline_ms, trained=False)
+            state["cheap"][key] = m.to_dict()
+            state["times"]["cheap_s"] = state["times"].get("cheap_s", 0.0) + time.perf_counter() - t
+        return state["cheap"][key]
+
+    def _candidates(self) -> list[dict]:
+        """Untrained figures of every model the running fine-tune would make: the plan's, and with
+        reuse its queued bit-widths'."""
+        variants = post_training_siblings(self._state["plan"], self.config.space) if self.config.reuse else []
+        return [self._cheap(None), *(self._cheap(v) for v in variants)]
 
     def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
         """The structure's stored float model when there is one (``reuse``); else distil a
@@ -209,11 +219,11 @@ class Runner:
         acc = float((logits_of(model, x, device=self.device).argmax(1) == y).float().mean())
         model.to(self.device)
         state["curve"].append([fraction, round(acc, 6)])
-        if self.config.early_stop and state.get("cheap") is not None:
+        if self.config.early_stop and not self.config.scalarize and state.get("preview") is not None:
             reason = judge(
                 self._history(),
                 self.config.objectives,
-                state["cheap"],
+                self._candidates,
                 fraction=fraction,
                 accuracy=acc,
                 from_scratch=state["from_scratch"],
@@ -239,7 +249,7 @@ class Runner:
         used, and its constraints are checked before fine-tuning; ``study``: only its stored float
         models are used (a rebuild). ``post_training=False``: the float model only."""
         self._trial, self._read_study = trial, study
-        self._state = {"key": structure_key(plan), "times": {}}
+        self._state = {"key": structure_key(plan), "plan": plan, "times": {}, "cheap": {}}
         self._baseline_ms = baseline_latency(trial.study) if trial is not None else None
         ctx = ApplyContext(
             example_input=self.task.example_input,
@@ -412,7 +422,7 @@ class Runner:
                 "reason": e.reason,
             }
             trial.set_user_attr(f"{TIME_PREFIX}total_s", round(time.perf_counter() - t0, 3))
-            self._prune(trial, state.get("cheap") or {}, record)
+            self._prune(trial, state["cheap"].get("plan", {}), record)
         state = self._state
         trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
         if isinstance(compressed.model, RuntimeModel):  # which int8 form was faster: a rebuild takes it

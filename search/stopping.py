@@ -12,7 +12,9 @@ untrained network). So the question at a checkpoint is one of dominance:
     checkpoint f at most: G_f = max(final accuracy - a_f). The plan can reach at most
     a_f + G_f + MARGIN. If a measured, feasible plan is at least that accurate and at least as
     good on every other objective (strictly better on one), the plan cannot be on the front:
-    it stops, recorded as pruned with the checkpoint and this reason.
+    it stops, recorded as pruned with the checkpoint and this reason. With reuse, a fine-tune
+    also makes the float model that the other bit-widths quantize: it stops only if each of
+    them is dominated too.
 
 Safe by construction in two ways: nothing stops before ``MIN_HISTORY`` completed plans of the
 same kind gave their gains (no rule, no stop), and the bound is the largest gain seen plus a
@@ -23,7 +25,7 @@ BENCHMARKS.md ("Cheaper trials"). The checkpoints' accuracies are recorded on ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -76,41 +78,62 @@ def gains(trials: Sequence[optuna.trial.FrozenTrial], fraction: float, from_scra
 def judge(
     trials: Sequence[optuna.trial.FrozenTrial],
     objectives: Sequence[str],
-    figures: Mapping[str, float],
+    candidates: Callable[[], Sequence[Mapping[str, float]]],
     *,
     fraction: float,
     accuracy: float,
     from_scratch: bool,
 ) -> str | None:
-    """Why the plan with untrained ``figures`` and ``accuracy`` at checkpoint ``fraction``
-    cannot reach the front of ``trials``; None when it may (or when the rule cannot tell: too
-    little history, or an objective other than accuracy that needs the trained model)."""
+    """Why a plan scoring ``accuracy`` at checkpoint ``fraction`` cannot reach the front of
+    ``trials``; None when it may, or when the rule cannot tell (too little history, an objective
+    other than accuracy that needs the trained model).
+
+    ``candidates()`` gives the untrained figures of every model this fine-tune would make: the
+    plan's own, and with reuse the other bit-widths that would quantize the same float model
+    (stopping the fine-tune forfeits them all). It is called only when some measured plan is at
+    least as accurate as the bound (most checkpoints need no measurement); every candidate must
+    be dominated for the plan to stop."""
     if "accuracy" not in objectives:
         return None
-    for name in objectives:
-        if name != "accuracy" and name not in figures:
-            return None
     history = gains(trials, fraction, from_scratch)
     if len(history) < MIN_HISTORY:
         return None
     best = min(1.0, accuracy + max(history) + MARGIN)
-    plan = [best if o == "accuracy" else float(figures[o]) for o in objectives]
+    contenders = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and DUPLICATE_ATTR not in t.user_attrs
+        and feasible(t)
+        and all(o in t.user_attrs for o in objectives)
+        and float(t.user_attrs["accuracy"]) >= best
+    ]
+    if not contenders:
+        return None
     directions = [FIGURES[o].direction for o in objectives]
-    for t in trials:
-        if (
-            t.state != optuna.trial.TrialState.COMPLETE
-            or DUPLICATE_ATTR in t.user_attrs
-            or not feasible(t)
-            or not all(o in t.user_attrs for o in objectives)
-        ):
-            continue
-        values = [float(t.user_attrs[o]) for o in objectives]
-        if dominates(values, plan, directions):
-            kind = "distilled students" if from_scratch else "fine-tuned plans"
-            return (
-                f"at {fraction:.0%} of its fine-tune it scored {accuracy:.2%}; the largest later gain of "
-                f"{len(history)} completed {kind} was {100 * max(history):+.1f} points, so it could reach "
-                f"{best:.2%} at most (with a {100 * MARGIN:.0f}-point margin), and trial #{t.number} is "
-                "at least that good on every objective"
-            )
-    return None
+    beaten_by = []
+    for figures in candidates():
+        if any(o != "accuracy" and o not in figures for o in objectives):
+            return None
+        plan = [best if o == "accuracy" else float(figures[o]) for o in objectives]
+        better = next(
+            (
+                t
+                for t in contenders
+                if dominates([float(t.user_attrs[o]) for o in objectives], plan, directions)
+            ),
+            None,
+        )
+        if better is None:
+            return None
+        beaten_by.append(f"#{better.number}")
+    kind = "distilled students" if from_scratch else "fine-tuned plans"
+    models = (
+        "its model is" if len(beaten_by) == 1 else f"each of the {len(beaten_by)} models it would make is"
+    )
+    return (
+        f"at {fraction:.0%} of its fine-tune it scored {accuracy:.2%}; the largest later gain of "
+        f"{len(history)} completed {kind} was {100 * max(history):+.1f} points, so it could reach "
+        f"{best:.2%} at most (with a {100 * MARGIN:.0f}-point margin), and {models} beaten on every "
+        f"objective (by {', '.join(beaten_by)})"
+    )

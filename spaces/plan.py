@@ -331,10 +331,12 @@ def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
     rejected before any work.
 
     ``ctx.before_finetune``, when set, is called once before fine-tuning with a function that
-    makes the deployable model of the plan *without* fine-tuning (on a copy): its size, MACs and
-    latency are those of the trained model, so a caller can check constraints first and stop
-    (by raising) before any training. ``ctx.post_training=False`` stops after ``finalize_``: the
-    float model alone (a caller that holds the deployed form already)."""
+    makes the deployable model of the plan as the network stands (a copy; untrained, or partly
+    trained when called later): its size, MACs and latency are those of the trained model, so a
+    caller can check constraints first and stop (by raising) before any training. Given a plan
+    of the same structure, the function applies that plan's post-training knobs instead.
+    ``ctx.post_training=False`` stops after ``finalize_``: the float model alone (a caller that
+    holds the deployed form already)."""
     active = [(k, c) for k, c in plan.configs() if not k.is_off(c.value)]
     for knob, config in active:
         knob.check(config)
@@ -357,20 +359,22 @@ def apply_plan(teacher: nn.Module, plan: Plan, ctx: ApplyContext) -> Compressed:
     for knob, config in structural:
         model, facts = run(knob, config, model, facts, skipped)
 
-    def finish(model: nn.Module, facts: Facts, notes: list[str]) -> Compressed:
+    def finish(model: nn.Module, facts: Facts, notes: list[str], variant: Plan | None = None) -> Compressed:
         for knob, _ in structural:
             model = knob.finalize_(model)
         float_model = model.eval()
         if ctx.post_training:
-            for knob, config in post:
-                model, facts = run(knob, config, model, facts, notes)
+            knobs = post if variant is None else [(k, c) for k, c in variant.configs() if not k.structural]
+            for knob, config in knobs:
+                if not knob.is_off(config.value):
+                    model, facts = run(knob, config, model, facts, notes)
         return Compressed(
             model=model.eval(), float_model=float_model, facts=facts, skipped=tuple(notes), timings=timings
         )
 
     trains = bool(structural) and ctx.finetune is not None
     if trains and ctx.before_finetune is not None:
-        ctx.before_finetune(lambda: finish(copy.deepcopy(model), facts, list(skipped)))
+        ctx.before_finetune(lambda variant=None: finish(copy.deepcopy(model), facts, list(skipped), variant))
     if trains:
         t = time.perf_counter()
         model = ctx.finetune(model, facts.from_scratch)

@@ -173,7 +173,11 @@ def test_a_fine_tune_that_cannot_reach_the_front_stops_with_its_checkpoint_and_r
     stopped = trial.user_attrs[STOPPED_ATTR]
     assert stopped["when"] == "during fine-tuning"
     assert stopped["checkpoint"] == CHECKPOINTS[0] and stopped["step"] == 6 and stopped["of_steps"] == 24
-    assert f"trial #{best} is" in stopped["reason"] and "+5.0 points" in stopped["reason"]
+    assert (
+        f"each of the 2 models it would make is beaten on every objective (by #{best}, #{best})"
+        in stopped["reason"]
+        and "+5.0 points" in stopped["reason"]
+    )
     assert trial.user_attrs[CURVE_ATTR]["points"][0][0] == CHECKPOINTS[0]
     assert trial.user_attrs["size_bytes"] > 0  # its untrained figures, which the rule compared
 
@@ -184,13 +188,28 @@ def test_the_rule_does_not_stop_without_history_or_against_a_plan_it_can_beat():
     figures = {"size_bytes": 100.0, "latency_ms": 1.0}
     for _ in range(MIN_HISTORY - 1):
         _history_trial(study, 3, accuracy=0.9, size=50.0, latency=0.5, curve_at=0.5)
+    measured = []
+
+    def plan(*variants):
+        return lambda: measured.append(len(variants)) or list(variants)
+
     kw = {"fraction": CHECKPOINTS[0], "accuracy": 0.1, "from_scratch": False}
-    assert judge(study.trials, objectives, figures, **kw) is None  # too little history
+    assert judge(study.trials, objectives, plan(figures), **kw) is None  # too little history
     _history_trial(study, 3, accuracy=0.9, size=50.0, latency=0.5, curve_at=0.5)
-    assert "at most" in judge(study.trials, objectives, figures, **kw)  # 0.1 + 0.4 + 0.02 < 0.9
-    assert judge(study.trials, objectives, figures, **{**kw, "accuracy": 0.49}) is None  # could reach 0.91
-    assert judge(study.trials, objectives, {**figures, "size_bytes": 10.0}, **kw) is None  # smaller
-    assert judge(study.trials, objectives, figures, **{**kw, "from_scratch": True}) is None  # other kind
+    assert "at most" in judge(study.trials, objectives, plan(figures), **kw)  # 0.1 + 0.4 + 0.02 < 0.9
+    measured.clear()
+    assert (
+        judge(study.trials, objectives, plan(figures), **{**kw, "accuracy": 0.49}) is None
+    )  # may reach 0.91
+    assert not measured  # no plan is that accurate: nothing had to be measured to say so
+    assert judge(study.trials, objectives, plan({**figures, "size_bytes": 10.0}), **kw) is None  # smaller
+    assert (
+        judge(study.trials, objectives, plan(figures), **{**kw, "from_scratch": True}) is None
+    )  # other kind
+    # a fine-tune that also makes another bit-width: stopped only if that model is beaten too
+    smaller = {**figures, "size_bytes": 10.0}
+    assert judge(study.trials, objectives, plan(figures, smaller), **kw) is None
+    assert "each of the 2 models" in judge(study.trials, objectives, plan(figures, figures), **kw)
 
 
 def test_export_of_a_trial_with_kept_weights_does_not_train(tmp_path, tiny_task, tiny_teacher, monkeypatch):
