@@ -260,9 +260,10 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--dir", help="scratch directory (kept; default: a temporary one)")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the equal-cost replay")
+    ap.add_argument("--report-only", action="store_true", help="run no arm: report on the studies in --dir")
     ap.add_argument(
         "--only",
-        nargs="+",
+        nargs="*",
         choices=list(ARMS),
         help="run only these arms; the others are read from the studies of an earlier run in --dir",
     )
@@ -277,7 +278,9 @@ def main() -> None:
     env.setdefault("TRADEOFF_CACHE", cache_dir())
     # the teacher, trained once before both arms (a one-trial study), so neither arm pays for it
     subprocess.run(  # (resumes, and adds a trial, when --dir holds an earlier run)
-        [*tradeoff(), "search", "--study-name", "teacher", "--n-trials", "1", *base],
+        ["true"]
+        if a.report_only
+        else [*tradeoff(), "search", "--study-name", "teacher", "--n-trials", "1", *base],
         cwd=cwd,
         env=env,
         check=True,
@@ -286,7 +289,7 @@ def main() -> None:
     url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
     starts, studies = {}, {}
     for name, extra in ARMS.items():
-        if a.only and name not in a.only:  # kept from an earlier run in --dir
+        if (a.only is not None and name not in a.only) or a.report_only:  # kept from a run in --dir
             studies[name] = optuna.load_study(study_name=name, storage=url)
             starts[name] = min(t.datetime_start for t in studies[name].trials if t.datetime_start).timestamp()
             continue
@@ -295,9 +298,11 @@ def main() -> None:
         starts[name] = run_arm(name, extra, minutes, cwd, env, base)
         studies[name] = optuna.load_study(study_name=name, storage=url)
     quarters = [minutes * q / 4 for q in (1, 2, 3, 4)]
-    rows, per_quarter = [], {}
+    rows, per_quarter, ran, per_hour = [], {}, {}, {}
     for name, study in studies.items():
         b = baseline_of(study)
+        ended = max(t.datetime_complete.timestamp() for t in study.trials if t.datetime_complete)
+        ran[name] = min(minutes, (ended - starts[name]) / 60)  # a search that converged stops early
         ends = [measured(study, starts[name] + 60 * m) for m in quarters]
         counts = [len(e) for e in ends]
         per_quarter[name] = [c - p for c, p in zip(counts, [0] + counts[:-1])]
@@ -316,8 +321,9 @@ def main() -> None:
         siblings = [t for t in final if t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE]
         reused = [t for t in final if "reused_float" in t.user_attrs]
         trial_s = [t.user_attrs.get("time_total_s", 0) for t in final]
+        per_hour[name] = len(final) * 60 / ran[name]
         rows.append(
-            f"| {name} | {len(final)} | {len(final) * 60 / minutes:.0f} | {len(siblings)} | {len(reused)} | "
+            f"| {name} | {len(final)} | {ran[name]:.1f} | {per_hour[name]:.0f} | {len(siblings)} | {len(reused)} | "
             f"{len(stopped)} | {statistics.median(trial_s):.1f} | "
             + " | ".join(
                 f"{hypervolume([t for t in e if t.user_attrs.get('accuracy') is not None], b):.2f}"
@@ -325,7 +331,9 @@ def main() -> None:
             )
             + " |"
         )
-    ratios = [a_ / b_ for a_, b_ in zip(per_quarter["after"], per_quarter["before"]) if b_]
+    # quarters both arms ran to the end of (a converged search stops before its budget)
+    full = [i for i, m in enumerate(quarters) if all(ran[n] >= m - 0.05 for n in studies)]
+    ratios = [per_quarter["after"][i] / per_quarter["before"][i] for i in full if per_quarter["before"][i]]
     total = {n: sum(q) for n, q in per_quarter.items()}
     n_stop, n_front, stop_lines = shadow_stops(studies["before"])
     exports = {n: time_export(n, cwd, env, s) for n, s in studies.items()}
@@ -344,14 +352,18 @@ def main() -> None:
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, optuna {optuna.__version__}; "
         f"latency threads {threads}. One run per arm, seed 0, {minutes:g} minutes each from its first trial's start.",
         "",
-        "| arm | measured plans | per hour | of them other bit-widths | float model reused | fine-tunes stopped | median trial s | "
+        "| arm | measured plans | minutes run | per hour run | of them other bit-widths | float model reused | fine-tunes stopped | median trial s | "
         + " | ".join(f"hypervolume at {m:g} min" for m in quarters)
         + " |",
-        "|---|---|---|---|---|---|---|" + "---|" * len(quarters),
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(quarters),
         *rows,
         "",
-        f"Measured plans per hour, after / before: **{total['after'] / max(1, total['before']):.2f}x** over the whole "
-        f"budget; per quarter of the budget {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(q) if q else float('nan'):.2f}, "
+        f"Each arm ran {', '.join(f'`{n}` {ran[n]:.1f} min' for n in studies)} of its {minutes:g} (a search stops "
+        "by itself after 25 proposals in a row of plans it already measured: converged).",
+        "",
+        f"Measured plans per hour, after / before: **{per_hour['after'] / per_hour['before']:.2f}x** over the time "
+        f"each ran ({total['after'] / max(1, total['before']):.2f}x the plans in the same {minutes:g}-minute budget); "
+        f"per quarter of the budget that both ran to its end {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(q) if q else float('nan'):.2f}, "
         f"range {q[0] if q else float('nan'):.2f}-{q[-1] if q else float('nan'):.2f}).",
         "",
         f"The stopping rule replayed on the `before` run (which finished every fine-tune): it would have stopped "
