@@ -150,9 +150,10 @@ def run_worker(
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_lost_trials(study, storage)
-            if budget is None:  # this process's own number of trials, whatever others run
-                if n_trials is not None and ran >= n_trials and not variant_waiting(study):
-                    break
+            mine_done = n_trials is not None and ran >= n_trials  # this process's own number of trials
+            if mine_done and not variant_waiting(study):
+                break
+            if budget is None or mine_done:  # (a queued variant is measured before this worker stops)
                 trial = study.ask()
             else:
                 complete, running = counts(study)

@@ -59,6 +59,9 @@ def test_this_runs_n_trials_measure_n_new_plans(tmp_path):
     study = random_study(storage, "n", seed=1)
     ran = run_worker(study, storage, answering(list(range(8))), budget=None, n_trials=4, poll_s=0.01)
     assert ran == 4 and counts(study)[0] == 4
+    # a worker with its own --n-trials on a study with a larger budget stops at its own number
+    ran = run_worker(study, storage, answering(list(range(8))), budget=100, n_trials=2, poll_s=0.01)
+    assert ran == 2 and counts(study)[0] == 6
 
 
 def test_a_worker_stops_after_too_many_repeats_in_a_row_and_says_why(tmp_path):
