@@ -123,11 +123,13 @@ def run_trials(
     )
     log(sampler_line(config))
     task = tasks[0] if tasks else task_for(config, log=log)
-    teacher = ensure_teacher(
-        study, task, open_artifact_store(artifacts), device=device, train=(mode != "worker"), log=log
-    )
-    weights = WeightStore(open_artifact_store(artifacts), keep=config.keep_weights)
+    store = open_artifact_store(artifacts)
+    teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
+    weights = WeightStore(store, keep=config.keep_weights)
     runner = Runner(config, task, teacher, device=device, weights=weights)
+
+    def tidy() -> dict[str, int]:
+        return weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
 
     start, done = time.perf_counter(), 0
     total = to_run or max(0, (budget or 0) - complete)
@@ -135,10 +137,10 @@ def run_trials(
     def progress(trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
         # a repeated plan, a pruned one and a queued bit-width variant are not counted
-        done += trial.state != optuna.trial.TrialState.PRUNED and budgeted(trial)
+        done += budgeted(trial)
         log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
         with contextlib.suppress(Exception):  # tidying is best effort: the next trial tidies again
-            weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
+            tidy()
 
     with contextlib.ExitStack() as stack:
         share = stack.enter_context(host_share())
@@ -160,7 +162,7 @@ def run_trials(
         )
     if stopper.requested:
         log("stopped: no trial of this worker is left running")
-    kept = weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
+    kept = tidy()
     log(
         f"weights kept ({config.keep_weights}): {kept['trials']} deployed models, "
         f"{kept['trial_bytes'] / 1e6:.1f} MB; {kept['floats']} fine-tuned float models, "

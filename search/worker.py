@@ -100,8 +100,12 @@ class Stopper:
 
 def budgeted(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts against the budget: a plan the sampler chose, not a repeat, not a
-    queued post-training variant."""
-    return DUPLICATE_ATTR not in trial.user_attrs and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE
+    queued post-training variant, not pruned before it was measured."""
+    return (
+        trial.state != TrialState.PRUNED
+        and DUPLICATE_ATTR not in trial.user_attrs
+        and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE
+    )
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
@@ -194,7 +198,7 @@ def run_worker(
         )
         pruned = pruned + 1 if untrained else 0
         repeats = repeats + 1 if repeated and not untrained else 0
-        ran += state != TrialState.PRUNED and budgeted(frozen)
+        ran += budgeted(frozen)
         if on_trial is not None:
             on_trial(frozen)
         if pruned >= MAX_PRUNED:
