@@ -343,6 +343,7 @@ class Runner:
             warmup=c.latency_warmup,
             repeats=c.latency_repeats,
             weight_bits=compressed.weight_bits,
+            layer_bits=compressed.facts.layer_bits,
             sparse=compressed.sparse,
             float_model=compressed.float_model,
             timings=timings,

@@ -17,6 +17,7 @@ from tradeoff.spaces._base import (
     ordered_knobs,
     register_knob,
     skip_note,
+    unknown_groups,
     value_for,
 )
 from tradeoff.spaces.plan import (
@@ -61,6 +62,7 @@ __all__ = [
     "space_filling_plans",
     "structure_key",
     "suggest_plan",
+    "unknown_groups",
     "validate_options",
     "validate_space",
     "value_for",

@@ -58,11 +58,14 @@ class Facts:
     """What the knobs applied so far made of the model, for the knobs after them, for
     fine-tuning and for measurement: ``from_scratch`` (weights re-initialised: distil at
     length), ``sparse`` (weights hold zeros that a sparse encoding drops), ``weight_bits`` (how
-    the weights are stored)."""
+    the weights are stored; of mixed precision, the widest of the quantized layers' bits) and
+    ``layer_bits`` (mixed precision: {conv/linear module of the float model: bits}, 32 = float;
+    None when every layer has ``weight_bits``)."""
 
     from_scratch: bool = False
     sparse: bool = False
     weight_bits: int = 32
+    layer_bits: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +116,21 @@ def value_for(value: Any, layer: str, default: Any) -> Any:
         if group != "*" and (layer == group or layer.startswith(group + ".")) and len(group) > best_len:
             best, best_len = v, len(group)
     return best
+
+
+def unknown_groups(knob: str, value: Any, model: nn.Module) -> None:
+    """PlanError when a per-layer ``value`` names a layer group that is no module of ``model``
+    (nor a module above one): a typo would otherwise silently leave that layer alone."""
+    if not isinstance(value, Mapping):
+        return
+    names = [n for n, _ in model.named_modules() if n]
+    for group in value:
+        if group != "*" and not any(n == group or n.startswith(group + ".") for n in names):
+            close = sorted({n.split(".")[0] for n in names})[:8]
+            raise PlanError(
+                f"{knob}: this model has no layer {group!r} (its top-level modules: {', '.join(close)}); "
+                "give module names as `tradeoff sensitivity` lists them"
+            )
 
 
 @dataclass(frozen=True)

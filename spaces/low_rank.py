@@ -26,6 +26,7 @@ from tradeoff.spaces._base import (
     PlanError,
     register_knob,
     skip_note,
+    unknown_groups,
     value_for,
 )
 
@@ -158,5 +159,6 @@ class RankRatio(Knob):
 
     def apply(self, model: nn.Module, config: RankConfig, ctx: ApplyContext) -> Applied:
         skipped: list[str] = []
+        unknown_groups(self.name, config.value, model)
         ratio = config.value if isinstance(config.value, Mapping) else float(config.value)
         return Applied(factorize_(model, ratio, ctx, skipped), skipped=tuple(skipped))

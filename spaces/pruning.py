@@ -14,6 +14,7 @@ counted by its non-zeros and a sparse encoding (see ``search.measure``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ from tradeoff.spaces._base import (
     PlanError,
     register_knob,
     skip_note,
+    unknown_groups,
+    value_for,
 )
 
 ROUND_TO = 8
@@ -53,29 +56,67 @@ def _unprunable(model: nn.Module) -> list[nn.Module]:
 
 
 def _tp_prune_(
-    module: nn.Module, inputs, ratio: float, importance: tp.importance.Importance, ignored: list[nn.Module]
+    module: nn.Module,
+    inputs,
+    ratio: float | Mapping[str, float],
+    importance: tp.importance.Importance,
+    ignored: list[nn.Module],
+    names: Mapping[nn.Module, str] | None = None,
 ) -> None:
+    """torch-pruning's pruner at one ``ratio``, or per layer: a group is pruned at the ratio of
+    its root layer (``value_for`` its module name in ``names``; ``*`` or 0 for the rest)."""
+    per_layer = None
+    if isinstance(ratio, Mapping):
+        names = names or {m: n for n, m in module.named_modules()}
+        per_layer = {
+            m: float(value_for(ratio, names.get(m, ""), 0.0))
+            for m in module.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m in names
+        }
     pruner = tp.pruner.BasePruner(
         module,
         inputs,
         importance=importance,
-        pruning_ratio=ratio,
+        pruning_ratio=float(ratio.get("*", 0.0)) if per_layer is not None else ratio,
+        pruning_ratio_dict=per_layer,
         ignored_layers=ignored,
         round_to=ROUND_TO,
     )
     pruner.step()
 
 
+def prune_groups(model: nn.Module, example_input, num_classes: int) -> list[tuple[str, list[str], int]]:
+    """The coupled channel groups structural pruning removes channels from: (root layer, the
+    conv/linear layers whose channels it couples, parameters of those layers). The root layer's
+    name is the group's key in a per-layer ``prune_ratio``. The classifier is not a group."""
+    names = {m: n for n, m in model.named_modules()}
+    ignored = classifier_layers(model, num_classes) + _unprunable(model)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    out = []
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        root = group[0][0].target.module
+        layers = []
+        for dep, _ in group:
+            m = dep.target.module
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and names.get(m) and names[m] not in layers:
+                layers.append(names[m])
+        if names.get(root):
+            params = sum(model.get_submodule(n).weight.numel() for n in layers)
+            out.append((names[root], layers, int(params)))
+    return out
+
+
 def prune_channels_(
     model: nn.Module,
-    ratio: float,
+    ratio: float | Mapping[str, float],
     ctx: ApplyContext,
     skipped: list[str],
     *,
     importance: tp.importance.Importance | None = None,
     knob: str = "pruning",
 ) -> nn.Module:
-    """Remove ``ratio`` of the output channels of every prunable group.
+    """Remove ``ratio`` of the output channels of every prunable group (per layer: each group
+    at its root layer's ratio, see :func:`prune_groups`).
 
     torch-pruning traces the whole model once. Where its graph cannot follow an operation (a
     functional reshape such as ShuffleNet's ``channel_shuffle``), the model is pruned block by
@@ -84,8 +125,9 @@ def prune_channels_(
     importance = importance or tp.importance.GroupMagnitudeImportance(p=2)
     ignored = classifier_layers(model, ctx.num_classes) + _unprunable(model)
     backup = copy.deepcopy(model)
+    names = {m: n for n, m in model.named_modules()}
     try:
-        _tp_prune_(model, ctx.example_input, ratio, importance, ignored)
+        _tp_prune_(model, ctx.example_input, ratio, importance, ignored, names)
     except Exception as e:  # noqa: BLE001 - torch-pruning raises bare errors for unsupported graphs
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
         model = _prune_blockwise(backup, ratio, ctx, skipped, importance, reason, knob)
@@ -129,6 +171,7 @@ def _prune_blockwise(
         for h in handles:
             h.remove()
     keep = set(classifier_layers(model, ctx.num_classes)) | set(_unprunable(model))
+    names_of = {m: n for n, m in model.named_modules()}
     pruned = 0
 
     def visit(name: str, block: nn.Module) -> None:
@@ -145,7 +188,8 @@ def _prune_blockwise(
             try:
                 # the block's last layer keeps its outputs: the block's output channels hold
                 last = [index[id(layers[-1])], *(index[id(m)] for m in layers if m in keep)]
-                _tp_prune_(trial, args, ratio, importance, last)
+                trial_names = {index[id(m)]: n for m, n in names_of.items()}
+                _tp_prune_(trial, args, ratio, importance, last, trial_names)
                 with torch.no_grad():
                     changed = trial(*args).shape != shape
                 if changed:
@@ -172,8 +216,14 @@ def _prune_blockwise(
         )
     )
     if not pruned:
-        raise PlanError(f"structural pruning at ratio {ratio} failed: {whole_graph_error}")
+        raise PlanError(f"structural pruning at ratio {_ratio_text(ratio)} failed: {whole_graph_error}")
     return model
+
+
+def _ratio_text(ratio) -> str:
+    if isinstance(ratio, Mapping):
+        return f"{min(ratio.values()):g}-{max(ratio.values()):g} per layer"
+    return f"{ratio:g}"
 
 
 def prunable_weights(model: nn.Module, num_classes: int) -> list[tuple[str, nn.Module]]:
@@ -185,12 +235,19 @@ def prunable_weights(model: nn.Module, num_classes: int) -> list[tuple[str, nn.M
     ]
 
 
-def prune_weights_(model: nn.Module, ratio: float, ctx: ApplyContext) -> nn.Module:
-    """Zero the ``ratio`` smallest-magnitude weights over all conv/linear layers (global L1).
+def prune_weights_(model: nn.Module, ratio: float | Mapping[str, float], ctx: ApplyContext) -> nn.Module:
+    """Zero the ``ratio`` smallest-magnitude weights over all conv/linear layers (global L1; per
+    layer: each layer's own smallest, at its group's ratio).
     The mask stays attached (``weight_orig`` * ``weight_mask``) until :func:`make_permanent_`."""
     layers = prunable_weights(model, ctx.num_classes)
     if not layers:
         raise PlanError("unstructured pruning found no conv or linear layer to prune")
+    if isinstance(ratio, Mapping):
+        for name, m in layers:
+            amount = float(value_for(ratio, name, 0.0))
+            if amount > 0:
+                torch_prune.l1_unstructured(m, "weight", amount=amount)
+        return model
     torch_prune.global_unstructured(
         [(m, "weight") for _, m in layers], pruning_method=torch_prune.L1Unstructured, amount=ratio
     )
@@ -208,9 +265,10 @@ def make_permanent_(model: nn.Module) -> nn.Module:
 @dataclass(frozen=True)
 class PruneConfig(KnobConfig):
     """``value``: the fraction of channels (``mode="structured"``) or of weights
-    (``"unstructured"``) removed."""
+    (``"unstructured"``) removed; one number or a mapping from layer group (a coupled group's
+    root layer, see :func:`prune_groups`) to number."""
 
-    value: float = 0.0
+    value: float | Mapping[str, float] = 0.0
     mode: str = "structured"
 
     def __post_init__(self) -> None:
@@ -225,6 +283,7 @@ class PruneRatio(Knob):
     off = 0.0
     order = 20
     structural = True
+    per_layer = True
     limits = (0.0, 0.95)
     default_space = {"low": 0.0, "high": 0.8, "step": 0.05}
     probe_value = 0.5
@@ -239,10 +298,12 @@ class PruneRatio(Knob):
     }
 
     def apply(self, model: nn.Module, config: PruneConfig, ctx: ApplyContext) -> Applied:
+        unknown_groups(self.name, config.value, model)
+        ratio = dict(config.value) if isinstance(config.value, Mapping) else float(config.value)
         if config.mode == "unstructured":
-            return Applied(prune_weights_(model, float(config.value), ctx), facts={"sparse": True})
+            return Applied(prune_weights_(model, ratio, ctx), facts={"sparse": True})
         skipped: list[str] = []
-        model = prune_channels_(model, float(config.value), ctx, skipped)
+        model = prune_channels_(model, ratio, ctx, skipped)
         return Applied(model, skipped=tuple(skipped))
 
     def finalize_(self, model: nn.Module) -> nn.Module:

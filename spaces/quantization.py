@@ -13,12 +13,19 @@ those values, with latency that is the 8-bit kernels' (recorded on the trial). 1
 out: the CPU runtimes have no fast fp16 convolution on these CPUs, so it would only halve the
 size while slowing the model down, and bf16 is not exact enough to stand in for it.
 Quantization is applied last, after fine-tuning.
+
+Per layer (mixed precision): ``value`` may map layer groups to bits (``{"conv1": 8, "layer1":
+4, "*": 2}``; a layer no group covers stays float). Float (32-bit) layers are left out of the
+quantizer, so the runtime runs them on float kernels with quantize/dequantize steps around them;
+int8 and sub-8-bit layers are quantized as above, each at its own levels. The deployed file
+records each weight's bits, and size, energy and memory count each layer at its own.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -33,15 +40,29 @@ from tradeoff.spaces._base import (
     SpaceError,
     register_knob,
     skip_note,
+    unknown_groups,
+    value_for,
 )
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 ENGINE = "x86"
 
 
-def qconfig_mapping(bits: int, *, layers_only: bool = False):
+def qconfig_mapping(
+    bits: int | Mapping[str, int], *, layers_only: bool = False, model: nn.Module | None = None
+):
     """PyTorch's default x86 mapping (b-bit-valued weights below 8 bits). ``layers_only``
-    quantizes conv and linear layers alone and leaves every other op in float."""
+    quantizes conv and linear layers alone and leaves every other op in float. ``bits`` per
+    layer (with ``model``, whose conv/linear modules it names): each layer gets its own
+    weight observer, a 32-bit layer none (it stays float)."""
+    if not isinstance(bits, int):
+        layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        chosen = {n: int(value_for(bits, n, 32)) for n in layers}
+        low = [b for b in chosen.values() if b <= 8]
+        mapping = qconfig_mapping(max(low, default=8), layers_only=layers_only)
+        for name, b in chosen.items():
+            mapping.set_module_name(name, qconfig_mapping(b).global_qconfig if b <= 8 else None)
+        return mapping
     from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
 
@@ -63,7 +84,9 @@ def qconfig_mapping(bits: int, *, layers_only: bool = False):
 
 
 @torch.no_grad()
-def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str]) -> nn.Module:
+def quantize(
+    model: nn.Module, bits: int | Mapping[str, int], ctx: ApplyContext, skipped: list[str]
+) -> nn.Module:
     """An int8 (or b-bit-valued int8) copy of float ``model``, calibrated on ``ctx.calibration``."""
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -78,7 +101,7 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str])
             )
         except Exception as e:  # noqa: BLE001 - the exporter or the quantizer rejects the model
             raise PlanError(
-                f"{bits}-bit quantization in {ctx.runtime} failed: {type(e).__name__}: {e}"
+                f"{_bits_text(bits)} quantization in {ctx.runtime} failed: {type(e).__name__}: {e}"
             ) from e
     if ENGINE not in torch.backends.quantized.supported_engines:
         raise PlanError(f"this PyTorch has no {ENGINE} quantized engine; fix weight_bits=32")
@@ -92,11 +115,11 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str])
         warnings.simplefilter("ignore")
         try:
             try:
-                return _quantize_fx(model, qconfig_mapping(bits), ctx, prepare_fx, convert_fx)
+                return _quantize_fx(model, qconfig_mapping(bits, model=model), ctx, prepare_fx, convert_fx)
             except Exception as e:  # noqa: BLE001 - an int8 kernel that rejects some op or shape
                 first = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                 quantized = _quantize_fx(
-                    model, qconfig_mapping(bits, layers_only=True), ctx, prepare_fx, convert_fx
+                    model, qconfig_mapping(bits, layers_only=True, model=model), ctx, prepare_fx, convert_fx
                 )
                 skipped.append(
                     skip_note(
@@ -107,9 +130,22 @@ def quantize(model: nn.Module, bits: int, ctx: ApplyContext, skipped: list[str])
                 )
                 return quantized
         except Exception as e:  # noqa: BLE001 - FX cannot trace every model
-            raise PlanError(f"{bits}-bit quantization failed: {type(e).__name__}: {e}") from e
+            raise PlanError(f"{_bits_text(bits)} quantization failed: {type(e).__name__}: {e}") from e
         finally:
             torch.set_flush_denormal(True)
+
+
+def _bits_text(bits) -> str:
+    return f"{bits}-bit" if isinstance(bits, int) else "mixed-precision"
+
+
+def layer_bits(model: nn.Module, bits: Mapping[str, int]) -> dict[str, int]:
+    """{conv/linear module of the float ``model``: its bits} for a per-layer value."""
+    return {
+        n: int(value_for(bits, n, 32))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 def _quantize_fx(model: nn.Module, mapping, ctx: ApplyContext, prepare_fx, convert_fx) -> nn.Module:
@@ -124,9 +160,10 @@ def _quantize_fx(model: nn.Module, mapping, ctx: ApplyContext, prepare_fx, conve
 
 @dataclass(frozen=True)
 class WeightBitsConfig(KnobConfig):
-    """``value``: bits a weight is stored in (32 = float)."""
+    """``value``: bits a weight is stored in (32 = float), one number or a mapping from layer
+    group to number."""
 
-    value: int = 32
+    value: int | Mapping[str, int] = 32
 
 
 @register_knob
@@ -136,6 +173,7 @@ class WeightBits(Knob):
     off = 32
     order = 50
     structural = False
+    per_layer = True
     limits = (2, 32)
     default_space = {"choices": [32, 8, 4, 2]}
     probe_value = 8
@@ -158,7 +196,20 @@ class WeightBits(Knob):
 
     def apply(self, model: nn.Module, config: WeightBitsConfig, ctx: ApplyContext) -> Applied:
         skipped: list[str] = []
-        bits = int(config.value)
-        return Applied(
-            quantize(model, bits, ctx, skipped), facts={"weight_bits": bits}, skipped=tuple(skipped)
-        )
+        if not isinstance(config.value, Mapping):
+            bits = int(config.value)
+            return Applied(
+                quantize(model, bits, ctx, skipped), facts={"weight_bits": bits}, skipped=tuple(skipped)
+            )
+        unknown_groups(self.name, config.value, model)
+        per_layer = layer_bits(model, config.value)
+        if len(set(per_layer.values())) == 1:  # one bit-width after all: the uniform path
+            bits = next(iter(per_layer.values()))
+            if bits == 32:
+                return Applied(model)
+            return Applied(
+                quantize(model, bits, ctx, skipped), facts={"weight_bits": bits}, skipped=tuple(skipped)
+            )
+        low = max((b for b in per_layer.values() if b <= 8), default=32)
+        facts = {"weight_bits": low, "layer_bits": per_layer}
+        return Applied(quantize(model, dict(config.value), ctx, skipped), facts=facts, skipped=tuple(skipped))

@@ -24,14 +24,18 @@ import io
 import logging
 import os
 import tempfile
+import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 RUNTIMES = ("onnxruntime", "openvino", "torchscript")
+# ONNX metadata key of a mixed-precision file: {weight initializer: bits}, read by the size count
+LAYER_BITS_KEY = "tradeoff.weight_bits"
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 DEFAULT_RUNTIME = "onnxruntime"
 ONNX_OPSET = 17
 
@@ -183,7 +187,7 @@ class _Calibration:
 
 def quantize_onnx(
     model: nn.Module,
-    bits: int,
+    bits: int | Mapping[str, int],
     example_input: torch.Tensor,
     calibration: Sequence[torch.Tensor],
     runtime: str,
@@ -205,26 +209,41 @@ def quantize_onnx(
       (BENCHMARKS.md, "Latency in the runtime people deploy"), so the file keeps int8 weights
       (its size) and runs float kernels.
 
-    Below 8 bits the weights are re-quantized to b-bit levels (:func:`restrict_weights`)."""
+    Below 8 bits the weights are re-quantized to b-bit levels (:func:`restrict_weights`).
+
+    ``bits`` per layer (a mapping from layer group to bits, see ``spaces.value_for``; layers it
+    does not cover stay float): each conv/linear node of the file is matched to its module
+    (:func:`onnx_module_names`); 32-bit layers are left out of the quantizer
+    (``nodes_to_exclude``), so they run float kernels with the quantize/dequantize steps around
+    them, int8 layers run int8 kernels, and sub-8-bit layers are re-quantized to their own levels.
+    The file records each quantized weight's bits (metadata ``tradeoff.weight_bits``): the size
+    count reads it."""
     import onnx
 
     from tradeoff.spaces.timing import BLOCK, paired_latency
 
     protos = {}
+    names = {n for n, _ in model.named_modules()}
     with tempfile.TemporaryDirectory() as d:
         float_onnx, pre = onnx_bytes(model, example_input), os.path.join(d, "pre.onnx")
-        if form == "weights":  # no calibration needed: only the pre-processed float graph
-            _pre_process(float_onnx, d, pre)
-        else:
-            protos["kernels"] = _quantize_static(float_onnx, calibration, d, pre)
+        _pre_process(float_onnx, d, pre)
+        bits_of = _bits_of_nodes(onnx.load(pre), bits, names)
+        excluded = [name for name, b in bits_of.items() if b > 8]
+        if len(excluded) == len(bits_of):  # every layer float: nothing to quantize
+            return RuntimeModel(float_onnx, runtime, weight_bits=32, int8_kernels=False)
+        if form != "weights":  # the weights form needs no calibration
+            protos["kernels"] = _quantize_static(calibration, d, pre, excluded)
         if form != "kernels":
-            protos["weights"] = quantize_weights(onnx.load(pre))
+            protos["weights"] = quantize_weights(onnx.load(pre), skip=excluded)
+    low = max((b for b in bits_of.values() if b <= 8), default=8)
+    mixed = not isinstance(bits, int)
     models = {}
     for kind, proto in protos.items():
-        if bits < 8:
-            restrict_weights(proto, bits)
+        restrict_weights(proto, lambda node: bits_of.get(node, 8))
+        if mixed:
+            _record_layer_bits(proto, bits_of)
         models[kind] = RuntimeModel(
-            proto.SerializeToString(), runtime, weight_bits=bits, int8_kernels=kind == "kernels"
+            proto.SerializeToString(), runtime, weight_bits=low, int8_kernels=kind == "kernels"
         )
     if form in models:
         chosen = models[form]
@@ -268,12 +287,12 @@ def _pre_process(float_onnx: bytes, d: str, pre: str) -> None:
         quant_pre_process(raw, pre, skip_symbolic_shape=False)
 
 
-def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
-    """ONNX Runtime's static QDQ quantization of ``float_onnx`` (pre-processed into ``pre``)."""
+def _quantize_static(calibration, d: str, pre: str, excluded: Sequence[str] = ()):
+    """ONNX Runtime's static QDQ quantization of the pre-processed file ``pre``; the nodes named
+    in ``excluded`` stay float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    _pre_process(float_onnx, d, pre)
     reader = type("Reader", (_Calibration, CalibrationDataReader), {})(calibration)
     dst = os.path.join(d, "int8.onnx")
     with _quiet():
@@ -285,20 +304,89 @@ def _quantize_static(float_onnx: bytes, calibration, d: str, pre: str):
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            nodes_to_exclude=list(excluded),
             extra_options={"WeightSymmetric": True},
         )
     return onnx.load(dst)
 
 
-def quantize_weights(proto):
-    """``proto`` (float) with the weight of every Conv, Gemm and MatMul stored as symmetric per-channel
-    int8 behind a DequantizeLinear (activations stay float), in place; returns it."""
+def onnx_module_names(proto, names: set[str]) -> dict[str, str]:
+    """{node name: module name} for the conv/linear nodes of a file exported from a model whose
+    module names are ``names``. The exporter names a node by its scope, one segment per module
+    level, each segment relative to some ancestor (``/layer2/layer2.0/downsample/downsample.0/
+    Conv``); each segment is resolved against the longest ancestor that makes a real module name.
+    A node that resolves to no module is left out."""
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type not in WEIGHT_OPS or not node.name.startswith("/"):
+            continue
+        current = ""
+        for segment in node.name.strip("/").split("/")[:-1]:
+            parts = current.split(".") if current else []
+            for cut in range(len(parts), -1, -1):
+                candidate = ".".join([*parts[:cut], segment])
+                if candidate in names:
+                    current = candidate
+                    break
+            else:
+                current = None
+                break
+        if current:
+            out[node.name] = current
+    return out
+
+
+def _bits_of_nodes(proto, bits, names: set[str]) -> dict[str, int]:
+    """{conv/linear node: bits} for the weight-carrying nodes of ``proto``."""
+    from tradeoff.spaces._base import value_for
+
+    modules = onnx_module_names(proto, names) if not isinstance(bits, int) else {}
+    inits = {i.name for i in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type in WEIGHT_OPS and len(node.input) > 1 and node.input[1] in inits:
+            if isinstance(bits, int):
+                out[node.name] = bits
+            else:
+                module = modules.get(node.name)
+                out[node.name] = int(value_for(bits, module, 32)) if module else 32
+    return out
+
+
+def _record_layer_bits(proto, bits_of: Mapping[str, int]) -> None:
+    """Write {weight initializer: bits} of the quantized layers into the file's metadata."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    weights = set(weight_initializers(proto))
+    table = {}
+    for node in proto.graph.node:
+        if node.name in bits_of and len(node.input) > 1:
+            dq = producer.get(node.input[1])
+            if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in weights:
+                table[dq.input[0]] = int(bits_of[node.name])
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = LAYER_BITS_KEY, json.dumps(table, sort_keys=True)
+
+
+def layer_bits_of(proto) -> dict[str, int] | None:
+    """The {weight initializer: bits} a mixed-precision file records (None: one bit-width)."""
+    for entry in proto.metadata_props:
+        if entry.key == LAYER_BITS_KEY:
+            return {k: int(v) for k, v in json.loads(entry.value).items()}
+    return None
+
+
+def quantize_weights(proto, *, skip: Sequence[str] = ()):
+    """``proto`` (float) with the weight of every Conv, Gemm and MatMul (but the nodes named in
+    ``skip``) stored as symmetric per-channel int8 behind a DequantizeLinear (activations stay
+    float), in place; returns it."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in proto.graph.initializer}
     nodes = []
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
+        if node.op_type in WEIGHT_OPS and len(node.input) > 1 and node.input[1] in inits:
+            if node.name in skip:
+                continue
             init = inits[node.input[1]]
             w = numpy_helper.to_array(init).astype(np.float32)
             if w.ndim < 2:
@@ -345,21 +433,24 @@ def weight_initializers(proto) -> list[str]:
     return out
 
 
-def restrict_weights(proto, bits: int) -> None:
+def restrict_weights(proto, bits: int | Callable[[str], int]) -> None:
     """Re-quantize every int8 weight of a QDQ model to the symmetric ``2^(bits-1)-1`` levels of
-    ``bits`` bits, per output channel (scale = the channel's largest magnitude / levels), in
+    ``bits`` bits (or of ``bits(node name)`` bits, per layer; 8 and above: left as it is), per output channel (scale = the channel's largest magnitude / levels), in
     place: the values stay int8 for the kernels and are exact b-bit integers. An int32 bias
     whose scale is the input's times the weight's (what QLinearConv needs to fuse) is
     re-quantized on the new weight scale."""
     from onnx import numpy_helper
 
-    levels = 2 ** (bits - 1) - 1
     inits = {i.name: i for i in proto.graph.initializer}
     producer = {o: n for n in proto.graph.node for o in n.output}
     weights = set(weight_initializers(proto))
     for node in proto.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+        if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
             continue
+        node_bits = bits(node.name) if callable(bits) else bits
+        if node_bits >= 8:
+            continue
+        levels = 2 ** (node_bits - 1) - 1
         dq = producer.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in weights:
             continue

@@ -116,6 +116,7 @@ def measure(
     repeats: int = 50,
     energy_seconds: float = 1.0,
     weight_bits: int = 32,
+    layer_bits: dict[str, int] | None = None,
     sparse: bool = False,
     float_model: nn.Module | None = None,
     timings: dict[str, float] | None = None,
@@ -127,7 +128,8 @@ def measure(
     """Measure ``model`` deployed in ``runtime`` on ``device``: every registered figure.
 
     ``float_model`` is the same network before quantization, for FLOP, parameter and
-    activation counts; by default ``model`` itself. ``weight_bits`` and ``sparse`` say how the
+    activation counts; by default ``model`` itself. ``weight_bits``, ``layer_bits`` (mixed
+    precision: bits per conv/linear module of the float model) and ``sparse`` say how the
     weights are stored (see :func:`encoded_size`). ``reference`` is the baseline already
     deployed in ``runtime`` (:func:`deploy`): latency is then timed interleaved with it and
     scaled by ``reference_ms`` (see :mod:`.latency`). ``timings``, when given, receives the
@@ -154,6 +156,7 @@ def measure(
         repeats=repeats,
         energy_seconds=energy_seconds,
         weight_bits=weight_bits,
+        layer_bits=dict(layer_bits) if layer_bits else None,
         sparse=sparse,
     )
     timings["trace_s"] = time.perf_counter() - t

@@ -62,6 +62,7 @@ def layer_traffic(
     weight_bits: int,
     activation_bytes: int,
     sparse: bool = False,
+    layer_bits: dict[str, int] | None = None,
 ) -> list[tuple[str, int, float, int]]:
     """(layer, MACs, weight bytes, input + output activation bytes) of every conv and linear
     layer of ``model`` in one forward pass, at the deployed precision: weights at
@@ -77,7 +78,8 @@ def layer_traffic(
                 k = m.in_features
             w = m.weight
             stored = int(torch.count_nonzero(w)) if sparse else w.numel()
-            wbytes = stored * weight_bits / 8 + (w.numel() / 8 if sparse else 0)
+            bits = (layer_bits or {}).get(name, weight_bits)
+            wbytes = stored * bits / 8 + (w.numel() / 8 if sparse else 0)
             acts = (inputs[0].numel() + out.numel()) * activation_bytes
             rows.append((name, out.numel() * k, wbytes, acts))
 
@@ -203,8 +205,10 @@ def estimated_energy_mj(
     other_flops: int,
     bits: int,
     cache: tuple[int, str] = (DEFAULT_CACHE_BYTES, "assumed"),
+    layer_bits: dict[str, int] | None = None,
 ) -> tuple[float, str]:
-    """The per-layer estimate of the module docstring for ``layers`` (:func:`layer_traffic`)."""
+    """The per-layer estimate of the module docstring for ``layers`` (:func:`layer_traffic`);
+    with ``layer_bits`` (mixed precision) each layer's MACs at its own precision."""
     mac_bits = 8 if bits <= 8 else 32
     size, where = cache
     weights = sum(w for _, _, w, _ in layers)
@@ -212,13 +216,22 @@ def estimated_energy_mj(
     weights_cached = weights + peak_acts <= size
     pj_weight = PJ_PER_BYTE_CACHE if weights_cached else PJ_PER_BYTE_DRAM
     macs = sum(m for _, m, _, _ in layers)
-    compute = macs * PJ_MAC[mac_bits] + other_flops * PJ_ADD_FP32
+    compute = other_flops * PJ_ADD_FP32
+    for name, m, _, _ in layers:
+        compute += m * PJ_MAC[8 if (layer_bits or {}).get(name, bits) <= 8 else 32]
+    float_macs = sum(m for name, m, _, _ in layers if (layer_bits or {}).get(name, bits) > 8)
+    mac_text = f"{macs} MACs x {PJ_MAC[mac_bits]:g} pJ ({mac_bits}-bit)"
+    if layer_bits:
+        mac_text = (
+            f"{macs - float_macs} MACs x {PJ_MAC[8]:g} pJ (8-bit) + {float_macs} MACs x {PJ_MAC[32]:g} pJ "
+            "(32-bit, the float layers)"
+        )
     weight_pj = weights * pj_weight
     act_pj = sum(a * (PJ_PER_BYTE_CACHE if a <= size else PJ_PER_BYTE_DRAM) for *_, a in layers)
     total = compute + weight_pj + act_pj
     method = (
         f"estimated: per layer (Horowitz ISSCC 2014, 45 nm; {where}): {len(layers)} conv/linear layers, "
-        f"{macs} MACs x {PJ_MAC[mac_bits]:g} pJ ({mac_bits}-bit) + {other_flops} other ops x "
+        f"{mac_text} + {other_flops} other ops x "
         f"{PJ_ADD_FP32} pJ = {compute * 1e-9:.4g} mJ; {weights:.0f} weight bytes from "
         f"{'the cache' if weights_cached else 'DRAM'} = {weight_pj * 1e-9:.4g} mJ; activations "
         f"{act_pj * 1e-9:.4g} mJ"
@@ -238,9 +251,14 @@ def _measure(probe: Probe) -> tuple[float, dict]:
             weight_bits=probe.weight_bits,
             activation_bytes=probe.activation_bytes_per_element,
             sparse=probe.sparse,
+            layer_bits=probe.layer_bits,
         )
         energy = estimated_energy_mj(
-            layers, other_flops=total - macs, bits=probe.weight_bits, cache=cache_bytes()
+            layers,
+            other_flops=total - macs,
+            bits=probe.weight_bits,
+            cache=cache_bytes(),
+            layer_bits=probe.layer_bits,
         )
     return energy[0], {"energy_method": energy[1]}
 

@@ -84,25 +84,39 @@ def peak_activation_bytes(model: nn.Module, example_input: torch.Tensor) -> int:
     return mode.peak
 
 
-def weight_bytes(model: nn.Module, *, weight_bits: int = 32) -> int:
+def weight_bytes(model: nn.Module, *, weight_bits: int = 32, layer_bits: dict[str, int] | None = None) -> int:
     """Bytes of the parameters and buffers as the deployed model holds them: conv and linear
-    weights at 1 byte a value on int8 kernels (``weight_bits`` <= 8), the rest as they are."""
+    weights at 1 byte a value on int8 kernels (``weight_bits`` <= 8; per layer with
+    ``layer_bits``), the rest as they are."""
     int8 = set()
     if weight_bits <= 8:
-        int8 = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d))}
+        int8 = {
+            id(m.weight)
+            for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d))
+            and (layer_bits or {}).get(n, weight_bits) <= 8
+        }
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     return int(sum(t.numel() * (1 if key in int8 else t.element_size()) for key, t in tensors.items()))
 
 
-def peak_memory_bytes(model: nn.Module, example_input: torch.Tensor, *, weight_bits: int = 32) -> int:
+def peak_memory_bytes(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    weight_bits: int = 32,
+    layer_bits: dict[str, int] | None = None,
+) -> int:
     activations = peak_activation_bytes(model, example_input)
     if weight_bits <= 8:
         activations //= 4  # float32 values held as 8-bit
-    return weight_bytes(model, weight_bits=weight_bits) + activations
+    return weight_bytes(model, weight_bits=weight_bits, layer_bits=layer_bits) + activations
 
 
 def _measure(probe: Probe) -> tuple[int, dict]:
-    value = peak_memory_bytes(probe.float_model, probe.cpu_example, weight_bits=probe.weight_bits)
+    value = peak_memory_bytes(
+        probe.float_model, probe.cpu_example, weight_bits=probe.weight_bits, layer_bits=probe.layer_bits
+    )
     method = MEMORY_METHOD + (
         "; int8 kernels: weights and activations at 1 byte a value" if probe.weight_bits <= 8 else ""
     )

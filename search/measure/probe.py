@@ -19,8 +19,9 @@ class Probe:
     activation tracer do not follow quantized kernels). ``reference`` is the baseline deployed
     in the same runtime, timed interleaved with the model so that machine load cannot fake a
     speed-up, and ``reference_ms`` the baseline's latency the ratio is scaled by (None: the
-    baseline's own median in the same window). ``weight_bits`` and ``sparse`` say how the
-    weights are stored; ``values`` holds the figures measured so far, for a figure that
+    baseline's own median in the same window). ``weight_bits``, ``layer_bits`` (mixed
+    precision, per conv/linear module of ``float_model``) and ``sparse`` say how the weights are
+    stored; ``values`` holds the figures measured so far, for a figure that
     ``needs`` another."""
 
     model: nn.Module
@@ -34,6 +35,7 @@ class Probe:
     repeats: int = 50
     energy_seconds: float = 1.0
     weight_bits: int = 32
+    layer_bits: dict[str, int] | None = None  # mixed precision: {conv/linear module: bits}
     sparse: bool = False
     runtime: str = "torchscript"
     reference: Any = None

@@ -27,10 +27,10 @@ def serialized_size(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
-    """The weight tensor of every conv and linear layer, float or quantized."""
+def named_weight_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(module name, weight tensor) of every conv and linear layer, float or quantized."""
     out = []
-    for m in model.modules():
+    for name, m in model.named_modules():
         w = getattr(m, "weight", None)
         if callable(w) and not isinstance(w, torch.Tensor):  # quantized modules: weight()
             try:
@@ -38,37 +38,62 @@ def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
             except Exception:  # noqa: BLE001
                 continue
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            out.append(w)
+            out.append((name, w))
     return out
+
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensor of every conv and linear layer, float or quantized."""
+    return [w for _, w in named_weight_tensors(model)]
 
 
 def _values(w: torch.Tensor) -> torch.Tensor:
     return w.int_repr() if w.is_quantized else w.detach()
 
 
-def encoded_size(model: nn.Module, *, weight_bits: int = 32, sparse: bool = False) -> tuple[int, str]:
+def encoded_size(
+    model: nn.Module, *, weight_bits: int = 32, sparse: bool = False, layer_bits: dict[str, int] | None = None
+) -> tuple[int, str]:
     """(bytes, method): the serialized state dict, with every conv/linear weight re-counted at
-    ``weight_bits`` bits packed and, for sparse weights, as a bitmap of positions plus the
-    non-zero values. Without either, the serialized size as it is."""
+    ``weight_bits`` bits packed (per layer: at ``layer_bits`` of its module) and, for sparse
+    weights, as a bitmap of positions plus the non-zero values. Without either, the serialized
+    size as it is."""
     size = serialized_size(model)
-    if weight_bits >= 8 and not sparse:
+    if weight_bits >= 8 and not sparse and not layer_bits:
         return size, SIZE_METHOD
-    weights = [_values(w) for w in weight_tensors(model)]
-    arrays = [(v.numel(), v.element_size(), int(torch.count_nonzero(v)) if sparse else 0) for v in weights]
-    return _recounted(size, arrays, SIZE_METHOD, weight_bits=weight_bits, sparse=sparse)
+    arrays = []
+    for name, w in named_weight_tensors(model):
+        v = _values(w)
+        bits = (layer_bits or {}).get(name, weight_bits)
+        arrays.append((v.numel(), v.element_size(), int(torch.count_nonzero(v)) if sparse else 0, bits))
+    return _recounted(
+        size, arrays, SIZE_METHOD, weight_bits=weight_bits, sparse=sparse, mixed=bool(layer_bits)
+    )
 
 
 def _recounted(
-    size: int, weights: list[tuple[int, int, int]], method: str, *, weight_bits: int, sparse: bool
+    size: int,
+    weights: list[tuple[int, int, int, int]],
+    method: str,
+    *,
+    weight_bits: int,
+    sparse: bool,
+    mixed=False,
 ) -> tuple[int, str]:
-    """``size`` with each weight tensor (values, bytes a value, non-zeros) re-counted at
-    ``weight_bits`` bits packed, and as a position bitmap plus the non-zero values if ``sparse``."""
-    for numel, itemsize, nonzero in weights:
-        bits = min(weight_bits, itemsize * 8)
+    """``size`` with each weight tensor (values, bytes a value, non-zeros, bits) re-counted at
+    its bits packed, and as a position bitmap plus the non-zero values if ``sparse``."""
+    for numel, itemsize, nonzero, stored_bits in weights:
+        bits = min(stored_bits, itemsize * 8)
         encoded = (nonzero * bits + numel + 7) // 8 if sparse else (numel * bits + 7) // 8
         size += encoded - numel * itemsize
     parts = [method]
-    if weight_bits < 8:
+    if mixed:
+        counts: dict[int, int] = {}
+        for _, _, _, b in weights:
+            counts[b] = counts.get(b, 0) + 1
+        text = " ".join(f"{b}x{n}" for b, n in sorted(counts.items(), key=lambda kv: -kv[0]))
+        parts.append(f"mixed precision: each conv/linear weight counted at its own bits packed ({text})")
+    elif weight_bits < 8:
         parts.append(f"conv/linear weights counted at {weight_bits} bits packed (scales as stored)")
     if sparse:
         parts.append("sparse weights as a 1-bit position bitmap plus the non-zero values")
@@ -83,16 +108,27 @@ def onnx_encoded_size(onnx: bytes, *, weight_bits: int = 32, sparse: bool = Fals
     of two or more dimensions: conv and linear kernels, float or int8) re-counted at
     ``weight_bits`` bits packed and, for sparse weights, as a bitmap of positions plus the
     non-zero values."""
-    size = len(onnx)
-    if weight_bits >= 8 and not sparse:
-        return size, ONNX_SIZE_METHOD
     import onnx as onnx_lib
     from onnx import numpy_helper
 
-    proto = onnx_lib.load_from_string(onnx)
-    arrays = [numpy_helper.to_array(i) for i in proto.graph.initializer if len(i.dims) >= 2]
-    weights = [(v.size, v.itemsize, int(np.count_nonzero(v)) if sparse else 0) for v in arrays]
-    return _recounted(len(onnx), weights, ONNX_SIZE_METHOD, weight_bits=weight_bits, sparse=sparse)
+    from tradeoff.spaces.runtime import LAYER_BITS_KEY, layer_bits_of
+
+    size = len(onnx)
+    needs_proto = weight_bits < 8 or sparse or LAYER_BITS_KEY.encode() in onnx
+    proto = onnx_lib.load_from_string(onnx) if needs_proto else None
+    per_layer = layer_bits_of(proto) if proto is not None else None
+    if weight_bits >= 8 and not sparse and not per_layer:
+        return size, ONNX_SIZE_METHOD
+    weights = []
+    for init in proto.graph.initializer:
+        if len(init.dims) >= 2:
+            v = numpy_helper.to_array(init)
+            # a mixed-precision file: its own bits for each quantized weight, float ones as stored
+            bits = per_layer.get(init.name, v.itemsize * 8) if per_layer else weight_bits
+            weights.append((v.size, v.itemsize, int(np.count_nonzero(v)) if sparse else 0, bits))
+    return _recounted(
+        len(onnx), weights, ONNX_SIZE_METHOD, weight_bits=weight_bits, sparse=sparse, mixed=bool(per_layer)
+    )
 
 
 def _params(probe: Probe) -> tuple[int, dict]:
@@ -104,7 +140,9 @@ def _size(probe: Probe) -> tuple[int, dict]:
     if onnx is not None:  # what ONNX Runtime or OpenVINO loads
         size, method = onnx_encoded_size(onnx, weight_bits=probe.weight_bits, sparse=probe.sparse)
         return size, {"size_method": method}
-    size, method = encoded_size(probe.model, weight_bits=probe.weight_bits, sparse=probe.sparse)
+    size, method = encoded_size(
+        probe.model, weight_bits=probe.weight_bits, sparse=probe.sparse, layer_bits=probe.layer_bits
+    )
     return size, {"size_method": method}
 
 
