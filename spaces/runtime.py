@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import tempfile
-import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -435,10 +435,10 @@ def weight_initializers(proto) -> list[str]:
 
 def restrict_weights(proto, bits: int | Callable[[str], int]) -> None:
     """Re-quantize every int8 weight of a QDQ model to the symmetric ``2^(bits-1)-1`` levels of
-    ``bits`` bits (or of ``bits(node name)`` bits, per layer; 8 and above: left as it is), per output channel (scale = the channel's largest magnitude / levels), in
-    place: the values stay int8 for the kernels and are exact b-bit integers. An int32 bias
-    whose scale is the input's times the weight's (what QLinearConv needs to fuse) is
-    re-quantized on the new weight scale."""
+    ``bits`` bits (or of ``bits(node name)`` bits, per layer; 8 and above: left as it is), per
+    output channel (scale = the channel's largest magnitude / levels), in place: the values stay
+    int8 for the kernels and are exact b-bit integers. An int32 bias whose scale is the input's
+    times the weight's (what QLinearConv needs to fuse) is re-quantized on the new weight scale."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in proto.graph.initializer}
