@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         "verify never opens a path or imports a plug-in named inside an export)",
     )
 
+    sen = sub.add_parser(
+        "sensitivity",
+        help="print the study's sensitivity table: each layer group compressed alone",
+        description="Print the sensitivity table a study that allocates per layer measured once: for every "
+        "channel group, factorable and quantizable layer, the effect of compressing it alone (the better "
+        "predictor of distillation loss and accuracy drop), with its share of parameters, MACs and latency.",
+    )
+    _storage_args(sen)
+    sen.add_argument("--artifacts", help="the study's artifact store (default: as for search)")
+    sen.add_argument("--json", action="store_true", help="print the whole table as JSON")
+
     d = sub.add_parser(
         "dashboard",
         help="open the study in optuna-dashboard",
@@ -369,6 +380,14 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         help="NSGA-II population, with --sampler nsga2 (default: fitted to the first run's --n-trials)",
     )
     g.add_argument(
+        "--granularity",
+        choices=("global", "allocated", "layer"),
+        help="how finely a plan is searched: allocated (the default: per technique a budget and an "
+        "allocation sharpness, made per-layer values by the study's measured sensitivity table), global "
+        "(one value per knob for the whole network) or layer (one searched value per layer group and "
+        "technique, for large budgets); stored with the study",
+    )
+    g.add_argument(
         "--keep-weights",
         choices=KEEP_WEIGHTS,
         help="deployed models and fine-tuned float models kept in the artifact store, so that export "
@@ -420,6 +439,7 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         "keep_weights",
         "reuse",
         "early_stop",
+        "granularity",
     ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
@@ -556,6 +576,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from tradeoff.search.commands import sensitivity
+
+    print(sensitivity(args.storage, args.study_name, artifacts=args.artifacts, as_json=args.json, log=_log))
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import dashboard
 
@@ -572,6 +599,7 @@ COMMANDS = {
     "report": cmd_report,
     "export": cmd_export,
     "verify": cmd_verify,
+    "sensitivity": cmd_sensitivity,
     "dashboard": cmd_dashboard,
 }
 

@@ -126,7 +126,14 @@ def run_trials(
     store = open_artifact_store(artifacts)
     teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
     weights = WeightStore(store, keep=config.keep_weights)
-    runner = Runner(config, task, teacher, device=device, weights=weights)
+    table = None
+    if config.granularity != "global":
+        from tradeoff.search.sensitivity import ensure_sensitivity
+
+        if threads:
+            torch.set_num_threads(threads)
+        table = ensure_sensitivity(study, storage, config, task, teacher, store, log=log)
+    runner = Runner(config, task, teacher, device=device, weights=weights, table=table)
 
     def tidy() -> dict[str, int]:
         return weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
@@ -216,8 +223,15 @@ def export(
     task = task_for(config, log=log)
     store = open_artifact_store(artifacts)
     teacher = ensure_teacher(study, task, store, train=False, log=log)
+    from tradeoff.search.sensitivity import load_sensitivity
+
     runner = Runner(
-        config, task, teacher, device=device, weights=WeightStore(store, keep=config.keep_weights)
+        config,
+        task,
+        teacher,
+        device=device,
+        weights=WeightStore(store, keep=config.keep_weights),
+        table=load_sensitivity(study, store),
     )
     record = export_trial(study, chosen, output, runner=runner, force=force, log=log)
     onnx = record["onnx"]
@@ -226,6 +240,21 @@ def export(
         + ("" if onnx.get("written") else f" (no ONNX: {onnx['reason']})")
     )
     return record
+
+
+def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_json: bool, log: Log) -> str:
+    """The study's sensitivity table as text (or its JSON); UsageError when it has none."""
+    from tradeoff.search.sensitivity import load_sensitivity, table_text
+    from tradeoff.storage import open_artifact_store
+
+    study, config = load_study(url, study_name)
+    table = load_sensitivity(study, open_artifact_store(artifacts))
+    if table is None:
+        raise UsageError(
+            f"study {study_name!r} has no sensitivity table (granularity {config.granularity}: one value "
+            "per knob); a study made with --granularity allocated or layer measures one"
+        )
+    return table.to_json() if as_json else table_text(table)
 
 
 def dashboard(url: str | None, *, artifacts: str | None, host: str, port: int, log: Log) -> None:

@@ -18,6 +18,7 @@ from tradeoff.search.plugins import import_plugin_modules, is_plugin
 from tradeoff.search.sampler import SAMPLERS, fitted_population
 from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
+from tradeoff.spaces.allocation import GRANULARITIES
 from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES
 from tradeoff.spaces.runtime import available as runtime_available
 from tradeoff.storage.artifacts import sha256_file
@@ -25,8 +26,9 @@ from tradeoff.storage.artifacts import sha256_file
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
 # 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
 # studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_weights): an older
-# tradeoff would run them without.
-CONFIG_VERSION = 5
+# tradeoff would run them without. 6: the granularity (global | allocated | layer); older studies
+# searched one value per knob.
+CONFIG_VERSION = 6
 # Energy is an objective by default only where a hardware counter measures it: the estimate is a
 # function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md, "The
 # default search on the bundled task"); it is recorded on every trial either way, and
@@ -73,6 +75,7 @@ class SearchConfig:
     reuse: bool = True  # a fine-tuned float model per structure; other bit-widths of a new one queued
     early_stop: bool = True  # stop a fine-tune that cannot reach the front (search.stopping)
     keep_weights: str = "front"  # search.weights.KEEP_WEIGHTS
+    granularity: str = "allocated"  # spaces.allocation.GRANULARITIES
     version: int = CONFIG_VERSION
 
     # -- validation ---------------------------------------------------------------------------
@@ -146,6 +149,8 @@ class SearchConfig:
             scalarize = check_weights(self.scalarize)
         if self.keep_weights not in KEEP_WEIGHTS:
             raise UsageError(f"--keep-weights {self.keep_weights!r}: choose one of {', '.join(KEEP_WEIGHTS)}")
+        if self.granularity not in GRANULARITIES:
+            raise UsageError(f"--granularity {self.granularity!r}: choose one of {', '.join(GRANULARITIES)}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         population = self.population_size
@@ -208,6 +213,8 @@ class SearchConfig:
             data["sampler"] = "nsga2"  # what every study made before the sampler policy ran
         if int(data.get("version", 1)) < 4:
             data["runtime"] = "torchscript"  # what every study made before runtimes measured
+        if int(data.get("version", 1)) < 6:
+            data["granularity"] = "global"  # one value per knob: what every older study searched
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives") or LEGACY_OBJECTIVES)

@@ -3,9 +3,11 @@
 Study user attributes: ``tradeoff:config`` (the SearchConfig, JSON), ``tradeoff:baseline``
 (the uncompressed model's figures), ``tradeoff:teacher`` (the teacher artifact's id, SHA-256
 and task fingerprint), ``tradeoff:budget`` (measured plans the workers stop at),
-``tradeoff:sampler`` (the sampler policy and why, one line).
+``tradeoff:sampler`` (the sampler policy and why, one line), ``tradeoff:sensitivity`` (the
+sensitivity table of a study that allocates per layer: artifact id, SHA-256, summary).
 
-Trial user attributes: ``plan`` (``Plan.to_dict()``), ``plan_text`` (``format_plan``),
+Trial user attributes: ``plan`` (``Plan.to_dict()``: per-layer values in full), ``plan_text``
+(``format_plan``: per-layer values summarised),
 every figure of ``Measurement`` with its ``*_method``, ``role`` (baseline / single-technique /
 space-filling for enqueued plans), ``duplicate_of`` (a re-proposed plan: the trial whose
 figures it copied), ``fail_reason``, ``skipped_layers``, ``int8_form`` (``kernels`` or
@@ -30,6 +32,7 @@ BASELINE_ATTR = "tradeoff:baseline"
 TEACHER_ATTR = "tradeoff:teacher"
 BUDGET_ATTR = "tradeoff:budget"
 SAMPLER_ATTR = "tradeoff:sampler"
+SENSITIVITY_ATTR = "tradeoff:sensitivity"  # the sensitivity table's artifact, SHA-256 and summary
 
 PLAN_ATTR = "plan"
 PLAN_TEXT_ATTR = "plan_text"  # the plan as one line, for the dashboard's trial table

@@ -1,6 +1,7 @@
 """The trial runner: one plan in, one measured compressed model out.
 
-plan  = suggest_plan(trial, config.space)
+plan  = the trial's numbers (suggest_values) -> a plan (plan_of: per layer from the sensitivity
+        table when the study allocates)
 model = apply_plan(teacher, plan, ctx)      # on a copy:
           structural knobs                   #   student -> prune -> low-rank
           cheap figures first                #   size, MACs, latency of the untrained deployed form:
@@ -59,8 +60,9 @@ from tradeoff.spaces import (
     format_plan,
     post_training_siblings,
     structure_key,
-    suggest_plan,
 )
+from tradeoff.spaces.allocation import SHARPNESS, bit_budgets, plan_from_params, suggest_values
+from tradeoff.spaces.sensitivity import SensitivityTable
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
 REFERENCE_WARMUP = 50  # calls of the teacher's new session before any latency is timed against it
@@ -88,8 +90,9 @@ def baseline_latency(study: optuna.Study) -> float | None:
 
 
 class Runner:
-    """Callable objective for ``study.optimize``. Owns the teacher and its cached logits, and the
-    study's kept weights (``weights``: fine-tuned float models per structure, deployed models)."""
+    """Callable objective for ``study.optimize``. Owns the teacher and its cached logits, the
+    study's kept weights (``weights``: fine-tuned float models per structure, deployed models) and
+    its sensitivity table (``table``: how an allocated trial's numbers become per-layer values)."""
 
     def __init__(
         self,
@@ -99,8 +102,10 @@ class Runner:
         *,
         device: str = "cpu",
         weights: WeightStore | None = None,
+        table: SensitivityTable | None = None,
     ):
         self.config, self.task, self.device = config, task, device
+        self.table = table  # the study's sensitivity table (granularity allocated or layer)
         self.teacher = teacher.eval().cpu()
         self.weights = weights if weights is not None else WeightStore(keep=config.keep_weights)
         self._teacher_logits = None
@@ -174,8 +179,9 @@ class Runner:
     def _candidates(self) -> list[dict]:
         """Untrained figures of every model the running fine-tune would make: the plan's, and with
         reuse its queued bit-widths'."""
-        variants = post_training_siblings(self._state["plan"], self.config.space) if self.config.reuse else []
-        return [self._cheap(None), *(self._cheap(v) for v in variants)]
+        state = self._state
+        variants = self.siblings(state["params"], state["plan"]) if self.config.reuse else []
+        return [self._cheap(None), *(self._cheap(self.plan_of(v)) for v in variants)]
 
     def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
         """The structure's stored float model when there is one (``reuse``); else distil a
@@ -249,7 +255,8 @@ class Runner:
         used, and its constraints are checked before fine-tuning; ``study``: only its stored float
         models are used (a rebuild). ``post_training=False``: the float model only."""
         self._trial, self._read_study = trial, study
-        self._state = {"key": structure_key(plan), "plan": plan, "times": {}, "cheap": {}}
+        params = dict(trial.params) if trial is not None else plan.params()
+        self._state = {"key": structure_key(plan), "plan": plan, "params": params, "times": {}, "cheap": {}}
         self._baseline_ms = baseline_latency(trial.study) if trial is not None else None
         ctx = ApplyContext(
             example_input=self.task.example_input,
@@ -319,8 +326,39 @@ class Runner:
         return compressed, times, how
 
     def plan_of(self, params) -> Plan:
-        """The plan of a trial's params (or a stored plan), with the study's knob options."""
-        return Plan.from_params(params, options=self.config.knob_options)
+        """The plan of a trial's params (or a stored plan), with the study's knob options; an
+        allocated trial's budgets and sharpness made per-layer values by the sensitivity table."""
+        c = self.config
+        granularity = getattr(c, "granularity", "global")
+        if granularity == "allocated" and SHARPNESS in params and self.table is None:
+            raise PlanError(
+                "this study allocates per layer: its sensitivity table is needed (give --artifacts)"
+            )
+        return plan_from_params(
+            params, granularity=granularity, table=self.table, space=c.space, options=c.knob_options
+        )
+
+    def siblings(self, params, plan: Plan, limit: int = 8) -> list[dict]:
+        """The params of the plans that share ``plan``'s structure and differ only in the
+        post-training knobs (bit-width; an allocated study: the bit budget): each quantizes the
+        same fine-tuned float model. A per-layer (``layer``) study searches each layer's bits
+        itself: none are queued."""
+        c = self.config
+        granularity = getattr(c, "granularity", "global")
+        if granularity == "global" or SHARPNESS not in params:
+            if granularity == "layer":
+                return []
+            return [s.params() for s in post_training_siblings(plan, c.space, limit)]
+        out, seen = [], {json.dumps(plan.to_dict(), sort_keys=True)}
+        for budget in bit_budgets(c.space.get("weight_bits", {}).get("choices", [32])):
+            variant = dict(params, weight_bits=budget)
+            key = json.dumps(self.plan_of(variant).to_dict(), sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(variant)
+            if len(out) >= limit:
+                break
+        return out
 
     def measure(
         self,
@@ -391,7 +429,9 @@ class Runner:
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
-        plan = suggest_plan(trial, self.config.space, self.config.knob_options)
+        c = self.config
+        suggest_values(trial, c.space, getattr(c, "granularity", "global"), self.table)
+        plan = self.plan_of(trial.params)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))
         twin = self._measured_twin(trial)
@@ -484,9 +524,9 @@ class Runner:
             )
         if c.reuse and state.get("reused") is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
             # this trial made its structure's float model: the other bit-widths only quantize it
-            for sibling in post_training_siblings(plan, c.space):
+            for sibling in self.siblings(trial.params, plan):
                 study.enqueue_trial(
-                    sibling.params(),
+                    sibling,
                     user_attrs={ROLE_ATTR: SIBLING_ROLE, SIBLING_OF_ATTR: trial.number},
                     skip_if_exists=True,
                 )

@@ -25,9 +25,20 @@ def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> opt
     )
 
 
-def study_start(config: SearchConfig) -> list:
-    """The study's start design: (plan, role) pairs, enqueued when the study is created."""
-    return start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
+def study_start(config: SearchConfig) -> list[tuple[dict, str]]:
+    """The study's start design: (params, role) pairs, enqueued when the study is created. An
+    allocated study's plans get sharpness values spread evenly over [0, 1] (the baseline none:
+    it compresses nothing)."""
+    from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP
+
+    design = start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
+    out = [(plan.params(), role) for plan, role in design]
+    if getattr(config, "granularity", "global") == "allocated":
+        n = max(1, len(out) - 1)
+        for i, (params, _role) in enumerate(out[1:]):
+            steps = round((i + 0.5) / n / SHARPNESS_STEP)
+            params[SHARPNESS] = round(min(1.0, steps * SHARPNESS_STEP), 10)
+    return out
 
 
 def sampler_line(config: SearchConfig) -> str:
@@ -107,8 +118,8 @@ def _open_study(
         study.set_metric_names(config.metric_names)
         study.set_user_attr(CONFIG_ATTR, config.to_json())
         study.set_user_attr(SAMPLER_ATTR, sampler_line(config))
-        for plan, role in study_start(config):
-            study.enqueue_trial(plan.params(), user_attrs={ROLE_ATTR: role}, skip_if_exists=True)
+        for params, role in study_start(config):
+            study.enqueue_trial(params, user_attrs={ROLE_ATTR: role}, skip_if_exists=True)
         created = True
     else:
         diff = config.differences(given)

@@ -164,7 +164,8 @@ def _defaults(config: KnobConfig) -> dict[str, Any]:
 
 def format_plan(plan: Plan | Mapping[str, Any]) -> str:
     """One line for people: the knobs a plan switches on (``prune_ratio=0.5, weight_bits=8``),
-    a per-layer value as ``{group: value, ...}``, options that differ from their defaults in
+    a per-layer value summarised (``weight_bits=8x3 4x14 32x2, prune_ratio=0.1-0.6 over 12
+    groups``; the full map is in ``to_dict()``), options that differ from their defaults in
     brackets; ``baseline (no compression)`` when nothing is on. Takes a Plan or its stored
     form; a stored plan naming a knob this process does not know is shown as stored."""
     if not isinstance(plan, Plan):
@@ -177,7 +178,7 @@ def format_plan(plan: Plan | Mapping[str, Any]) -> str:
     for knob, config in plan.configs():
         if knob.is_off(config.value):
             continue
-        text = f"{knob.name}={_value_text(config.value)}"
+        text = f"{knob.name}={_value_text(config.value, knob.name)}"
         options = {k: v for k, v in config.options().items() if _defaults(config).get(k) != v}
         if options:
             text += " (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
@@ -185,8 +186,12 @@ def format_plan(plan: Plan | Mapping[str, Any]) -> str:
     return ", ".join(parts) or "baseline (no compression)"
 
 
-def _value_text(value: Any) -> str:
+def _value_text(value: Any, knob: str = "") -> str:
     if isinstance(value, Mapping):
+        if len(value) > 3 and knob in KNOBS:
+            from tradeoff.spaces.allocation import summary
+
+            return summary(knob, value)
         return "{" + ", ".join(f"{g}: {_value_text(v)}" for g, v in value.items()) + "}"
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 

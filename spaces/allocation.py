@@ -1,0 +1,233 @@
+"""Granularity: how a trial's searched numbers become a plan's per-layer values.
+
+- ``global``: one value per knob for the whole network (the searched numbers are the plan).
+- ``allocated``: per technique the sampler searches a budget in the knob's own units (the
+  parameter-weighted mean pruning ratio, the parameter-weighted mean rank ratio, the average
+  weight bits) and one ``allocation`` sharpness in [0, 1]; the study's sensitivity table
+  (``spaces.sensitivity``) turns them into per-layer values with :func:`allocate`.
+- ``layer``: one searched value per layer group and technique (``knob[group]`` params), for
+  large budgets.
+
+The allocation rule. Choosing per-layer values under a budget so that the summed per-layer
+damage is least is the problem HAWQ-V2/V3 solve over Hessian sensitivities (an integer program),
+HAQ under a latency or size budget, AIMET's greedy ratio selection from a measured table, and
+ModelOpt's AutoQuantize under an effective-bits budget; like classic bit allocation (Shoham and
+Gersho, 1988) it is solved here by Lagrangian relaxation: each layer group ``l`` takes the value
+``v`` of its grid that minimises
+
+    s * d_l(v) / D  +  (1 - s) * w_l / W * ((v - b) / span)^2  +  lambda * w_l / W * v / span
+
+(``d_l``: the table's measured effect of ``v`` on ``l`` alone, interpolated; ``D``: the summed
+effects of the uniform plan at budget ``b``; ``w_l``: the layer's weights, ``W`` their sum;
+``lambda``, the price of the budget, found by bisection as the smallest that meets it; the sign
+flips for pruning, where the budget is a floor). Sharpness ``s = 0`` gives the uniform plan at the
+budget (today's ``global`` plan); ``s = 1`` the allocation the table alone prefers (less
+sensitive layers compressed more); between them, how far the table is trusted, searched like any
+other number. The separable, additive view of damage is the assumption all the works above make;
+the table measures, per study, whether the distillation loss or the accuracy drop follows it
+better, and that one is ``d``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from tradeoff.spaces._base import KNOBS, ordered_knobs
+from tradeoff.spaces.plan import Plan
+from tradeoff.spaces.sensitivity import SensitivityTable
+
+GRANULARITIES = ("global", "allocated", "layer")
+DEFAULT_GRANULARITY = "allocated"
+SHARPNESS = "allocation"  # the sharpness param of an allocated plan
+SHARPNESS_STEP = 0.1
+ALLOCATED = ("prune_ratio", "rank_ratio", "weight_bits")  # the knobs the table covers
+GRID_STEP = 0.05  # a continuous knob's per-layer grid when its space has no step
+# the budget is a floor (more is more compression) for pruning, a ceiling for the others
+FLOOR = {"prune_ratio": True, "rank_ratio": False, "weight_bits": False}
+
+
+def bit_budgets(choices: list[int]) -> list[int | float]:
+    """The average-bits budgets an allocated study searches: the bit-widths of the space and the
+    midpoints between neighbouring sub-8-bit ones (4 and 2 give 3), so a mixed plan can sit
+    between two uniform ones; 32 (float) as it is."""
+    low = sorted(c for c in choices if c <= 8)
+    mids = [(a + b) / 2 for a, b in zip(low, low[1:])]
+    out = sorted({*choices, *(int(m) if float(m).is_integer() else m for m in mids)}, reverse=True)
+    return out
+
+
+def grid(knob: str, spec: Mapping[str, Any]) -> list[float]:
+    """The values a layer may take: the space's choices, or its range on its step; the off value
+    is always one (a layer may be left alone)."""
+    k = KNOBS[knob]
+    if "choices" in spec:
+        values = [float(c) for c in spec["choices"]]
+    else:
+        low, high = spec["low"], spec["high"]
+        step = spec.get("step") or GRID_STEP
+        n = int(round((high - low) / step))
+        values = [round(low + i * step, 10) for i in range(n + 1)]
+    return sorted({*values, float(k.off)})
+
+
+def allocate(
+    table: SensitivityTable, knob: str, budget: float, sharpness: float, values: list[float]
+) -> dict[str, float]:
+    """Per-layer values of ``knob`` under ``budget`` (see the module docstring), one per row of
+    the table; ``*`` (the layers the table lacks) gets the off value, or for bits the budget."""
+    k = KNOBS[knob]
+    rows = table.rows.get(knob, [])
+    rest = _rest(knob, budget, values)
+    if not rows or float(budget) == float(k.off):
+        return {"*": float(k.off)} if float(budget) == float(k.off) else {"*": rest}
+    floor = FLOOR[knob]
+    weights = [max(1, int(r["params"])) for r in rows]
+    total = float(sum(weights))
+    span = max(values) - min(values) or 1.0
+    effects = [[table.effect(knob, r["group"], v) for v in values] for r in rows]
+    at_budget = sum(table.effect(knob, r["group"], budget) for r in rows)
+    scale = at_budget if at_budget > 0 else max((max(e) for e in effects), default=1.0) or 1.0
+    s = min(max(float(sharpness), 0.0), 1.0)
+    sign = -1.0 if floor else 1.0
+
+    def choose(lam: float) -> list[int]:
+        picks = []
+        for w, eff in zip(weights, effects):
+            share = w / total
+            costs = [
+                s * e / scale + (1 - s) * share * ((v - budget) / span) ** 2 + lam * sign * share * v / span
+                for v, e in zip(values, eff)
+            ]
+            picks.append(min(range(len(values)), key=lambda i: (costs[i], -values[i] * sign)))
+        return picks
+
+    def meets(picks: list[int]) -> bool:
+        mean = sum(w * values[i] for w, i in zip(weights, picks)) / total
+        return mean >= budget - 1e-9 if floor else mean <= budget + 1e-9
+
+    picks = choose(0.0)
+    if not meets(picks):
+        lo, hi = 0.0, 1e-6
+        while not meets(choose(hi)) and hi < 1e9:
+            lo, hi = hi, hi * 4
+        for _ in range(60):
+            mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
+            if meets(choose(mid)):
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo <= 1e-9 * hi:
+                break
+        picks = choose(hi)
+    out = {r["group"]: _number(knob, values[i]) for r, i in zip(rows, picks)}
+    out["*"] = rest
+    return out
+
+
+def _rest(knob: str, budget: float, values: list[float]) -> float:
+    if knob == "weight_bits":  # the layers the table lacks: the nearest bit-width at or above the budget
+        return _number(knob, min((v for v in values if v >= budget), default=max(values)))
+    return float(KNOBS[knob].off)
+
+
+def _number(knob: str, v: float):
+    return int(v) if isinstance(KNOBS[knob].off, int) else round(float(v), 10)
+
+
+# -- the search space at each granularity ---------------------------------------------------
+
+
+def _layer_groups(table: SensitivityTable | None, knob: str) -> list[str]:
+    return [r["group"] for r in (table.rows.get(knob, []) if table else [])]
+
+
+def suggest_values(
+    trial: optuna.Trial,
+    space: Mapping[str, Mapping[str, Any]],
+    granularity: str,
+    table: SensitivityTable | None,
+) -> None:
+    """Ask ``trial`` for the numbers a plan at ``granularity`` is made from (its params);
+    :func:`plan_from_params` turns them into the plan."""
+    for knob in ordered_knobs():
+        if knob.name not in space:
+            continue
+        spec = space[knob.name]
+        groups = _layer_groups(table, knob.name) if knob.name in ALLOCATED else []
+        if granularity == "layer" and groups:
+            for g in groups:
+                name = f"{knob.name}[{g}]"
+                if "choices" in spec:
+                    trial.suggest_categorical(name, spec["choices"])
+                else:
+                    trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"))
+        elif granularity == "allocated" and groups and knob.name == "weight_bits":
+            trial.suggest_categorical(knob.name, bit_budgets(spec["choices"]))
+        else:
+            knob.suggest(trial, spec)
+    if granularity == "allocated" and table is not None:
+        trial.suggest_float(SHARPNESS, 0.0, 1.0, step=SHARPNESS_STEP)
+
+
+def plan_from_params(
+    params: Mapping[str, Any],
+    *,
+    granularity: str,
+    table: SensitivityTable | None,
+    space: Mapping[str, Mapping[str, Any]],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """The plan a trial's params stand for: as they are (``global``, ``layer``), or allocated
+    per layer from the budgets and the sharpness (``allocated``)."""
+    params = dict(params)
+    if granularity != "allocated" or SHARPNESS not in params or table is None:
+        params.pop(SHARPNESS, None)
+        return Plan.from_params(params, options=options)
+    sharpness = float(params.pop(SHARPNESS))
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in ALLOCATED and name in space and not KNOBS[name].is_off(value):
+            values[name] = allocate(table, name, float(value), sharpness, grid(name, space[name]))
+        else:
+            values[name] = value
+    return Plan.from_params(values, options=options)
+
+
+def uniform_twin(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of an allocated plan with sharpness 0: its uniform counterpart."""
+    return {**params, SHARPNESS: 0.0}
+
+
+def summary(knob: str, value: Any) -> str:
+    """One line for a per-layer value: bit-widths as counts (``8x3 4x14 32x2``), ratios as their
+    range over the groups (``0.1-0.6 over 12 groups``)."""
+    if not isinstance(value, Mapping):
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+    numbers = [v for g, v in value.items() if g != "*"] or list(value.values())
+    if knob in KNOBS and isinstance(KNOBS[knob].off, int):
+        counts: dict[int, int] = {}
+        for v in numbers:
+            counts[int(v)] = counts.get(int(v), 0) + 1
+        return " ".join(f"{b}x{n}" for b, n in sorted(counts.items(), key=lambda kv: -kv[0]))
+    lo, hi = min(numbers), max(numbers)
+    text = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+    return f"{text} over {len(numbers)} groups"
+
+
+__all__ = [
+    "ALLOCATED",
+    "DEFAULT_GRANULARITY",
+    "GRANULARITIES",
+    "SHARPNESS",
+    "allocate",
+    "bit_budgets",
+    "grid",
+    "plan_from_params",
+    "suggest_values",
+    "summary",
+    "uniform_twin",
+]
