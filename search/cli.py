@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="report.html",
         help="HTML file to write (default: report.html); the PNG goes beside it with the same name",
     )
+    r.add_argument(
+        "--artifacts", help="the study's artifact store, for its sensitivity table (default: as for search)"
+    )
 
     e = sub.add_parser(
         "export",
@@ -535,7 +538,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import report
 
-    report(args.storage, args.study_name, args.output, log=_log)
+    report(args.storage, args.study_name, args.output, log=_log, artifacts=args.artifacts)
     return 0
 
 

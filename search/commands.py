@@ -178,14 +178,26 @@ def run_trials(
     return study
 
 
-def report(url: str | None, study_name: str, output: str, *, log: Log) -> tuple[str, str]:
+def report(
+    url: str | None, study_name: str, output: str, *, log: Log, artifacts: str | None = None
+) -> tuple[str, str]:
+    from tradeoff.search.records import SENSITIVITY_ATTR
     from tradeoff.search.report import write_report
 
     study, _ = load_study(url, study_name)
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise UsageError(f"--output {output}: the directory {parent} does not exist")
-    html, png = write_report(study, output)
+    table = None
+    if SENSITIVITY_ATTR in study.user_attrs:
+        from tradeoff.search.sensitivity import load_sensitivity
+        from tradeoff.storage import open_artifact_store
+
+        try:
+            table = load_sensitivity(study, open_artifact_store(artifacts))
+        except UsageError as e:  # the front is still worth a report
+            log(f"the report leaves out the sensitivity table: {e}")
+    html, png = write_report(study, output, table=table)
     log(f"wrote {html} ({os.path.getsize(html) / 1e6:.1f} MB, self-contained) and {png}")
     return html, png
 

@@ -374,9 +374,51 @@ def write_png(study: optuna.Study, path: str) -> None:
     plt.close(fig)
 
 
-def write_report(study: optuna.Study, html_path: str) -> tuple[str, str]:
+def sensitivity_figure(table):
+    """Heat maps of the sensitivity table: one per technique, a row per layer group, a column per
+    measured value, the colour the effect (the table's metric) of compressing that group alone."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    techniques = [t for t in ("prune_ratio", "rank_ratio", "weight_bits") if table.rows.get(t)]
+    titles = {
+        "prune_ratio": "pruned at ratio",
+        "rank_ratio": "low-rank at rank ratio",
+        "weight_bits": "weight bits",
+    }
+    metric = table.metric
+    scale = 1.0 if metric == "loss" else 100.0
+    fig = make_subplots(rows=1, cols=len(techniques), subplot_titles=[titles[t] for t in techniques])
+    for i, technique in enumerate(techniques, 1):
+        rows = table.rows[technique]
+        values = sorted({v for r in rows for v in r["points"]}, reverse=technique != "prune_ratio")
+        z = [[r["points"][v][metric] * scale if v in r["points"] else None for v in values] for r in rows]
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=[f"{v:g}" for v in values],
+                y=[r["group"] for r in rows],
+                coloraxis="coloraxis",
+                hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>",
+            ),
+            1,
+            i,
+        )
+    unit = "distillation-loss increase" if metric == "loss" else "accuracy drop (points)"
+    height = 200 + 16 * max(len(table.rows[t]) for t in techniques)
+    fig.update_layout(
+        title=f"Sensitivity of each layer group alone ({unit}; measured once per study on {table.images} "
+        "held-out images)",
+        coloraxis={"colorscale": "Reds", "colorbar": {"title": metric}},
+        height=height,
+    )
+    return fig
+
+
+def write_report(study: optuna.Study, html_path: str, *, table=None) -> tuple[str, str]:
     """A self-contained HTML report (Plotly, its JavaScript inlined) and a PNG of the main plot
-    beside it; both written to temporary names first, so a failure leaves no half file."""
+    beside it; both written to temporary names first, so a failure leaves no half file. With the
+    study's sensitivity ``table``, its heat maps follow the front."""
     import os
 
     png_path = os.path.splitext(html_path)[0] + ".png"
@@ -386,7 +428,18 @@ def write_report(study: optuna.Study, html_path: str) -> tuple[str, str]:
         raise UsageError(f"study {study.study_name!r} has no measured feasible trial to report yet")
     tmp_html, tmp_png = html_path + ".tmp", png_path + ".tmp.png"
     try:
-        figure(study).write_html(tmp_html, include_plotlyjs=True, full_html=True)
+        if table is None:
+            figure(study).write_html(tmp_html, include_plotlyjs=True, full_html=True)
+        else:
+            parts = [
+                figure(study).to_html(include_plotlyjs=True, full_html=False),
+                sensitivity_figure(table).to_html(include_plotlyjs=False, full_html=False),
+            ]
+            with open(tmp_html, "w") as f:
+                f.write(
+                    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>tradeoff report</title></head>"
+                    f"<body>{''.join(parts)}</body></html>"
+                )
         write_png(study, tmp_png)
         os.replace(tmp_html, html_path)
         os.replace(tmp_png, png_path)

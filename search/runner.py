@@ -61,7 +61,7 @@ from tradeoff.spaces import (
     post_training_siblings,
     structure_key,
 )
-from tradeoff.spaces.allocation import SHARPNESS, bit_budgets, plan_from_params, suggest_values
+from tradeoff.spaces.allocation import SHARPNESS, plan_from_params, suggest_values
 from tradeoff.spaces.sensitivity import SensitivityTable
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
@@ -350,7 +350,7 @@ class Runner:
                 return []
             return [s.params() for s in post_training_siblings(plan, c.space, limit)]
         out, seen = [], {json.dumps(plan.to_dict(), sort_keys=True)}
-        for budget in bit_budgets(c.space.get("weight_bits", {}).get("choices", [32])):
+        for budget in c.space.get("weight_bits", {}).get("choices", [32]):  # not the midpoints: searched
             variant = dict(params, weight_bits=budget)
             key = json.dumps(self.plan_of(variant).to_dict(), sort_keys=True)
             if key not in seen:

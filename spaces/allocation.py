@@ -20,7 +20,8 @@ Gersho, 1988) it is solved here by Lagrangian relaxation: each layer group ``l``
 (``d_l``: the table's measured effect of ``v`` on ``l`` alone, interpolated; ``D``: the summed
 effects of the uniform plan at budget ``b``; ``w_l``: the layer's weights, ``W`` their sum;
 ``lambda``, the price of the budget, found by bisection as the smallest that meets it; the sign
-flips for pruning, where the budget is a floor). Sharpness ``s = 0`` gives the uniform plan at the
+flips for pruning, where the budget is a floor; what the grid leaves of the budget is then given
+back a step at a time to the layers that gain most from it). Sharpness ``s = 0`` gives the uniform plan at the
 budget (today's ``global`` plan); ``s = 1`` the allocation the table alone prefers (less
 sensitive layers compressed more); between them, how far the table is trusted, searched like any
 other number. The separable, additive view of damage is the assumption all the works above make;
@@ -94,14 +95,15 @@ def allocate(
     s = min(max(float(sharpness), 0.0), 1.0)
     sign = -1.0 if floor else 1.0
 
+    def objective(layer: int, i: int) -> float:
+        share = weights[layer] / total
+        return s * effects[layer][i] / scale + (1 - s) * share * ((values[i] - budget) / span) ** 2
+
     def choose(lam: float) -> list[int]:
         picks = []
-        for w, eff in zip(weights, effects):
+        for layer, w in enumerate(weights):
             share = w / total
-            costs = [
-                s * e / scale + (1 - s) * share * ((v - budget) / span) ** 2 + lam * sign * share * v / span
-                for v, e in zip(values, eff)
-            ]
+            costs = [objective(layer, i) + lam * sign * share * v / span for i, v in enumerate(values)]
             picks.append(min(range(len(values)), key=lambda i: (costs[i], -values[i] * sign)))
         return picks
 
@@ -123,9 +125,37 @@ def allocate(
             if hi - lo <= 1e-9 * hi:
                 break
         picks = choose(hi)
+        picks = _fill(picks, weights, values, budget, floor, lambda layer, i: objective(layer, i))
     out = {r["group"]: _number(knob, values[i]) for r, i in zip(rows, picks)}
     out["*"] = rest
     return out
+
+
+def _fill(picks, weights, values, budget, floor, objective) -> list[int]:
+    """The Lagrangian's choice on a grid can leave part of the budget unused (its price jumps
+    between grid points): give it back, one grid step at a time, to the layer whose objective
+    falls most per unit of budget, while the budget still holds."""
+    picks = list(picks)
+    total = float(sum(weights))
+    direction = -1 if floor else 1  # a step towards less compression: a lower ratio, more bits or rank
+    used = sum(w * values[i] for w, i in zip(weights, picks)) / total
+    while True:
+        best, best_gain = None, 0.0
+        for layer, i in enumerate(picks):
+            j = i + direction
+            if not 0 <= j < len(values):
+                continue
+            cost = weights[layer] * (values[j] - values[i]) / total
+            after = used + cost
+            if (after < budget - 1e-9) if floor else (after > budget + 1e-9):
+                continue
+            gain = (objective(layer, i) - objective(layer, j)) / abs(cost) if cost else 0.0
+            if gain > best_gain:
+                best, best_gain = layer, gain
+        if best is None:
+            return picks
+        used += weights[best] * (values[picks[best] + direction] - values[picks[best]]) / total
+        picks[best] += direction
 
 
 def _rest(knob: str, budget: float, values: list[float]) -> float:
@@ -152,7 +182,14 @@ def suggest_values(
     table: SensitivityTable | None,
 ) -> None:
     """Ask ``trial`` for the numbers a plan at ``granularity`` is made from (its params);
-    :func:`plan_from_params` turns them into the plan."""
+    :func:`plan_from_params` turns them into the plan. At ``layer``, a plan queued with one value
+    per knob (the baseline, the start design) gives that value to every group of the knob."""
+    fixed = getattr(trial, "_fixed_params", None)
+    if granularity == "layer" and isinstance(fixed, dict):
+        for knob in ALLOCATED:
+            if knob in fixed:
+                for g in _layer_groups(table, knob):
+                    fixed.setdefault(f"{knob}[{g}]", fixed[knob])
     for knob in ordered_knobs():
         if knob.name not in space:
             continue

@@ -44,7 +44,8 @@ from tradeoff.spaces.pruning import _tp_prune_, _unprunable, classifier_layers, 
 TABLE_VERSION = 1
 PRUNE_POINTS = (0.25, 0.5, 0.75)
 RANK_POINTS = (0.5, 0.25, 0.125)
-EVAL_IMAGES = 512  # the held-out batch
+EVAL_IMAGES = 512  # the held-out batch, at most
+EVAL_PIXELS = 2**20  # ... and at most this many pixels (at least 32 images): 512 at 32 px, 32 at 224 px
 COMBINATIONS = 12  # random multi-layer changes that check which metric predicts better
 METRICS = ("loss", "drop")
 TECHNIQUES = ("prune_ratio", "rank_ratio", "weight_bits")
@@ -288,7 +289,8 @@ def measure_sensitivity(
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     teacher = teacher.eval()
-    x, y = x[:EVAL_IMAGES], y[:EVAL_IMAGES]
+    images = min(EVAL_IMAGES, max(32, EVAL_PIXELS // max(1, x[0, 0].numel())))
+    x, y = x[:images], y[:images]
     score = _Scorer(teacher, x, y, temperature)
     skipped: list[str] = []
     work = copy.deepcopy(teacher)

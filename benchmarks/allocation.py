@@ -1,0 +1,198 @@
+"""Per-layer allocation against one value per knob: the same search, budget and seeds.
+
+    python benchmarks/allocation.py --out benchmarks/results/allocation.md     # 3 seeds x 40 plans
+    python benchmarks/allocation.py --quick                                   # tiny_resnet smoke run
+
+For each seed, two runs of `tradeoff search` on the bundled task (resnet18 teacher, trained once
+before all runs), one after the other on the same machine: ``--granularity global`` (one value
+per knob) and ``--granularity allocated`` (per technique a budget and one allocation sharpness,
+made per-layer values by the study's measured sensitivity table), each with ``--n-trials 40``
+(plans that fine-tune; the bit-width variants of a trained structure are extra in both, as the
+product runs them) and everything else at its default.
+
+Reported per seed: the front's hypervolume computed the way ``benchmarks/cheaper.py`` and
+``benchmarks/samplers.py`` compute it (accuracy drop in points, log10 size and latency ratios to
+the baseline; reference point 10 points, 1x, 1x; Optuna's WFG), the ratio allocated / global,
+and their median over the seeds; the plans measured and the minutes each run took; the cost of
+the sensitivity pass; both fronts; and the check of the issue: the allocated front's
+mixed-precision plans that are smaller than the best uniform 4-bit plan of either run at equal
+or better accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import optuna
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cheaper import QUICK, hypervolume, tradeoff  # noqa: E402
+
+from tradeoff.search.measure import cpu_name  # noqa: E402
+from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR  # noqa: E402
+from tradeoff.search.report import baseline_of, front  # noqa: E402
+from tradeoff.spaces import Plan, format_plan  # noqa: E402
+
+ARMS = ("global", "allocated")
+
+
+def run(name: str, granularity: str, seed: int, cwd: str, env: dict, base: list[str], n: int) -> float:
+    cmd = [
+        *tradeoff(),
+        "search",
+        "--study-name",
+        name,
+        "--n-trials",
+        str(n),
+        "--seed",
+        str(seed),
+        "--granularity",
+        granularity,
+        *base,
+    ]
+    print(f"== {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    with open(os.path.join(cwd, f"{name}.log"), "w") as log:
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=log, check=True)
+    return time.perf_counter() - t
+
+
+def complete(study) -> list:
+    return [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs
+    ]
+
+
+def uniform_bits(t) -> int | None:
+    bits = Plan.from_params(t.user_attrs[PLAN_ATTR]).weight_bits
+    if isinstance(bits, dict):
+        values = {v for g, v in bits.items() if g != "*"} or set(bits.values())
+        return next(iter(values)) if len(values) == 1 else None
+    return bits
+
+
+def mixed(t) -> bool:
+    return uniform_bits(t) is None
+
+
+def front_lines(study, base) -> list[str]:
+    lines = ["| trial | accuracy | size (kB) | latency (ms) | plan |", "|---|---|---|---|---|"]
+    for t in sorted(front(study), key=lambda t: t.user_attrs["size_bytes"]):
+        a = t.user_attrs
+        lines.append(
+            f"| #{t.number} | {a['accuracy']:.2%} ({100 * (a['accuracy'] - base['accuracy']):+.2f}) | "
+            f"{a['size_bytes'] / 1e3:.1f} | {a['latency_ms']:.3f} | {format_plan(a[PLAN_ATTR])} |"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--n-trials", type=int, default=40)
+    ap.add_argument("--quick", action="store_true", help="tiny_resnet, short fine-tunes, 12 plans, 1 seed")
+    ap.add_argument("--dir", help="work directory (kept; default: a temporary one)")
+    ap.add_argument("--report-only", action="store_true", help="read the studies in --dir, run nothing")
+    ap.add_argument("--out", help="markdown file to write")
+    args = ap.parse_args()
+    base = list(QUICK) if args.quick else []
+    seeds = 1 if args.quick else args.seeds
+    n = 12 if args.quick else args.n_trials
+    cwd = args.dir or tempfile.mkdtemp(prefix="tradeoff-allocation-")
+    os.makedirs(cwd, exist_ok=True)
+    env = dict(os.environ, TRADEOFF_RUN_DIR=os.path.join(cwd, "run"))
+    seconds: dict[str, float] = {}
+    if not args.report_only:
+        for seed in range(seeds):
+            for arm in ARMS:
+                name = f"{arm}-{seed}"
+                seconds[name] = run(name, arm, seed, cwd, env, base, n)
+    url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
+    rows, ratios, checks = [], [], []
+    fronts: list[str] = []
+    for seed in range(seeds):
+        studies = {arm: optuna.load_study(study_name=f"{arm}-{seed}", storage=url) for arm in ARMS}
+        hv = {}
+        for arm, study in studies.items():
+            base_fig = baseline_of(study)
+            hv[arm] = hypervolume(complete(study), base_fig)
+        ratio = hv["allocated"] / hv["global"] if hv["global"] else float("inf")
+        ratios.append(ratio)
+        sens = studies["allocated"].user_attrs.get(SENSITIVITY_ATTR, {})
+        rows.append(
+            f"| {seed} | {hv['global']:.2f} | {hv['allocated']:.2f} | {ratio:.3f} | "
+            f"{len(complete(studies['global']))} / {len(complete(studies['allocated']))} | "
+            + (
+                f"{seconds.get(f'global-{seed}', 0) / 60:.1f} / {seconds.get(f'allocated-{seed}', 0) / 60:.1f} | "
+                if seconds
+                else "see the log | "
+            )
+            + f"{sens.get('seconds', 0):.0f} s ({sens.get('metric', '?')}) |"
+        )
+        # the issue's check: a mixed-precision plan on the allocated front smaller than the best
+        # uniform 4-bit plan (either run) at equal or better accuracy
+        four = [(arm, t) for arm, s in studies.items() for t in complete(s) if uniform_bits(t) == 4]
+        best = max(
+            four, key=lambda at: (at[1].user_attrs["accuracy"], -at[1].user_attrs["size_bytes"]), default=None
+        )
+        if best is not None:
+            best_arm, best4 = best
+            b = best4.user_attrs
+            wins = [
+                t
+                for t in front(studies["allocated"])
+                if mixed(t)
+                and t.user_attrs["size_bytes"] < b["size_bytes"]
+                and t.user_attrs["accuracy"] >= b["accuracy"]
+            ]
+            checks.append(
+                f"- seed {seed}: best uniform 4-bit plan #{best4.number} of the "
+                f"{best_arm} run "
+                f"({b['accuracy']:.2%}, {b['size_bytes'] / 1e3:.1f} kB, {format_plan(b[PLAN_ATTR])}); "
+                + (
+                    f"{len(wins)} mixed-precision plan(s) of the allocated front are smaller at equal or better "
+                    f"accuracy, e.g. #{wins[0].number} ({wins[0].user_attrs['accuracy']:.2%}, "
+                    f"{wins[0].user_attrs['size_bytes'] / 1e3:.1f} kB, {format_plan(wins[0].user_attrs[PLAN_ATTR])})"
+                    if wins
+                    else "no mixed-precision plan of the allocated front is smaller at equal or better accuracy"
+                )
+            )
+        for arm, study in studies.items():
+            fronts += ["", f"#### seed {seed}, {arm}: front", "", *front_lines(study, baseline_of(study))]
+    lines = [
+        f"### Allocated vs global: {seeds} seed(s), {n} plans each ({cpu_name()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, optuna {optuna.__version__})",
+        "",
+        f"`python benchmarks/allocation.py{' --quick' if args.quick else ''}`",
+        "",
+        "| seed | hypervolume global | hypervolume allocated | ratio | plans measured (global / allocated) | "
+        "minutes (global / allocated) | sensitivity pass (metric) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Median ratio over {seeds} seed(s): **{statistics.median(ratios):.3f}** (range {min(ratios):.3f}-"
+        f"{max(ratios):.3f}).",
+        "",
+        "Mixed precision against uniform 4-bit:",
+        "",
+        *checks,
+        *fronts,
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
