@@ -44,9 +44,21 @@ def _split(s: torch.Tensor, u: torch.Tensor, vh: torch.Tensor, k: int) -> tuple[
 
 
 @torch.no_grad()
-def factor_linear(layer: nn.Linear, k: int) -> nn.Sequential:
-    w = layer.weight.detach().float()  # (out, in)
-    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+def layer_svd(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SVD a factorization of ``m`` truncates (computed once, any rank cut from it)."""
+    w = m.weight.detach().float()  # float32 SVD: 5x faster than float64, ample here
+    if isinstance(m, nn.Linear):
+        return torch.linalg.svd(w, full_matrices=False)
+    o, c, kh, kw = w.shape
+    if kh == 1 and kw == 1:
+        return torch.linalg.svd(w.reshape(o, c), full_matrices=False)
+    # M[(c, i), (o, j)] = W[o, c, i, j]  ->  V[k, c, i] H[o, k, j]
+    return torch.linalg.svd(w.permute(1, 2, 0, 3).reshape(c * kh, o * kw), full_matrices=False)
+
+
+@torch.no_grad()
+def factor_linear(layer: nn.Linear, k: int, svd=None) -> nn.Sequential:
+    u, s, vh = svd if svd is not None else layer_svd(layer)
     a, b = _split(s, u, vh, k)  # a: (out, k), b: (k, in)
     first = nn.Linear(layer.in_features, k, bias=False)
     second = nn.Linear(k, layer.out_features, bias=layer.bias is not None)
@@ -58,20 +70,16 @@ def factor_linear(layer: nn.Linear, k: int) -> nn.Sequential:
 
 
 @torch.no_grad()
-def factor_conv(conv: nn.Conv2d, k: int) -> nn.Sequential:
+def factor_conv(conv: nn.Conv2d, k: int, svd=None) -> nn.Sequential:
     o, c, kh, kw = conv.weight.shape
-    w = conv.weight.detach().float()  # float32 SVD: 5x faster than float64, ample here
+    u, s, vh = svd if svd is not None else layer_svd(conv)
     if kh == 1 and kw == 1:
-        u, s, vh = torch.linalg.svd(w.reshape(o, c), full_matrices=False)
         a, b = _split(s, u, vh, k)  # a: (o, k), b: (k, c)
         first = nn.Conv2d(c, k, 1, stride=conv.stride, padding=conv.padding, bias=False)
         second = nn.Conv2d(k, o, 1, bias=conv.bias is not None)
         first.weight.copy_(b.reshape(k, c, 1, 1).to(conv.weight.dtype))
         second.weight.copy_(a.reshape(o, k, 1, 1).to(conv.weight.dtype))
     else:
-        # M[(c, i), (o, j)] = W[o, c, i, j]  ->  V[k, c, i] H[o, k, j]
-        m = w.permute(1, 2, 0, 3).reshape(c * kh, o * kw)
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
         a, b = _split(s, u, vh, k)  # a: (c*kh, k), b: (k, o*kw)
         sh, sw = conv.stride
         ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)

@@ -38,14 +38,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from tradeoff.spaces.low_rank import _plan_layer, factor_conv, factor_linear
+from tradeoff.spaces.low_rank import _plan_layer, factor_conv, factor_linear, layer_svd
 from tradeoff.spaces.pruning import _tp_prune_, _unprunable, classifier_layers, prune_groups
 
 TABLE_VERSION = 1
 PRUNE_POINTS = (0.25, 0.5, 0.75)
 RANK_POINTS = (0.5, 0.25, 0.125)
-EVAL_IMAGES = 512  # the held-out batch, at most
-EVAL_PIXELS = 2**20  # ... and at most this many pixels (at least 32 images): 512 at 32 px, 32 at 224 px
+EVAL_IMAGES = 256  # the held-out batch, at most
+EVAL_PIXELS = 2**20  # ... and at most this many pixels (at least 32 images): 256 at 64 px, 32 at 224 px
 COMBINATIONS = 12  # random multi-layer changes that check which metric predicts better
 METRICS = ("loss", "drop")
 TECHNIQUES = ("prune_ratio", "rank_ratio", "weight_bits")
@@ -334,6 +334,7 @@ def measure_sensitivity(
     # low-rank: one layer factored at a time, swapped in and back
     t = time.perf_counter()
     rank_rows = []
+    svds: dict[str, tuple] = {}  # one SVD per layer, every rank cut from it (the predictor's too)
     for name in layers:
         m = modules[name]
         points = {}
@@ -347,7 +348,10 @@ def measure_sensitivity(
             actual = round(k / _full_rank(m), 4)  # ranks round up to multiples of 8: the rank kept
             if actual in points:
                 continue
-            _set(work, name, factor_linear(m, k) if isinstance(m, nn.Linear) else factor_conv(m, k))
+            if name not in svds:
+                svds[name] = layer_svd(m)
+            factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
+            _set(work, name, factor(m, k, svds[name]))
             points[actual] = score(work)
             _set(work, name, m)
         if points:
@@ -396,7 +400,7 @@ def measure_sensitivity(
         images=len(x),
     )
     t = time.perf_counter()
-    table.predictor = _which_predicts(table, teacher, score, seed=seed)
+    table.predictor = _which_predicts(table, teacher, score, seed=seed, svds=svds)
     table.metric = table.predictor.get("metric", "loss")
     seconds["predictor_s"] = round(time.perf_counter() - t, 2)
     table.seconds = seconds
@@ -418,7 +422,7 @@ def _predictor_text(p: Mapping[str, Any]) -> str:
 
 @torch.no_grad()
 def _which_predicts(
-    table: SensitivityTable, teacher: nn.Module, score: _Scorer, *, seed: int
+    table: SensitivityTable, teacher: nn.Module, score: _Scorer, *, seed: int, svds: dict
 ) -> dict[str, Any]:
     """Apply random combinations of single-layer quantization and factorization together and
     compare each metric's summed per-layer prediction with the combination's measured accuracy
@@ -446,9 +450,8 @@ def _which_predicts(
             r = rng.choice(list(row["points"]))
             m_ = modules[row["group"]]
             k = max(1, round(r * _full_rank(m_)))
-            _set(
-                model, row["group"], factor_linear(m_, k) if isinstance(m_, nn.Linear) else factor_conv(m_, k)
-            )
+            factor = factor_linear if isinstance(m_, nn.Linear) else factor_conv
+            _set(model, row["group"], factor(m_, k, svds.get(row["group"])))
             for m in METRICS:
                 total[m] += row["points"][r][m]
         measured.append(score(model)["drop"])
