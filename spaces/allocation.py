@@ -63,10 +63,15 @@ def bit_budgets(choices: list[int]) -> list[int | float]:
 
 def grid(knob: str, spec: Mapping[str, Any]) -> list[float]:
     """The values a layer may take: the space's choices, or its range on its step; the off value
-    is always one (a layer may be left alone)."""
+    is always one (a layer may be left alone), but for bits (see below)."""
     k = KNOBS[knob]
     if "choices" in spec:
         values = [float(c) for c in spec["choices"]]
+        if knob == "weight_bits" and any(v <= 8 for v in values):
+            # the allocation mixes the quantized widths: a float layer among int8 ones costs a
+            # dequantize/quantize pair and float kernels, a latency the table does not see (a plan
+            # by hand, or --granularity layer, may still keep a layer in float)
+            return sorted(v for v in values if v <= 8)
     else:
         low, high = spec["low"], spec["high"]
         step = spec.get("step") or GRID_STEP
