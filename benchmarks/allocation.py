@@ -64,6 +64,17 @@ def run(name: str, granularity: str, seed: int, cwd: str, env: dict, base: list[
     return time.perf_counter() - t
 
 
+def finished(cwd: str, name: str, n: int) -> bool:
+    """Whether ``name`` already holds ``n`` budgeted plans (a run that ended)."""
+    from tradeoff.search.worker import counts
+
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}")
+    except KeyError:
+        return False
+    return counts(study)[0] >= n
+
+
 def complete(study) -> list:
     return [
         t
@@ -102,6 +113,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny_resnet, short fine-tunes, 12 plans, 1 seed")
     ap.add_argument("--dir", help="work directory (kept; default: a temporary one)")
     ap.add_argument("--report-only", action="store_true", help="read the studies in --dir, run nothing")
+    ap.add_argument("--only", choices=ARMS, help="run this arm alone (the other's studies in --dir are read)")
+    ap.add_argument(
+        "--skip-done", action="store_true", help="leave the runs whose study is complete in --dir"
+    )
     ap.add_argument("--out", help="markdown file to write")
     args = ap.parse_args()
     base = list(QUICK) if args.quick else []
@@ -115,6 +130,8 @@ def main() -> None:
         for seed in range(seeds):
             for arm in ARMS:
                 name = f"{arm}-{seed}"
+                if (args.only and arm != args.only) or (args.skip_done and finished(cwd, name, n)):
+                    continue
                 seconds[name] = run(name, arm, seed, cwd, env, base, n)
     url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
     rows, ratios, checks = [], [], []

@@ -61,7 +61,7 @@ from tradeoff.spaces import (
     post_training_siblings,
     structure_key,
 )
-from tradeoff.spaces.allocation import SHARPNESS, plan_from_params, suggest_values
+from tradeoff.spaces.allocation import SHARPNESS, bit_budgets, plan_from_params, suggest_values
 from tradeoff.spaces.sensitivity import SensitivityTable
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
@@ -350,7 +350,7 @@ class Runner:
                 return []
             return [s.params() for s in post_training_siblings(plan, c.space, limit)]
         out, seen = [], {json.dumps(plan.to_dict(), sort_keys=True)}
-        for budget in c.space.get("weight_bits", {}).get("choices", [32]):  # not the midpoints: searched
+        for budget in bit_budgets(c.space.get("weight_bits", {}).get("choices", [32])):
             variant = dict(params, weight_bits=budget)
             key = json.dumps(self.plan_of(variant).to_dict(), sort_keys=True)
             if key not in seen:
@@ -392,16 +392,17 @@ class Runner:
         )
 
     @staticmethod
-    def _measured_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        """The trial that already ran this plan: measured, or pruned (a plan pruned before or
-        during fine-tuning is pruned again, at no cost)."""
+    def _measured_twin(trial: optuna.Trial, plan: Plan) -> optuna.trial.FrozenTrial | None:
+        """The trial that already ran this plan (the same params, or other params that make the
+        same plan: an allocation at another sharpness, say): measured, or pruned (a plan pruned
+        before or during fine-tuning is pruned again, at no cost)."""
         done = trial.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         )
+        stored = plan.to_dict()
         for t in done:
-            if t.params == trial.params and (
-                t.state == optuna.trial.TrialState.COMPLETE or STOPPED_ATTR in t.user_attrs
-            ):
+            same = t.params == trial.params or t.user_attrs.get(PLAN_ATTR) == stored
+            if same and (t.state == optuna.trial.TrialState.COMPLETE or STOPPED_ATTR in t.user_attrs):
                 return t
         return None
 
@@ -434,7 +435,7 @@ class Runner:
         plan = self.plan_of(trial.params)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))
-        twin = self._measured_twin(trial)
+        twin = self._measured_twin(trial, plan)
         if twin is not None:
             # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
             for name, value in twin.user_attrs.items():
