@@ -11,13 +11,13 @@ network intact, two effects are measured on a fixed held-out batch:
   predictions, the quantity fine-tuning minimises) and
 - ``drop``: the loss of top-1 accuracy (points of a fraction).
 
-Which one predicts better is measured too, the way an allocation uses them: a few random
-combinations of single-layer changes are applied together, and the metric whose per-layer
-effects, summed, rank those combinations closer to their measured accuracy (Spearman) is the
-study's ``metric`` (the drop, mostly 0 for one layer on a few hundred images, only when it is
-better by more than the correlation's standard error). Each layer's share of parameters, MACs
-and of the float teacher's latency in ONNX Runtime (its profiler's per-node times) completes the
-table.
+Which one predicts better is measured too, the way an allocation uses them: random combinations
+of the table's single-group changes (pruning, quantization and low-rank) are applied together,
+and the metric whose per-group effects, summed, rank those combinations closer to their
+measured accuracy (Spearman) is the study's ``metric`` (the drop, mostly 0 for one layer on a
+few hundred images, only when it is better by more than the correlation's standard error). Each
+layer's share of parameters, MACs and of the float teacher's latency in ONNX Runtime (its
+profiler's per-node times) completes the table.
 
 The table is data (``to_dict``/JSON), computed once per study and stored with it. Grouped and
 depthwise convolutions are listed as skipped for low-rank (their kernels are already thin).
@@ -48,7 +48,7 @@ PRUNE_POINTS = (0.25, 0.5, 0.75)
 RANK_POINTS = (0.5, 0.25, 0.125)
 EVAL_IMAGES = 256  # the held-out batch, at most
 EVAL_PIXELS = 2**20  # ... and at most this many pixels (at least 32 images): 256 at 64 px, 32 at 224 px
-COMBINATIONS = 12  # random multi-layer changes that check which metric predicts better
+COMBINATIONS = 16  # random multi-group changes that check which metric predicts better
 METRICS = ("loss", "drop")
 TECHNIQUES = ("prune_ratio", "rank_ratio", "weight_bits")
 
@@ -402,7 +402,9 @@ def measure_sensitivity(
         images=len(x),
     )
     t = time.perf_counter()
-    table.predictor = _which_predicts(table, teacher, score, seed=seed, svds=svds)
+    table.predictor = _which_predicts(
+        table, teacher, score, seed=seed, svds=svds, example_input=example_input, num_classes=num_classes
+    )
     table.metric = table.predictor.get("metric", "loss")
     seconds["predictor_s"] = round(time.perf_counter() - t, 2)
     table.seconds = seconds
@@ -424,38 +426,62 @@ def _predictor_text(p: Mapping[str, Any]) -> str:
 
 @torch.no_grad()
 def _which_predicts(
-    table: SensitivityTable, teacher: nn.Module, score: _Scorer, *, seed: int, svds: dict
+    table: SensitivityTable,
+    teacher: nn.Module,
+    score: _Scorer,
+    *,
+    seed: int,
+    svds: dict,
+    example_input: torch.Tensor,
+    num_classes: int,
 ) -> dict[str, Any]:
-    """Apply random combinations of single-layer quantization and factorization together and
-    compare each metric's summed per-layer prediction with the combination's measured accuracy
+    """Apply random combinations of the table's single-group changes together (a few channel
+    groups pruned, a quarter to three quarters of the layers quantized, some layers factored) and
+    compare each metric's summed per-group prediction with the combination's measured accuracy
     drop (Spearman's rank correlation); the better one is the table's metric."""
     from scipy.stats import spearmanr
 
     rng = random.Random(seed)
-    quant = table.rows["weight_bits"]
-    rank = table.rows["rank_ratio"]
+    prune, rank, quant = (table.rows[t] for t in TECHNIQUES)
     if len(quant) < 2:
         return {"metric": "loss", "combinations": 0, "spearman": {}, "why": "too few layers to compare"}
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
     predicted = {m: [] for m in METRICS}
     measured = []
+
+    def add(total, row, value):
+        for m in METRICS:
+            total[m] += row["points"][value][m]
+
     for _ in range(COMBINATIONS):
         model = copy.deepcopy(teacher)
-        modules = dict(model.named_modules())
         total = dict.fromkeys(METRICS, 0.0)
-        for row in rng.sample(quant, k=max(1, len(quant) // 3)):
+        changed: set[str] = set()
+        chosen = rng.sample(prune, k=min(len(prune), rng.randint(0, 3)))
+        if chosen:
+            ratios = {row["group"]: rng.choice(list(row["points"])) for row in chosen}
+            ignored = classifier_layers(model, num_classes) + _unprunable(model)
+            try:
+                _tp_prune_(model, example_input[:1], ratios, importance, ignored)
+                for row in chosen:
+                    add(total, row, ratios[row["group"]])
+                    changed.update(row["layers"])
+            except Exception:  # noqa: BLE001 - this combination without pruning
+                model = copy.deepcopy(teacher)
+        modules = dict(model.named_modules())
+        for row in rng.sample(quant, k=max(1, round(rng.uniform(0.25, 0.75) * len(quant)))):
             b = rng.choice(list(row["points"]))
             w = modules[row["group"]].weight
             w.data.copy_(fake_quantize(w.data, int(b)))
-            for m in METRICS:
-                total[m] += row["points"][b][m]
-        for row in rng.sample(rank, k=min(len(rank), max(0, len(rank) // 4))):
+            add(total, row, b)
+        for row in rng.sample(rank, k=round(rng.uniform(0, 0.5) * len(rank))):
             r = rng.choice(list(row["points"]))
             m_ = modules[row["group"]]
             k = max(1, round(r * _full_rank(m_)))
             factor = factor_linear if isinstance(m_, nn.Linear) else factor_conv
-            _set(model, row["group"], factor(m_, k, svds.get(row["group"])))
-            for m in METRICS:
-                total[m] += row["points"][r][m]
+            svd = None if row["group"] in changed else svds.get(row["group"])  # a pruned layer: its own SVD
+            _set(model, row["group"], factor(m_, k, svd))
+            add(total, row, r)
         measured.append(score(model)["drop"])
         for m in METRICS:
             predicted[m].append(total[m])
@@ -471,8 +497,8 @@ def _which_predicts(
         "metric": best,
         "combinations": COMBINATIONS,
         "spearman": rho,
-        "why": "Spearman correlation of the summed per-layer effects with the measured accuracy drop of "
-        f"random multi-layer combinations (quantization and low-rank); the drop is chosen only when its "
-        f"correlation is higher by more than {margin:.2f} (the standard error of a rank correlation of "
+        "why": "Spearman correlation of the summed per-group effects with the measured accuracy drop of "
+        "random combinations (pruning, quantization and low-rank together); the drop is chosen only when "
+        f"its correlation is higher by more than {margin:.2f} (the standard error of a rank correlation of "
         f"{COMBINATIONS} pairs)",
     }

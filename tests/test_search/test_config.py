@@ -38,6 +38,7 @@ def test_population_is_fitted_to_the_budget(n, pop):
         ({"target": "tpu"}, "unknown measurement target"),
         ({"latency_repeats": 1}, "latency_repeats"),
         ({"population_size": 1}, "population_size"),
+        ({"granularity": "neuron"}, "--granularity 'neuron'"),
     ],
 )
 def test_bad_configurations_name_the_field(kwargs, message):
@@ -68,3 +69,13 @@ def test_a_study_made_before_runtimes_resumes_in_torchscript():
     data.pop("runtime")
     assert SearchConfig.from_json(json.dumps(data)).runtime == "torchscript"
     assert SearchConfig(target="cuda").validated().runtime == "torchscript"
+
+
+def test_a_study_made_before_per_layer_plans_resumes_with_one_value_per_knob():
+    import json
+
+    assert SearchConfig().validated().granularity == "allocated"
+    data = json.loads(SearchConfig().validated().to_json())
+    data["version"] = 5
+    data.pop("granularity")
+    assert SearchConfig.from_json(json.dumps(data)).granularity == "global"
