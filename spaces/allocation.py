@@ -232,7 +232,9 @@ def plan_from_params(
     sharpness = float(params.pop(SHARPNESS))
     values: dict[str, Any] = {}
     for name, value in params.items():
-        if name in ALLOCATED and name in space and not KNOBS[name].is_off(value):
+        # a technique the table could not measure (torch-pruning cannot trace the whole graph, say)
+        # stays uniform at its budget, as a global plan would be
+        if name in ALLOCATED and name in space and not KNOBS[name].is_off(value) and table.rows.get(name):
             values[name] = allocate(table, name, float(value), sharpness, grid(name, space[name]))
         else:
             values[name] = value

@@ -32,6 +32,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -487,7 +488,9 @@ def _which_predicts(
             predicted[m].append(total[m])
     rho = {}
     for m in METRICS:
-        value = spearmanr(predicted[m], measured).statistic
+        with warnings.catch_warnings():  # a constant series (no combination changed top-1): no correlation
+            warnings.simplefilter("ignore")
+            value = spearmanr(predicted[m], measured).statistic
         rho[m] = round(float(value), 3) if math.isfinite(value) else 0.0
     # the accuracy drop of one layer on a few hundred images is mostly 0 (ties): it is chosen only
     # when it predicts better by more than a rank correlation's standard error over these pairs
