@@ -188,7 +188,7 @@ def _prune_blockwise(
             try:
                 # the block's last layer keeps its outputs: the block's output channels hold
                 last = [index[id(layers[-1])], *(index[id(m)] for m in layers if m in keep)]
-                trial_names = {index[id(m)]: n for m, n in names_of.items()}
+                trial_names = {index[id(m)]: n for m, n in names_of.items() if id(m) in index}
                 _tp_prune_(trial, args, ratio, importance, last, trial_names)
                 with torch.no_grad():
                     changed = trial(*args).shape != shape

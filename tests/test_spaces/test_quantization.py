@@ -106,12 +106,11 @@ def test_int8_in_onnxruntime_fuses_every_layer_into_int8_kernels(tmp_path):
     """Unsigned activations and per-channel weights: ONNX Runtime turns every conv and the
     linear layer into its int8 kernels (signed activations would leave convolutions in float)."""
     from tradeoff.search.measure import RuntimeModel, onnx_encoded_size
-    from tradeoff.spaces.runtime import _quantize_static, onnx_bytes
+    from tradeoff.spaces.runtime import _pre_process, _quantize_static, onnx_bytes
 
     net, x = conv_net(), torch.randn(1, 8, 8, 8)
-    proto = _quantize_static(
-        onnx_bytes(net, x), [torch.randn(16, 8, 8, 8)], str(tmp_path), str(tmp_path / "p.onnx")
-    )
+    _pre_process(onnx_bytes(net, x), str(tmp_path), str(tmp_path / "p.onnx"))
+    proto = _quantize_static([torch.randn(16, 8, 8, 8)], str(tmp_path), str(tmp_path / "p.onnx"))
     ops = _optimized_ops(proto.SerializeToString(), tmp_path)
     assert ops.count("QLinearConv") == 2 and "Conv" not in ops
     assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulInteger" in ops
