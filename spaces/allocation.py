@@ -241,11 +241,6 @@ def plan_from_params(
     return Plan.from_params(values, options=options)
 
 
-def uniform_twin(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params of an allocated plan with sharpness 0: its uniform counterpart."""
-    return {**params, SHARPNESS: 0.0}
-
-
 def summary(knob: str, value: Any) -> str:
     """One line for a per-layer value: bit-widths as counts (``8x3 4x14 32x2``), ratios as their
     range over the groups (``0.1-0.6 over 12 groups``)."""
@@ -273,5 +268,4 @@ __all__ = [
     "plan_from_params",
     "suggest_values",
     "summary",
-    "uniform_twin",
 ]
