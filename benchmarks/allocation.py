@@ -31,9 +31,7 @@ import time
 
 import optuna
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cheaper import QUICK, hypervolume, tradeoff  # noqa: E402
+from cheaper import QUICK, hypervolume, tradeoff  # beside this script
 
 from tradeoff.search.measure import cpu_name  # noqa: E402
 from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR  # noqa: E402

@@ -45,6 +45,7 @@ from tradeoff.search.records import (
     STOPPED_ATTR,
     TIME_PREFIX,
     WEIGHTS_ATTR,
+    WORKER_ATTR,
 )
 from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, StopTraining, judge
 from tradeoff.search.tasks import Task
@@ -439,7 +440,8 @@ class Runner:
         if twin is not None:
             # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
             for name, value in twin.user_attrs.items():
-                if name not in (ROLE_ATTR, FAIL_ATTR, WEIGHTS_ATTR, SIBLING_OF_ATTR):
+                # not its worker: this trial is this worker's (a dead worker's name would get it failed)
+                if name not in (ROLE_ATTR, FAIL_ATTR, WEIGHTS_ATTR, SIBLING_OF_ATTR, WORKER_ATTR):
                     trial.set_user_attr(name, value)
             for name, value in twin.constraints.items():
                 trial.set_constraint(name, value)

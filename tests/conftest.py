@@ -101,7 +101,10 @@ QUICK = [
 
 
 # the quickest settings that still run every step: for tests that check plumbing, not figures
+# (one value per knob: the per-layer allocation has tests of its own, and the default run)
 QUICKER = [
+    "--granularity",
+    "global",
     "--model",
     "tiny_resnet",
     "--finetune-steps",

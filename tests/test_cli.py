@@ -9,7 +9,11 @@ from conftest import run_tradeoff as tradeoff  # the real command in a subproces
 
 from tradeoff.storage import open_storage
 
-QUICK = ["--model", "tiny_resnet", "--finetune-steps", "20", "--latency-repeats", "5", "--sampler", "tpe"]
+# one value per knob: the per-layer allocation is covered by the default run below and its own tests
+QUICK = [
+    *("--granularity", "global", "--model", "tiny_resnet", "--finetune-steps", "20"),
+    *("--latency-repeats", "5", "--sampler", "tpe"),
+]
 
 
 def complete_trials(url: str) -> int:

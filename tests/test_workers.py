@@ -52,7 +52,8 @@ def start(args: list[str], url: str, tmp_path) -> subprocess.Popen:
 def create(url: str, tmp_path, budget: int, *extra: str) -> None:
     args = compose_command("create")
     args[args.index("--n-trials") + 1] = str(budget)
-    p = start([*args, *QUICK, *extra], url, tmp_path)
+    # how workers share a study does not depend on the granularity: one value per knob, fewer variants
+    p = start([*args, *QUICK, "--granularity", "global", *extra], url, tmp_path)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
 
