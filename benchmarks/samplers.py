@@ -18,7 +18,19 @@ ratios x 19 ranks x 4 bit-widths = 9,044 plans):
   such): the interpolated accuracy times a retention factor per technique that falls steeply
   with compression (`steep_retention`), as on tasks harder than digits, where accuracy is not
   flat. The front is then long and thin, and a sampler must find it.
-- the per-layer space of the per-layer plans issue does not exist yet; it joins here when it does.
+- ``per-layer``: the space of ``--granularity allocated`` (the default): width, a pruning budget, a
+  rank budget, an average-bits budget (32, 8, 6, 4, 3, 2) and the allocation sharpness in [0, 1]
+  on its 0.1 step (7 x 17 x 19 x 6 x 11 = 149,226 plans), every plan per-layer. Built the same way
+  from a measured table (`tabular.py allocated`: the task's sensitivity table measured as a study
+  measures it, 3 x 3 x 3 x 3 grid points x 6 bit budgets = 486 per-layer plans, each made by the
+  search's own `plan_from_params`, one fine-tune per distinct structure), interpolated
+  multilinearly in (width, pruning, rank, sharpness) per bit budget, checked against the table's
+  off-grid plans measured live. Samplers propose through the search's own `suggest_values`.
+- ``per-layer at sharpness 0``: the same table's plans at sharpness 0 and the uniform bit-widths
+  (32, 8, 4, 2), whose values are uniform: the global space measured in the same run, proposed by
+  `suggest_plan` as a global study proposes. Its front against the per-layer one, both normalised
+  to the same baseline, is the allocated-against-global comparison at equal measured plans with
+  10 seeds instead of 3.
 
 A replay asks the sampler for plans of the space through the search's own `suggest_plan`;
 a plan already measured is answered from the study (as `tradeoff search` does) and does not
@@ -49,15 +61,19 @@ from optuna._hypervolume import compute_hypervolume
 from tabular import HERE, TABLE, load
 
 from tradeoff.search.config import SearchConfig
-from tradeoff.search.sampler import make_sampler, start_design
-from tradeoff.search.study import study_sampler
+from tradeoff.search.sampler import make_sampler
+from tradeoff.search.study import study_sampler, study_start
 from tradeoff.search.worker import MAX_REPEATS
 from tradeoff.spaces import Plan, probe_plans, space_filling_plans, suggest_plan
+from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, bit_budgets, suggest_values
+from tradeoff.spaces.sensitivity import SensitivityTable
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")
 REFERENCE = np.array([10.0, 0.0, 0.0, 0.0])
 BUDGETS = (10, 20, 40, 80, 160, 320)
 STRUCTURE = ("student_width", "prune_ratio", "rank_ratio")
+ALLOCATED_AXES = (*STRUCTURE, SHARPNESS)
+ALLOCATED_TABLE = os.path.join(HERE, "data", "digits_resnet18_allocated.json")
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -74,8 +90,8 @@ def space_values(space: dict) -> dict[str, list]:
     return out
 
 
-def pkey(params: dict) -> tuple:
-    return tuple(round(float(params[k]), 6) for k in (*STRUCTURE, "weight_bits"))
+def pkey(params: dict, axes: tuple = STRUCTURE) -> tuple:
+    return tuple(round(float(params.get(k, 0.0)), 6) for k in (*axes, "weight_bits"))
 
 
 def steep_retention(w: float, p: float, r: float, bits: int) -> float:
@@ -87,15 +103,29 @@ def steep_retention(w: float, p: float, r: float, bits: int) -> float:
 
 class Problem:
     """Every plan of ``space`` with its figures: measured where the table has the plan,
-    interpolated (with measurement noise) elsewhere."""
+    interpolated (with measurement noise) elsewhere. ``granularity``: how a study proposes the
+    plans (``allocated``: the table's ``sensitivity`` turns budgets into per-layer plans)."""
 
-    def __init__(self, name: str, table: dict, space: dict, *, steep: bool = False, noise_seed: int = 0):
+    def __init__(
+        self,
+        name: str,
+        table: dict,
+        space: dict,
+        *,
+        steep: bool = False,
+        noise_seed: int = 0,
+        granularity: str = "global",
+    ):
         from scipy.interpolate import RegularGridInterpolator
 
-        self.name, self.space = name, space
+        self.name, self.space, self.granularity = name, space, granularity
+        self.axes = ALLOCATED_AXES if granularity == "allocated" else STRUCTURE
+        self.sensitivity = (
+            SensitivityTable.from_dict(table["sensitivity"]) if granularity == "allocated" else None
+        )
         grid = table["meta"]["grid"]
-        axes = [np.array(grid[k], dtype=float) for k in STRUCTURE]
-        by_key = {pkey(r["plan"]): r["figures"] for r in table["rows"]}
+        axes = [np.array(grid[k], dtype=float) for k in self.axes]
+        by_key = {pkey(r["plan"], self.axes): r["figures"] for r in table["rows"]}
         self.interp = {}
         for bits in grid["weight_bits"]:
             for fig in OBJECTIVES:
@@ -114,8 +144,8 @@ class Problem:
         ]
         self.latency_sigma = statistics.median(spread)
         rng = np.random.default_rng(noise_seed)
-        values = space_values(space)
-        structures = np.array(list(itertools.product(*(values[k] for k in STRUCTURE))), dtype=float)
+        values = space_values(self.grid_space())
+        structures = np.array(list(itertools.product(*(values[k] for k in self.axes))), dtype=float)
         self.figures: dict[tuple, dict] = {}
         for bits in values["weight_bits"]:
             guessed = {fig: self.interp[(bits, fig)](structures) for fig in OBJECTIVES}
@@ -133,13 +163,42 @@ class Problem:
                 if steep:
                     f["accuracy"] *= steep_retention(*key)
                 self.figures[key] = f
-        self.baseline = self.figures[pkey(Plan().params())]
+        self.baseline = self.figures[pkey(Plan().params(), self.axes)]
+
+    def grid_space(self) -> dict:
+        """The space's values as the plans' keys hold them: at ``allocated`` the bit budgets and
+        the sharpness on its step."""
+        if self.granularity != "allocated":
+            return self.space
+        return {
+            **self.space,
+            "weight_bits": {"choices": bit_budgets(self.space["weight_bits"]["choices"])},
+            SHARPNESS: {"low": 0.0, "high": 1.0, "step": SHARPNESS_STEP},
+        }
+
+    def propose(self, trial: optuna.Trial) -> tuple:
+        """The key of the plan ``trial`` stands for, asked as the search asks."""
+        if self.granularity == "allocated":
+            suggest_values(trial, self.space, "allocated", self.sensitivity)
+            return pkey(trial.params, self.axes)
+        return pkey(suggest_plan(trial, self.space).params())
+
+    def sharpness_zero(self, name: str) -> Problem:
+        """The plans of this (allocated) problem at sharpness 0 and the space's own bit-widths,
+        proposed as a global study proposes them: the same figures, keyed without the sharpness."""
+        view = object.__new__(Problem)
+        view.name, view.space, view.granularity, view.axes = name, self.space, "global", STRUCTURE
+        view.sensitivity, view.interp, view.latency_sigma = None, None, self.latency_sigma
+        bits = {float(b) for b in self.space["weight_bits"]["choices"]}
+        view.figures = {(*k[:3], k[4]): f for k, f in self.figures.items() if k[3] == 0.0 and k[4] in bits}
+        view.baseline = self.baseline
+        return view
 
     def interpolate(self, key: tuple) -> dict:
-        point = np.array([key[:3]])
+        point = np.array([key[:-1]])
         out = {}
         for fig in OBJECTIVES:
-            v = float(self.interp[(int(key[3]), fig)](point)[0])
+            v = float(self.interp[(int(key[-1]), fig)](point)[0])
             out[fig] = v if fig == "accuracy" else math.exp(v)
         return out
 
@@ -162,7 +221,7 @@ def interpolation_error(table: dict, problem: Problem) -> str:
         return "No off-grid plans were measured with this table: the interpolation is unchecked."
     acc, size, lat = [], [], []
     for r in rows:
-        guess = problem.interpolate(pkey(r["plan"]))
+        guess = problem.interpolate(pkey(r["plan"], problem.axes))
         f = r["figures"]
         acc.append(100 * abs(guess["accuracy"] - f["accuracy"]))
         size.append(abs(math.log(guess["size_bytes"] / f["size_bytes"])))
@@ -183,10 +242,10 @@ def product(sampler: str):
     """Exactly what `tradeoff search --sampler SAMPLER --seed SEED --n-trials BUDGET` builds: its
     configuration, its start design, its sampler (seeded as a search seeds it)."""
 
-    def make(space: dict, seed: int, budget: int):
-        config = SearchConfig(space=space, seed=seed, sampler=sampler).validated(n_trials=budget)
-        design = start_design(config.space, sampler, population=config.population_size, seed=seed)
-        return study_sampler(config), [p for p, _ in design]
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        config = SearchConfig(space=space, seed=seed, sampler=sampler, granularity=granularity)
+        config = config.validated(n_trials=budget)
+        return study_sampler(config), [params for params, _ in study_start(config)]
 
     return make
 
@@ -195,16 +254,16 @@ def designed(sampler: str, probes: bool = True, fill: int = 0):
     """``make_sampler(sampler)`` after the baseline, the single-technique plans (``probes``) and
     ``fill`` Latin-hypercube plans: the start designs `auto` was chosen from."""
 
-    def make(space: dict, seed: int, budget: int):
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
         plans = [Plan()] + (probe_plans(space) if probes else [])
         plans += [p for p in space_filling_plans(space, fill, seed=seed) if p not in plans]
-        return make_sampler(sampler, seed=seed), plans
+        return make_sampler(sampler, seed=seed), [p.params() for p in plans]
 
     return make
 
 
 def plain(sampler_fn):
-    return lambda space, seed, budget: (sampler_fn(seed), [])
+    return lambda space, seed, budget, granularity="global": (sampler_fn(seed), [])
 
 
 CANDIDATES = {
@@ -228,18 +287,18 @@ SLOW_ABOVE = {"gp: base + 9 lhs (--sampler gp)": 20}
 
 def replay(problem: Problem, factory, seed: int, budget: int) -> list[np.ndarray]:
     """The normalised figures of the plans one replayed search measured, in order."""
-    sampler, enqueued = factory(problem.space, seed, budget)
+    sampler, enqueued = factory(problem.space, seed, budget, problem.granularity)
     directions = ["maximize", "minimize", "minimize", "minimize"]
     study = optuna.create_study(directions=directions, sampler=sampler)
-    for plan in enqueued:
-        study.enqueue_trial(plan.params(), skip_if_exists=True)
+    for params in enqueued:
+        study.enqueue_trial(params, skip_if_exists=True)
     measured: dict[tuple, list[float]] = {}
     points, repeats = [], 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         while len(points) < budget and repeats < MAX_REPEATS:
             trial = study.ask()
-            key = pkey(suggest_plan(trial, problem.space).params())
+            key = problem.propose(trial)
             if key in measured:
                 repeats += 1
                 study.tell(trial, measured[key])
@@ -315,13 +374,60 @@ def table_lines(problem: Problem, hv: dict, budgets, n_seeds: int) -> list[str]:
     return lines
 
 
+PER_LAYER = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
+
+
+def paired_ratio(ours: dict, theirs: dict, budgets) -> str:
+    """Per budget: the ratio of medians and the interquartile range of the per-seed ratios."""
+    cells = []
+    for b in budgets:
+        if b not in ours or b not in theirs or not statistics.median(theirs[b]):
+            continue
+        per_seed = [x / y for x, y in zip(ours[b], theirs[b]) if y > 0]
+        med, q1, q3 = quartiles(per_seed)
+        cells.append(
+            f"{statistics.median(ours[b]) / statistics.median(theirs[b]):.2f}x at {b} "
+            f"(per seed: median {med:.2f}, IQR {q1:.2f}-{q3:.2f})"
+        )
+    return "; ".join(cells)
+
+
+def per_layer_lines(table: dict, names, seeds, budgets, log) -> list[str]:
+    space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
+    problem = Problem("per-layer", table, space, granularity="allocated")
+    uniform = problem.sharpness_zero("per-layer at sharpness 0 (uniform values: the global space)")
+    meta = table["meta"]
+    out = [
+        f"The per-layer problem: {len(table['rows'])} per-layer plans of {meta['model']} on {meta['task']} "
+        f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}; {meta['structures_fine_tuned']} "
+        f"structures fine-tuned, sensitivity pass {meta['sensitivity']['seconds']:.0f} s, metric "
+        f"{meta['sensitivity']['metric']}), interpolated onto the {len(problem.figures)} plans of the "
+        f"allocated space; its sharpness-0 slice has {len(uniform.figures)} plans.",
+        "",
+        interpolation_error(table, problem),
+        "",
+    ]
+    hv = evaluate(problem, names, seeds, budgets, log)
+    out += table_lines(problem, hv, budgets, len(seeds)) + [""]
+    flat = evaluate(uniform, ["tradeoff"], seeds, budgets, log)
+    out += table_lines(uniform, flat, budgets, len(seeds)) + [""]
+    out.append(
+        "- allocated against global, `tradeoff` on both (the same measurements, the same baseline): "
+        + paired_ratio(hv["tradeoff"], flat["tradeoff"], budgets)
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--table")
+    ap.add_argument("--allocated-table", help=f"the per-layer table (default {ALLOCATED_TABLE})")
+    ap.add_argument("--problems", default="default,steep,per-layer", help="comma-separated problems to run")
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--only", help="comma-separated candidates (default: all)")
     a = ap.parse_args()
+    wanted = set(a.problems.split(","))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
     if not os.path.exists(path) and a.quick:
@@ -344,9 +450,19 @@ def main() -> None:
         interpolation_error(table, problems[0]),
         "",
     ]
+    problems = [p for p in problems if p.name in wanted]
     for problem in problems:
         hv = evaluate(problem, names, seeds, budgets, log)
         out += table_lines(problem, hv, budgets, len(seeds)) + [""]
+    allocated = a.allocated_table or ALLOCATED_TABLE
+    if "per-layer" in wanted and os.path.exists(allocated):
+        per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
+        out += per_layer_lines(load(allocated), per_layer, seeds, budgets, log) + [""]
+    elif "per-layer" in wanted:
+        out += [
+            f"No per-layer problem: {allocated} is missing (`python benchmarks/tabular.py allocated`).",
+            "",
+        ]
     out.append(f"Replayed in {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(out)
     print(text)

@@ -4,6 +4,7 @@ sampler comparisons replay trials from a table in seconds instead of hours.
     python benchmarks/tabular.py build            # measure the grid (about 40 min on 1 thread)
     python benchmarks/tabular.py check --n 4      # live trials of sampled grid plans vs the table
     python benchmarks/tabular.py build --quick    # tiny_resnet, a 2x2x2x4 grid: a smoke run
+    python benchmarks/tabular.py allocated        # the per-layer (allocated) space's grid (~35 min)
 
 The grid is 5 widths x 5 pruning ratios x 4 ranks x 4 bit-widths = 400 plans, every value on
 the default space's steps; after it, ``--holdout`` plans drawn from the default space *off* the
@@ -15,6 +16,14 @@ runner (`Runner.build`, the search's own code: teacher copy, knobs, distillation
 measured as float, then quantized at each bit-width from the same fine-tuned float model, which
 is exactly what `apply_plan` does for those plans (the same seed gives the same fine-tune), and
 measured again. The table is JSON with the machine, versions and settings it was measured with.
+
+``allocated``: the same for the space of ``--granularity allocated`` (per technique a budget, plus
+the allocation sharpness), whose plans are per-layer: the task's sensitivity table is measured
+once (as `tradeoff search` does), each grid point is turned into its per-layer plan by the
+search's own `plan_from_params`, and each distinct per-layer structure is fine-tuned once and
+quantized at every average-bits budget (mixed precision where the allocation mixes). 3 widths x
+3 pruning budgets x 3 rank budgets x 3 sharpnesses x 6 bit budgets = 486 plans, plus off-grid
+plans measured live for the interpolation check.
 """
 
 from __future__ import annotations
@@ -51,6 +60,21 @@ QUICK_GRID = {
     "prune_ratio": [0.0, 0.5],
     "rank_ratio": [0.5, 1.0],
     "weight_bits": [32, 8, 4, 2],
+}
+ALLOCATED_TABLE = os.path.join(HERE, "data", "digits_resnet18_allocated.json")
+ALLOCATED_GRID = {
+    "student_width": [0.25, 0.5, 1.0],
+    "prune_ratio": [0.0, 0.4, 0.8],
+    "rank_ratio": [0.4, 0.7, 1.0],
+    "allocation": [0.0, 0.5, 1.0],
+    "weight_bits": [32, 8, 6, 4, 3, 2],
+}
+QUICK_ALLOCATED_GRID = {
+    "student_width": [1.0],
+    "prune_ratio": [0.0, 0.5],
+    "rank_ratio": [0.5, 1.0],
+    "allocation": [0.0, 1.0],
+    "weight_bits": [32, 8, 3],
 }
 FIGURES = (
     "accuracy",
@@ -183,6 +207,137 @@ def build(grid: dict, model: str, out: str, threads: int | None = None, holdout:
     print(f"wrote {len(rows)} plans to {out} in {table['meta']['seconds']:.0f} s", file=sys.stderr)
 
 
+def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict) -> list[dict]:
+    """The rows of the allocated plans at ``points`` (width, prune budget, rank budget, sharpness),
+    each at every budget of ``bit_budgets``: one fine-tune per distinct per-layer structure
+    (``done`` keeps them across calls), quantized from it as `apply_plan` does."""
+    from tradeoff.spaces.plan import format_plan as plan_text
+    from tradeoff.spaces import KNOBS
+    from tradeoff.spaces.allocation import SHARPNESS, plan_from_params
+    from tradeoff.spaces.plan import structure_key
+
+    space = runner.config.space
+    rows = []
+    for w, p, r, s in points:
+        params = {"student_width": w, "prune_ratio": p, "rank_ratio": r, SHARPNESS: s}
+
+        def plan_at(bits):
+            return plan_from_params(
+                {**params, "weight_bits": bits}, granularity="allocated", table=table, space=space
+            )
+
+        float_plan = plan_at(32)
+        skey = structure_key(float_plan)
+        if skey not in done:
+            t = time.perf_counter()
+            compressed, times = runner.build(float_plan)
+            done[skey] = (compressed, times)
+            print(f"  fine-tuned {plan_text(float_plan)} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        compressed, times = done[skey]
+        ctx = ApplyContext(
+            example_input=task.example_input,
+            num_classes=task.num_classes,
+            calibration=tuple(task.train.x[:CALIBRATION_SAMPLES].split(64)),
+        )
+        for bits in bit_budgets:
+            plan = plan_at(bits)
+            qtimes = dict(times)
+            if bits == 32:
+                c = compressed
+            else:
+                t = time.perf_counter()
+                applied = KNOBS["weight_bits"].apply(compressed.float_model, plan.config("weight_bits"), ctx)
+                qtimes["step_weight_bits_s"] = time.perf_counter() - t
+                facts = dataclasses.replace(compressed.facts, **applied.facts)
+                c = Compressed(applied.model, compressed.float_model, facts, compressed.skipped, {})
+            t = time.perf_counter()
+            m = runner.measure(c)
+            qtimes["measure_s"] = time.perf_counter() - t
+            figures = m.to_dict()
+            rows.append(
+                {
+                    "plan": {**params, "weight_bits": bits},
+                    "plan_text": plan_text(plan),
+                    "figures": {k: figures[k] for k in FIGURES},
+                    "times": {k: round(v, 3) for k, v in qtimes.items()},
+                }
+            )
+    return rows
+
+
+def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, ...]]:
+    """``n`` (width, prune budget, rank budget, sharpness) points of the allocated space off the grid."""
+    import random
+
+    from tradeoff.spaces.allocation import SHARPNESS_STEP
+
+    rng = random.Random(seed)
+    structural = off_grid({k: grid[k] for k in ("student_width", "prune_ratio", "rank_ratio")}, n, seed)
+    sharp = [round(i * SHARPNESS_STEP, 6) for i in range(round(1 / SHARPNESS_STEP) + 1)]
+    sharp = [v for v in sharp if all(abs(v - g) > 1e-9 for g in grid["allocation"])]
+    return [(*point, rng.choice(sharp)) for point in structural]
+
+
+def build_allocated(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
+    from tradeoff.search.config import SearchConfig as Config
+    from tradeoff.search.sensitivity import measure_for_study
+
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    config = Config(model=model, granularity="allocated").validated(n_trials=40)
+    task = task_for(config)
+    teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
+    runner = Runner(config, task, teacher)
+    t_start = time.perf_counter()
+    table = measure_for_study(config, task, teacher, log=lambda m: print(m, file=sys.stderr))
+    runner.table = table
+    sensitivity_s = time.perf_counter() - t_start
+    points = list(
+        itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"], grid["allocation"])
+    )
+    done: dict = {}
+    rows = []
+    for i, point in enumerate(points):
+        rows += allocated_rows(runner, task, table, [point], grid["weight_bits"], done)
+        print(
+            f"[{i + 1}/{len(points)}] width/prune/rank/sharpness {point}: "
+            f"{time.perf_counter() - t_start:.0f} s so far",
+            file=sys.stderr,
+        )
+    held = allocated_rows(runner, task, table, off_grid_allocated(grid, holdout), grid["weight_bits"], {})
+    base = next(
+        r
+        for r in rows
+        if key(r["plan"]) == key(Plan()) and float(r["plan"]["allocation"]) == grid["allocation"][0]
+    )
+    data = {
+        "meta": {
+            "task": task.name,
+            "model": task.model_name,
+            "fingerprint": task.fingerprint(),
+            "granularity": "allocated",
+            "grid": grid,
+            "config": json.loads(config.to_json()),
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+            "sensitivity": {"seconds": round(sensitivity_s, 1), "metric": table.metric},
+            "structures_fine_tuned": len(done),
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "sensitivity": table.to_dict(),
+        "baseline": base["figures"],
+        "rows": rows,
+        "holdout": held,
+    }
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"wrote {len(rows)} plans to {out} in {data['meta']['seconds']:.0f} s", file=sys.stderr)
+
+
 def load(path: str = TABLE) -> dict:
     with open(path) as f:
         table = json.load(f)
@@ -217,7 +372,7 @@ def check(path: str, n: int, seed: int = 1) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("build", "check"))
+    ap.add_argument("action", choices=("build", "check", "allocated"))
     ap.add_argument("--quick", action="store_true", help="tiny_resnet on a small grid")
     ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_fine.json)")
     ap.add_argument("--n", type=int, default=4, help="check: live plans to compare")
@@ -226,6 +381,16 @@ def main() -> None:
     )
     ap.add_argument("--holdout", type=int, default=6, help="build: off-grid structural plans measured live")
     a = ap.parse_args()
+    if a.action == "allocated":
+        quick = os.path.join(HERE, "results", "quick_allocated.json")
+        build_allocated(
+            QUICK_ALLOCATED_GRID if a.quick else ALLOCATED_GRID,
+            "tiny_resnet" if a.quick else "resnet18",
+            a.table or (quick if a.quick else ALLOCATED_TABLE),
+            threads=a.threads,
+            holdout=1 if a.quick else a.holdout,
+        )
+        return
     path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
     if a.action == "build":
         build(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.plugins import call_with_accepted, is_plugin, load_plugin
@@ -58,13 +57,31 @@ def _split_indices(y: np.ndarray, seed: int, fractions=(0.6, 0.2, 0.2)) -> tuple
 DIGITS_SPLIT_SEED = 0
 
 
-def digits_splits() -> tuple[Split, Split, Split]:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, (images 1797x8x8 in 0-16, labels), as ``load_digits`` gives them.
+    Read from the CSV scikit-learn ships, found without importing scikit-learn (its import takes
+    a second of every `tradeoff search` start for one 1797-row file); ``load_digits`` if the file
+    is not where it has always been."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = (
+        os.path.join(os.path.dirname(spec.origin or ""), "datasets", "data", "digits.csv.gz") if spec else ""
+    )
+    if os.path.isfile(path):
+        data = np.loadtxt(path, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, va, te = _split_indices(d.target, DIGITS_SPLIT_SEED)
+    return d.images, d.target
+
+
+def digits_splits() -> tuple[Split, Split, Split]:
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(target, dtype=torch.long)
+    tr, va, te = _split_indices(target, DIGITS_SPLIT_SEED)
     mean, std = x[tr].mean(), x[tr].std()  # normalisation from the training split only
     x = (x - mean) / std
     return tuple(Split(x[i], y[i]) for i in (tr, va, te))  # type: ignore[return-value]
@@ -160,6 +177,7 @@ def _open_image(path: str):
 
 def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> dict[str, list[torch.Tensor]]:
     """{class: [image tensors]} for one folder of class sub-folders."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
     from torchvision.transforms import functional as F
 
     try:

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from tradeoff.search.errors import UsageError
@@ -39,6 +38,8 @@ def _small_input_stem_(model: nn.Module, in_channels: int) -> nn.Module:
 
 @register_model
 def resnet18(in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+    import torchvision  # here, not at import: torchvision costs a second that `front` has no use for
+
     model = torchvision.models.resnet18(num_classes=num_classes)
     if image_size <= 64 or in_channels != 3:
         _small_input_stem_(model, in_channels)
@@ -66,6 +67,8 @@ def tiny_resnet(in_channels: int, image_size: int, num_classes: int) -> nn.Modul
 
 
 def torchvision_models() -> list[str]:
+    import torchvision
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -101,6 +104,8 @@ def model_builder(spec: str, in_channels: int, image_size: int, num_classes: int
             extra["image_size"] = image_size
 
         def build_torchvision() -> nn.Module:
+            import torchvision
+
             model = torchvision.models.get_model(spec, weights=None, num_classes=num_classes, **extra)
             return _fit_in_channels_(model, in_channels)
 

@@ -41,6 +41,23 @@ def load_sensitivity(study: optuna.Study, store) -> SensitivityTable | None:
     return SensitivityTable.from_dict(json.loads(data))
 
 
+def measure_for_study(config, task, teacher, *, log=lambda _msg: None) -> SensitivityTable:
+    """The sensitivity table of ``teacher`` on ``task`` as a study of ``config`` measures it: on
+    the validation split, at the space's bit-widths, with the study's distillation temperature."""
+    bits = [int(b) for b in config.space.get("weight_bits", {}).get("choices", [8]) if int(b) < 32]
+    return measure_sensitivity(
+        teacher,
+        task.val.x,
+        task.val.y,
+        example_input=task.example_input,
+        num_classes=task.num_classes,
+        bits=bits or [8],
+        temperature=config.kd_temperature,
+        seed=config.seed,
+        log=log,
+    )
+
+
 def ensure_sensitivity(
     study: optuna.Study, storage, config, task, teacher, store, *, log
 ) -> SensitivityTable:
@@ -55,18 +72,7 @@ def ensure_sensitivity(
         if table is not None:
             return table
         log("measuring the sensitivity table (once per study) ...")
-        bits = [int(b) for b in config.space.get("weight_bits", {}).get("choices", [8]) if int(b) < 32]
-        table = measure_sensitivity(
-            teacher,
-            task.val.x,
-            task.val.y,
-            example_input=task.example_input,
-            num_classes=task.num_classes,
-            bits=bits or [8],
-            temperature=config.kd_temperature,
-            seed=config.seed,
-            log=log,
-        )
+        table = measure_for_study(config, task, teacher, log=log)
         data = table.to_json().encode()
         artifact_id = _upload(store, study, data, "sensitivity.json")
         study.set_user_attr(

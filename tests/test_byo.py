@@ -17,10 +17,12 @@ FAST = ["--finetune-steps", "10", "--student-steps", "20", "--latency-repeats", 
 
 def test_image_folder_with_two_torchvision_models_then_export(tmp_path, cli, make_folder):
     make_folder(tmp_path / "shapes", n=15, size=36)
-    for model in ("mobilenet_v3_small", "squeezenet1_1"):
+    # mobilenet_v3_small per layer (the default: its sensitivity pass and allocated plans on a
+    # torchvision model with depthwise layers), squeezenet1_1 global (one value per knob)
+    for model, granularity in (("mobilenet_v3_small", "allocated"), ("squeezenet1_1", "global")):
         r = cli(
             "search", "--data", "shapes", "--model", model, "--image-size", "32", "--n-trials", "3",
-            "--study-name", model, *FAST, cwd=tmp_path,
+            "--study-name", model, "--granularity", granularity, *FAST, cwd=tmp_path,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "[3/3]" in r.stderr and f"{model} on {tmp_path / 'shapes'}" in r.stderr

@@ -183,3 +183,14 @@ def test_checkpoints_load_weights_only_and_must_fit(tmp_path):
         with pytest.raises(UsageError) as e:
             get_task("digits", "tiny_resnet", checkpoint=str(tmp_path / name))
         assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_bundled_digits_are_scikit_learns_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    from tradeoff.search.data import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images)
+    assert np.array_equal(target, d.target) and target.dtype.kind == "i"
