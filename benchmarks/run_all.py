@@ -5,9 +5,10 @@ other down), and write each one's markdown under benchmarks/results/.
     python benchmarks/run_all.py --quick    # a smoke run, about 5 minutes (.ci/run runs it)
     python benchmarks/run_all.py --rebuild-table   # also re-measure the tabular benchmark first
 
-The tabular benchmark's table (benchmarks/data/digits_resnet18_fine.json) is measured once and
-committed; the full run checks a sample of it against live trials. The quick run builds a
-small table with tiny_resnet instead.
+The tabular benchmark's tables (benchmarks/data/digits_resnet18_fine.json, and for the per-layer
+space digits_resnet18_allocated.json) are measured once and committed; the full run checks a
+sample of the first against live trials. The quick run builds small tables with tiny_resnet
+instead.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     times = {}
     if a.quick or a.rebuild_table:
         times["tabular build"] = step("tabular build", [b.format("tabular"), "build", *q])
+        times["tabular allocated"] = step("tabular allocated", [b.format("tabular"), "allocated", *q])
     if not a.quick:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])

@@ -411,10 +411,34 @@ def per_layer_lines(table: dict, names, seeds, budgets, log) -> list[str]:
     out += table_lines(problem, hv, budgets, len(seeds)) + [""]
     flat = evaluate(uniform, ["tradeoff"], seeds, budgets, log)
     out += table_lines(uniform, flat, budgets, len(seeds)) + [""]
+    whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (problem, uniform)]
     out.append(
         "- allocated against global, `tradeoff` on both (the same measurements, the same baseline): "
         + paired_ratio(hv["tradeoff"], flat["tradeoff"], budgets)
     )
+    out.append(
+        f"- the best either space can do (its whole front): {whole[0]:.2f} per-layer against {whole[1]:.2f} "
+        f"at sharpness 0, {whole[0] / whole[1]:.2f}x"
+    )
+    return out
+
+
+def global_lines(table: dict, wanted: set, names, seeds, budgets, log) -> list[str]:
+    space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
+    problems = [Problem("default", table, space), Problem("steep", table, space, steep=True)]
+    meta = table["meta"]
+    out = [
+        f"Problems built from {len(table['rows'])} measured plans of {meta['model']} on {meta['task']} "
+        f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}), interpolated onto the "
+        f"{len(problems[0].figures)} plans of the default space. The `steep` problem's accuracy is synthetic "
+        "(see `steep_retention`). Budgets count measured plans.",
+        "",
+        interpolation_error(table, problems[0]),
+        "",
+    ]
+    for problem in (p for p in problems if p.name in wanted):
+        hv = evaluate(problem, names, seeds, budgets, log)
+        out += table_lines(problem, hv, budgets, len(seeds)) + [""]
     return out
 
 
@@ -429,32 +453,19 @@ def main() -> None:
     a = ap.parse_args()
     wanted = set(a.problems.split(","))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
-    if not os.path.exists(path) and a.quick:
-        sys.exit(f"{path}: run `python benchmarks/tabular.py build --quick` first")
-    table = load(path)
     seeds = range(a.seeds or (2 if a.quick else 10))
     budgets = (10, 20) if a.quick else BUDGETS
     names = a.only.split(",") if a.only else (QUICK if a.quick else tuple(CANDIDATES))
-    space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
-    problems = [Problem("default", table, space), Problem("steep", table, space, steep=True)]
-    meta = table["meta"]
-    out = [
-        f"Problems built from {len(table['rows'])} measured plans of {meta['model']} on {meta['task']} "
-        f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}), interpolated onto the "
-        f"{len(problems[0].figures)} plans of the default space. The `steep` problem's accuracy is synthetic "
-        "(see `steep_retention`). Budgets count measured plans.",
-        "",
-        interpolation_error(table, problems[0]),
-        "",
-    ]
-    problems = [p for p in problems if p.name in wanted]
-    for problem in problems:
-        hv = evaluate(problem, names, seeds, budgets, log)
-        out += table_lines(problem, hv, budgets, len(seeds)) + [""]
-    allocated = a.allocated_table or ALLOCATED_TABLE
+    out: list[str] = []
+    if wanted & {"default", "steep"}:
+        path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
+        if not os.path.exists(path) and a.quick:
+            sys.exit(f"{path}: run `python benchmarks/tabular.py build --quick` first")
+        out += global_lines(load(path), wanted, names, seeds, budgets, log)
+    quick = os.path.join(HERE, "results", "quick_allocated.json")
+    allocated = a.allocated_table or (quick if a.quick else ALLOCATED_TABLE)
     if "per-layer" in wanted and os.path.exists(allocated):
         per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
         out += per_layer_lines(load(allocated), per_layer, seeds, budgets, log) + [""]
@@ -467,7 +478,9 @@ def main() -> None:
     text = "\n".join(out)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "samplers-quick.md" if a.quick else "samplers.md"
+    # a run of some problems only does not overwrite the whole run's file
+    part = "" if wanted >= {"default", "steep", "per-layer"} else "-" + "-".join(sorted(wanted))
+    name = f"samplers{part}{'-quick' if a.quick else ''}.md"
     with open(os.path.join(HERE, "results", name), "w") as f:
         f.write(text + "\n")
 

@@ -65,16 +65,16 @@ ALLOCATED_TABLE = os.path.join(HERE, "data", "digits_resnet18_allocated.json")
 ALLOCATED_GRID = {
     "student_width": [0.25, 0.5, 1.0],
     "prune_ratio": [0.0, 0.4, 0.8],
-    "rank_ratio": [0.4, 0.7, 1.0],
+    "rank_ratio": [0.1, 0.55, 1.0],
     "allocation": [0.0, 0.5, 1.0],
     "weight_bits": [32, 8, 6, 4, 3, 2],
 }
 QUICK_ALLOCATED_GRID = {
-    "student_width": [1.0],
+    "student_width": [0.5, 1.0],
     "prune_ratio": [0.0, 0.5],
     "rank_ratio": [0.5, 1.0],
     "allocation": [0.0, 1.0],
-    "weight_bits": [32, 8, 3],
+    "weight_bits": [32, 8, 6, 4, 3, 2],
 }
 FIGURES = (
     "accuracy",
@@ -211,17 +211,16 @@ def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict)
     """The rows of the allocated plans at ``points`` (width, prune budget, rank budget, sharpness),
     each at every budget of ``bit_budgets``: one fine-tune per distinct per-layer structure
     (``done`` keeps them across calls), quantized from it as `apply_plan` does."""
-    from tradeoff.spaces.plan import format_plan as plan_text
     from tradeoff.spaces import KNOBS
     from tradeoff.spaces.allocation import SHARPNESS, plan_from_params
-    from tradeoff.spaces.plan import structure_key
+    from tradeoff.spaces.plan import format_plan, structure_key
 
     space = runner.config.space
     rows = []
     for w, p, r, s in points:
         params = {"student_width": w, "prune_ratio": p, "rank_ratio": r, SHARPNESS: s}
 
-        def plan_at(bits):
+        def plan_at(bits, params=params):
             return plan_from_params(
                 {**params, "weight_bits": bits}, granularity="allocated", table=table, space=space
             )
@@ -232,12 +231,15 @@ def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict)
             t = time.perf_counter()
             compressed, times = runner.build(float_plan)
             done[skey] = (compressed, times)
-            print(f"  fine-tuned {plan_text(float_plan)} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            print(
+                f"  fine-tuned {format_plan(float_plan)} in {time.perf_counter() - t:.0f} s", file=sys.stderr
+            )
         compressed, times = done[skey]
-        ctx = ApplyContext(
+        ctx = ApplyContext(  # as `Runner.build` makes it: the study's runtime decides the int8 form
             example_input=task.example_input,
             num_classes=task.num_classes,
             calibration=tuple(task.train.x[:CALIBRATION_SAMPLES].split(64)),
+            runtime=runner.config.runtime,
         )
         for bits in bit_budgets:
             plan = plan_at(bits)
@@ -257,7 +259,7 @@ def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict)
             rows.append(
                 {
                     "plan": {**params, "weight_bits": bits},
-                    "plan_text": plan_text(plan),
+                    "plan_text": format_plan(plan),
                     "figures": {k: figures[k] for k in FIGURES},
                     "times": {k: round(v, 3) for k, v in qtimes.items()},
                 }

@@ -130,22 +130,24 @@ def allocate(
             if hi - lo <= 1e-9 * hi:
                 break
         picks = choose(hi)
-        picks = _fill(picks, weights, values, budget, floor, lambda layer, i: objective(layer, i))
+        picks = _fill(picks, weights, values, budget, floor, objective, lambda layer, i: effects[layer][i])
     out = {r["group"]: _number(knob, values[i]) for r, i in zip(rows, picks)}
     out["*"] = rest
     return out
 
 
-def _fill(picks, weights, values, budget, floor, objective) -> list[int]:
+def _fill(picks, weights, values, budget, floor, objective, damage) -> list[int]:
     """The Lagrangian's choice on a grid can leave part of the budget unused (its price jumps
     between grid points): give it back, one grid step at a time, to the layer whose objective
-    falls most per unit of budget, while the budget still holds."""
+    falls most per unit of budget, while the budget still holds. Where the objective cannot tell
+    layers apart (sharpness 0 and a budget between two grid values: 2 and 4 bits are as far from
+    3), the measured ``damage`` decides: the step goes to the layer it spares most."""
     picks = list(picks)
     total = float(sum(weights))
     direction = -1 if floor else 1  # a step towards less compression: a lower ratio, more bits or rank
     used = sum(w * values[i] for w, i in zip(weights, picks)) / total
     while True:
-        best, best_gain = None, 0.0
+        best, best_gain = None, (0.0, 0.0)
         for layer, i in enumerate(picks):
             j = i + direction
             if not 0 <= j < len(values):
@@ -154,7 +156,13 @@ def _fill(picks, weights, values, budget, floor, objective) -> list[int]:
             after = used + cost
             if (after < budget - 1e-9) if floor else (after > budget + 1e-9):
                 continue
-            gain = (objective(layer, i) - objective(layer, j)) / abs(cost) if cost else 0.0
+            if not cost:
+                continue
+            # rounded: equal distances to the budget (0.45 and 0.35 from 0.4) are a tie, not noise
+            gain = (
+                round((objective(layer, i) - objective(layer, j)) / abs(cost), 9),
+                (damage(layer, i) - damage(layer, j)) / abs(cost),
+            )
             if gain > best_gain:
                 best, best_gain = layer, gain
         if best is None:
