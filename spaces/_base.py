@@ -101,6 +101,33 @@ class ApplyContext:
     facts: Facts = Facts()
 
 
+def macs_per_output(m: nn.Conv2d | nn.Linear) -> int:
+    """Multiply-accumulates per output element of a conv or linear layer."""
+    if isinstance(m, nn.Conv2d):
+        return (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+    return m.in_features
+
+
+def each_layer_call(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    record: Callable[[str, nn.Module, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """One forward pass of ``example_input`` through ``model`` in eval mode, calling
+    ``record(name, layer, input, output)`` at every conv and linear layer call (the MAC and
+    traffic counts of the sensitivity table and the energy estimate are read this way)."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(lambda mod, inputs, out, name=n: record(name, mod, inputs[0], out))
+        for n, m in layers
+    ]
+    try:
+        model.eval()(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def skip_note(knob: str, layer: str, reason: str) -> str:
     return f"{knob}: {layer}: {reason}"
 

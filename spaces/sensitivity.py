@@ -41,6 +41,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from tradeoff.spaces._base import each_layer_call, macs_per_output
 from tradeoff.spaces.low_rank import _plan_layer, factor_conv, factor_linear, layer_svd
 from tradeoff.spaces.pruning import _tp_prune_, _unprunable, classifier_layers, prune_groups
 
@@ -200,29 +201,13 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 @torch.no_grad()
 def layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
-    """MACs of every conv/linear layer in one forward pass of ``example_input``."""
+    """MACs of every conv/linear layer in one forward pass of ``example_input``, per sample."""
     out: dict[str, int] = {}
 
-    def hook(name):
-        def record(m, inputs, o):
-            if isinstance(m, nn.Conv2d):
-                k = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-            else:
-                k = m.in_features
-            out[name] = out.get(name, 0) + int(o.numel() // o.shape[0] * k)
+    def record(name, m, _inputs, o):
+        out[name] = out.get(name, 0) + int(o.numel() // o.shape[0] * macs_per_output(m))
 
-        return record
-
-    handles = [
-        m.register_forward_hook(hook(n))
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    try:
-        model.eval()(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    each_layer_call(model, example_input, record)
     return out
 
 

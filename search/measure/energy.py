@@ -25,6 +25,7 @@ from torch import nn
 
 from tradeoff.search.figures import Figure, Tolerance, register_figure
 from tradeoff.search.measure.probe import Probe
+from tradeoff.spaces._base import each_layer_call, macs_per_output
 
 # Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm at 0.9 V, in picojoules.
 PJ_MAC = {32: 3.7 + 0.9, 16: 1.1 + 0.4, 8: 0.2 + 0.1}  # multiply + add (int8: int32 accumulate)
@@ -70,28 +71,15 @@ def layer_traffic(
     activations at ``activation_bytes`` a value."""
     rows: list[tuple[str, int, float, int]] = []
 
-    def hook(name):
-        def record(m, inputs, out):
-            if isinstance(m, nn.Conv2d):
-                k = (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-            else:
-                k = m.in_features
-            w = m.weight
-            stored = int(torch.count_nonzero(w)) if sparse else w.numel()
-            bits = (layer_bits or {}).get(name, weight_bits)
-            wbytes = stored * bits / 8 + (w.numel() / 8 if sparse else 0)
-            acts = (inputs[0].numel() + out.numel()) * activation_bytes
-            rows.append((name, out.numel() * k, wbytes, acts))
+    def record(name, m, inputs, out):
+        w = m.weight
+        stored = int(torch.count_nonzero(w)) if sparse else w.numel()
+        bits = (layer_bits or {}).get(name, weight_bits)
+        wbytes = stored * bits / 8 + (w.numel() / 8 if sparse else 0)
+        acts = (inputs.numel() + out.numel()) * activation_bytes
+        rows.append((name, out.numel() * macs_per_output(m), wbytes, acts))
 
-        return record
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    try:
-        model.eval()(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    each_layer_call(model, example_input, record)
     return rows
 
 

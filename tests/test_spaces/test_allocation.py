@@ -126,6 +126,25 @@ def test_allocation_prunes_the_insensitive_group_more_under_the_same_budget() ->
     assert allocate(table, "prune_ratio", 0.4, 0.0, values) == {"fragile": 0.4, "robust": 0.4, "*": 0.0}
 
 
+def test_at_sharpness_0_a_budget_between_two_widths_spares_the_sensitive_layers() -> None:
+    # 3 average bits over four equal layers on the grid 8/4/2: 2 and 4 are as far from 3, so the
+    # uniform pull cannot choose; two layers at 4 and two at 2 meet the budget, and the measured
+    # damage decides which two keep 4 bits
+    table = _table(
+        {
+            "weight_bits": [
+                ("a", 100, {8: 0.0, 4: 0.1, 2: 5.0}),
+                ("b", 100, {8: 0.0, 4: 0.0, 2: 0.01}),
+                ("c", 100, {8: 0.0, 4: 0.2, 2: 3.0}),
+                ("d", 100, {8: 0.0, 4: 0.0, 2: 0.02}),
+            ]
+        }
+    )
+    bits = grid("weight_bits", {"choices": [32, 8, 4, 2]})
+    chosen = allocate(table, "weight_bits", 3, 0.0, bits)
+    assert {k: chosen[k] for k in "abcd"} == {"a": 4, "b": 2, "c": 4, "d": 2}
+
+
 def test_bit_budgets_and_allocated_params_make_per_layer_plans() -> None:
     assert bit_budgets([32, 8, 4, 2]) == [32, 8, 6, 4, 3, 2]
     table = _table(
