@@ -1,6 +1,7 @@
 """Front quality by sampler, replayed on problems built from measured plans (minutes, not days).
 
-    python benchmarks/samplers.py            # every candidate, 10 seeds, 10 to 320 plans (~15 min)
+    python benchmarks/samplers.py            # every candidate, 10 seeds, 10 to 320 plans (~45 min)
+    python benchmarks/samplers.py --problems per-layer   # the per-layer space alone (~3 min)
     python benchmarks/samplers.py --quick    # a smoke run: the quick table, 2 seeds, 10 and 20 plans
 
 Problems (each the whole stepped default space of `tradeoff search`: 7 widths x 17 pruning

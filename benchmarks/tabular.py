@@ -4,7 +4,7 @@ sampler comparisons replay trials from a table in seconds instead of hours.
     python benchmarks/tabular.py build            # measure the grid (about 40 min on 1 thread)
     python benchmarks/tabular.py check --n 4      # live trials of sampled grid plans vs the table
     python benchmarks/tabular.py build --quick    # tiny_resnet, a 2x2x2x4 grid: a smoke run
-    python benchmarks/tabular.py allocated        # the per-layer (allocated) space's grid (~35 min)
+    python benchmarks/tabular.py allocated        # the per-layer (allocated) space's grid (~15 min)
 
 The grid is 5 widths x 5 pruning ratios x 4 ranks x 4 bit-widths = 400 plans, every value on
 the default space's steps; after it, ``--holdout`` plans drawn from the default space *off* the

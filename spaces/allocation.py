@@ -21,8 +21,10 @@ Gersho, 1988) it is solved here by Lagrangian relaxation: each layer group ``l``
 effects of the uniform plan at budget ``b``; ``w_l``: the layer's weights, ``W`` their sum;
 ``lambda``, the price of the budget, found by bisection as the smallest that meets it; the sign
 flips for pruning, where the budget is a floor; what the grid leaves of the budget is then given
-back a step at a time to the layers that gain most from it). Sharpness ``s = 0`` gives the uniform plan at the
-budget (today's ``global`` plan); ``s = 1`` the allocation the table alone prefers (less
+back a step at a time to the layers that gain most from it, or, where the objective cannot tell
+them apart, that the table says it spares most). Sharpness ``s = 0`` gives the uniform plan at
+the budget (today's ``global`` plan; a budget between two grid values, 3 bits between 4 and 2,
+keeps the sensitive layers at the upper one); ``s = 1`` the allocation the table alone prefers (less
 sensitive layers compressed more); between them, how far the table is trusted, searched like any
 other number. The separable, additive view of damage is the assumption all the works above make;
 the table measures, per study, whether the distillation loss or the accuracy drop follows it
