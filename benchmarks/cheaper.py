@@ -182,8 +182,8 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
         study = optuna.create_study(
             directions=["maximize", "minimize", "minimize", "minimize"], sampler=sampler
         )
-        for plan in enqueued:
-            study.enqueue_trial(plan.params(), skip_if_exists=True)
+        for params in enqueued:
+            study.enqueue_trial(params, skip_if_exists=True)
         seen, structures, cost, points = {}, set(), 0.0, []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
