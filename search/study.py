@@ -27,13 +27,20 @@ def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> opt
 
 def study_start(config: SearchConfig) -> list[tuple[dict, str]]:
     """The study's start design: (params, role) pairs, enqueued when the study is created. An
-    allocated study's plans get sharpness values spread evenly over [0, 1] (the baseline none:
-    it compresses nothing)."""
-    from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP
+    allocated study's design covers its own space: the bit budgets it searches (8, 6, 4, 3, 2
+    average bits, not only the uniform widths), and sharpness values spread evenly over [0, 1]
+    (the baseline none: it compresses nothing). In the per-layer replay (BENCHMARKS.md) this
+    design is what lifts the allocated search above random search at 20-80 plans."""
+    from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, bit_budgets
 
-    design = start_design(config.space, config.sampler, population=config.population_size, seed=config.seed)
+    allocated = getattr(config, "granularity", "global") == "allocated"
+    space = dict(config.space)
+    bits = space.get("weight_bits", {})
+    if allocated and "choices" in bits and any(int(b) <= 8 for b in bits["choices"]):
+        space["weight_bits"] = {**bits, "choices": bit_budgets(list(bits["choices"]))}
+    design = start_design(space, config.sampler, population=config.population_size, seed=config.seed)
     out = [(plan.params(), role) for plan, role in design]
-    if getattr(config, "granularity", "global") == "allocated":
+    if allocated:
         n = max(1, len(out) - 1)
         for i, (params, _role) in enumerate(out[1:]):
             steps = round((i + 0.5) / n / SHARPNESS_STEP)

@@ -217,7 +217,9 @@ def suggest_values(
                     trial.suggest_categorical(name, spec["choices"])
                 else:
                     trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"))
-        elif granularity == "allocated" and groups and knob.name == "weight_bits":
+        elif granularity == "allocated" and knob.name == "weight_bits" and "choices" in spec:
+            # the budgets whether or not the table could measure a layer: without rows a budget
+            # is a uniform bit-width (6 and 3 bits are real widths), as the start design expects
             trial.suggest_categorical(knob.name, bit_budgets(spec["choices"]))
         else:
             knob.suggest(trial, spec)

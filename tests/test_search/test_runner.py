@@ -140,6 +140,7 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storag
 )
 def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_probes, n_fill):
     from tradeoff.spaces import KNOBS
+    from tradeoff.spaces.allocation import bit_budgets
 
     storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
     study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet", "sampler": sampler}, n_trials=40)
@@ -157,7 +158,11 @@ def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_pr
         spec = config.space[name]
         values = [p[name] for p in fill]
         if "choices" in spec:
-            assert set(values) <= set(spec["choices"])
+            # an allocated study (the default) searches average-bit budgets: its design covers them
+            allowed = bit_budgets(spec["choices"]) if name == "weight_bits" else spec["choices"]
+            assert set(values) <= set(allowed)
+            if n_fill >= len(allowed):  # a Latin hypercube puts a point in every choice
+                assert set(values) == set(allowed)
         else:
             assert all(spec["low"] <= v <= spec["high"] for v in values)
             # one point in each fifth of the range: a Latin hypercube, not clustered draws

@@ -141,7 +141,9 @@ def test_workers_seed_their_samplers_apart_and_a_search_reproducibly():
 def test_the_gaussian_process_sampler_proposes_plans_of_a_multi_objective_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'gp.db'}"
     storage = open_storage(url, heartbeat_interval=None)
-    study, config, _ = open_study(storage, "gp", {"model": "tiny_resnet", "sampler": "gp"}, n_trials=13)
+    # one value per knob: the objective asks `suggest_plan`, as a global study does
+    given = {"model": "tiny_resnet", "sampler": "gp", "granularity": "global"}
+    study, config, _ = open_study(storage, "gp", given, n_trials=13)
     study.sampler = study_sampler(config)
     objective = lambda t: _synthetic(suggest_plan(t, config.space), config.objectives)  # noqa: E731
     ran = run_worker(study, storage, objective, budget=13, poll_s=0.01)
