@@ -93,10 +93,10 @@ def key(plan: Plan | dict) -> str:
     return f"{float(d['student_width']):g}|{float(d['prune_ratio']):g}|{float(d['rank_ratio']):g}|{int(d['weight_bits'])}"
 
 
-def setup(model: str, threads: int | None = None):
+def setup(model: str, threads: int | None = None, granularity: str = "global"):
     torch.set_flush_denormal(True)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    config = SearchConfig(model=model).validated(n_trials=40)
+    config = SearchConfig(model=model, granularity=granularity).validated(n_trials=40)
     task = task_for(config)
     teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
     return config, task, Runner(config, task, teacher)
@@ -183,6 +183,12 @@ def build(grid: dict, model: str, out: str, threads: int | None = None, holdout:
         held += structure(runner, task, w, p, r, grid["weight_bits"])[0]
         print(f"off-grid width {w:g} prune {p:g} rank {r:g} measured", file=sys.stderr)
     base = next(r for r in rows if key(r["plan"]) == key(Plan()))
+    write_table(out, task, config, grid, t_start, rows, held, base)
+
+
+def write_table(out, task, config, grid, t_start, rows, held, base, meta=None, **extra) -> None:
+    """The measured table as JSON at ``out``, with the task, machine, versions and settings it
+    was measured with (``meta``: more of them; ``extra``: more top-level entries)."""
     table = {
         "meta": {
             "task": task.name,
@@ -194,9 +200,11 @@ def build(grid: dict, model: str, out: str, threads: int | None = None, holdout:
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "versions": versions(),
+            **(meta or {}),
             "seconds": round(time.perf_counter() - t_start, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
+        **extra,
         "baseline": base["figures"],
         "rows": rows,
         "holdout": held,
@@ -281,15 +289,10 @@ def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, .
 
 
 def build_allocated(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
-    from tradeoff.search.config import SearchConfig as Config
     from tradeoff.search.sensitivity import measure_for_study
 
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    config = Config(model=model, granularity="allocated").validated(n_trials=40)
-    task = task_for(config)
-    teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
-    runner = Runner(config, task, teacher)
+    config, task, runner = setup(model, threads, granularity="allocated")
+    teacher = runner.teacher
     t_start = time.perf_counter()
     table = measure_for_study(config, task, teacher, log=lambda m: print(m, file=sys.stderr))
     runner.table = table
@@ -312,32 +315,12 @@ def build_allocated(grid: dict, model: str, out: str, threads: int | None = None
         for r in rows
         if key(r["plan"]) == key(Plan()) and float(r["plan"]["allocation"]) == grid["allocation"][0]
     )
-    data = {
-        "meta": {
-            "task": task.name,
-            "model": task.model_name,
-            "fingerprint": task.fingerprint(),
-            "granularity": "allocated",
-            "grid": grid,
-            "config": json.loads(config.to_json()),
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "versions": versions(),
-            "sensitivity": {"seconds": round(sensitivity_s, 1), "metric": table.metric},
-            "structures_fine_tuned": len(done),
-            "seconds": round(time.perf_counter() - t_start, 1),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "sensitivity": table.to_dict(),
-        "baseline": base["figures"],
-        "rows": rows,
-        "holdout": held,
+    meta = {
+        "granularity": "allocated",
+        "sensitivity": {"seconds": round(sensitivity_s, 1), "metric": table.metric},
+        "structures_fine_tuned": len(done),
     }
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(data, f, indent=1)
-    print(f"wrote {len(rows)} plans to {out} in {data['meta']['seconds']:.0f} s", file=sys.stderr)
+    write_table(out, task, config, grid, t_start, rows, held, base, meta, sensitivity=table.to_dict())
 
 
 def load(path: str = TABLE) -> dict:
