@@ -33,10 +33,10 @@ import optuna
 import torch
 from cheaper import QUICK, hypervolume, tradeoff  # beside this script
 
-from tradeoff.search.measure import cpu_name  # noqa: E402
-from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR  # noqa: E402
-from tradeoff.search.report import baseline_of, front  # noqa: E402
-from tradeoff.spaces import Plan, format_plan  # noqa: E402
+from tradeoff.search.measure import cpu_name
+from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR
+from tradeoff.search.report import baseline_of, front
+from tradeoff.spaces import Plan, format_plan
 
 ARMS = ("global", "allocated")
 
@@ -73,21 +73,18 @@ def finished(cwd: str, name: str, n: int) -> bool:
     return counts(study)[0] >= n
 
 
-def min_start(study):
-    return min(t.datetime_start for t in study.trials if t.datetime_start)
-
-
-def max_end(study):
-    return max(t.datetime_complete for t in study.trials if t.datetime_complete)
+def span(study):
+    """(first trial's start, last trial's end): teacher training and the sensitivity pass run
+    before the first trial and are not counted."""
+    done = [t for t in study.trials if t.datetime_start and t.datetime_complete]
+    if not done:
+        return None, None
+    return min(t.datetime_start for t in done), max(t.datetime_complete for t in done)
 
 
 def minutes(study) -> float:
-    """From the first trial's start to the last trial's end (teacher training and the
-    sensitivity pass run before the first trial: not counted)."""
-    done = [t for t in study.trials if t.datetime_start and t.datetime_complete]
-    if not done:
-        return 0.0
-    return (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() / 60
+    start, end = span(study)
+    return (end - start).total_seconds() / 60 if start else 0.0
 
 
 def complete(study) -> list:
@@ -162,8 +159,8 @@ def main() -> None:
         # the allocated run measures more bit-width variants per fine-tune: also compare at the
         # wall time the global run took
         alloc = studies["allocated"]
-        start = min(t.datetime_start for t in alloc.trials if t.datetime_start)
-        cut = start + (max_end(studies["global"]) - min_start(studies["global"]))
+        g_start, g_end = span(studies["global"])
+        cut = span(alloc)[0] + (g_end - g_start)
         in_time = [t for t in complete(alloc) if t.datetime_complete <= cut]
         hv_time = hypervolume(in_time, baseline_of(alloc))
         time_ratios.append(hv_time / hv["global"] if hv["global"] else float("inf"))
