@@ -221,7 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "dashboard",
         help="open the study in optuna-dashboard",
-        description="Serve optuna-dashboard on the study's storage and artifact store.",
+        description="Serve optuna-dashboard on the study's storage and artifact store, read-only: a "
+        "request to delete, rename or change the study, its trials, notes or artifacts is refused (403) "
+        "unless --allow-writes is given. No authentication: bind a loopback address (the default) and "
+        "reach it through an SSH tunnel from elsewhere.",
     )
     d.add_argument(
         "--storage",
@@ -232,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
     )
     d.add_argument("--port", type=_port, default=8080, help="port, 1 to 65535 (default: 8080)")
+    d.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="let the page delete and rename studies, edit notes, tell or skip trials and upload or "
+        "delete artifacts (default: refused; anyone who reaches the port could destroy the study)",
+    )
     return parser
 
 
@@ -589,7 +598,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import dashboard
 
-    dashboard(args.storage, artifacts=args.artifacts, host=args.host, port=args.port, log=_log)
+    dashboard(
+        args.storage,
+        artifacts=args.artifacts,
+        host=args.host,
+        port=args.port,
+        allow_writes=args.allow_writes,
+        log=_log,
+    )
     return 0
 
 

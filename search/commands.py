@@ -269,10 +269,12 @@ def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_j
     return table.to_json() if as_json else table_text(table)
 
 
-def dashboard(url: str | None, *, artifacts: str | None, host: str, port: int, log: Log) -> None:
+def dashboard(
+    url: str | None, *, artifacts: str | None, host: str, port: int, allow_writes: bool = False, log: Log
+) -> None:
     import socket
 
-    from tradeoff.search.dashboard import serve
+    from tradeoff.search.dashboard import exposure_warning, serve
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
     url = storage_url(url)
@@ -284,5 +286,9 @@ def dashboard(url: str | None, *, artifacts: str | None, host: str, port: int, l
             probe.bind((host, port))
         except OSError as e:
             raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
-    log(f"optuna-dashboard on http://{host}:{port}/dashboard/ for {redact(url)} (Ctrl-C stops it)")
-    serve(storage, host=host, port=port, artifact_store=store)
+    warning = exposure_warning(host, allow_writes=allow_writes)
+    if warning:
+        log(warning)
+    mode = "read-write (--allow-writes)" if allow_writes else "read-only"
+    log(f"optuna-dashboard on http://{host}:{port}/dashboard/ for {redact(url)}, {mode} (Ctrl-C stops it)")
+    serve(storage, host=host, port=port, artifact_store=store, allow_writes=allow_writes)

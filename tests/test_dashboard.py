@@ -69,6 +69,112 @@ def test_dashboard_shows_the_study_in_a_real_browser(dashboard, finished_study):
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 20_000
 
 
+def _chromium_or_skip() -> None:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed; .ci/run should have installed it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def _study_names(folder: Path) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{folder / 'tradeoff.db'}")]
+
+
+def _artifact_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in (folder / "tradeoff-artifacts").rglob("*") if p.is_file())
+
+
+def _delete_and_rename_from_the_page(page, base: str, *, expect_refused: bool) -> list[int]:
+    """Click the study list's rename and delete buttons as a user would; returns the HTTP status
+    of each request the page sent."""
+    statuses = []
+    page.goto(f"{base}/dashboard/")
+    page.get_by_label("rename study").first.click()
+    page.get_by_label("Study name").fill("renamed-by-page")
+    with page.expect_response(lambda r: r.request.method == "POST" and "/rename" in r.url) as rename:
+        page.get_by_role("button", name="Rename").click()
+    statuses.append(rename.value.status)
+    if expect_refused:  # the page tells the user
+        page.get_by_text("Failed to rename study (id=1)").wait_for(timeout=30_000)
+    page.goto(f"{base}/dashboard/")
+    page.get_by_label("delete study").first.click()
+    with page.expect_response(lambda r: r.request.method == "DELETE") as delete:
+        page.get_by_role("button", name="Yes").click()
+    statuses.append(delete.value.status)
+    if expect_refused:
+        page.get_by_text("Failed to delete study").first.wait_for(timeout=30_000)
+    return statuses
+
+
+def test_the_page_cannot_delete_or_rename_the_study_unless_writes_are_allowed(finished_study, tmp_path):
+    _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    for allow in (False, True):
+        folder = tmp_path / ("writable" if allow else "read-only")
+        folder.mkdir()
+        shutil.copy(finished_study / "tradeoff.db", folder / "tradeoff.db")
+        shutil.copytree(finished_study / "tradeoff-artifacts", folder / "tradeoff-artifacts")
+        files = _artifact_files(folder)
+        assert files, "the finished study keeps its teacher in the artifact store"
+        args = ("--allow-writes",) if allow else ()
+        with dashboard_server(folder, *args) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                statuses = _delete_and_rename_from_the_page(page, url, expect_refused=not allow)
+            finally:
+                browser.close()
+        if allow:  # the flag hands the page the dashboard's whole API: renamed, then deleted
+            assert statuses[0] in (200, 201) and statuses[1] in (200, 204)
+            assert _study_names(folder) == []
+        else:  # nothing stored changed: the study under its name, every artifact file
+            assert statuses == [403, 403]
+            assert _study_names(folder) == ["tradeoff"]
+            assert _artifact_files(folder) == files
+
+
+def test_writes_through_the_api_are_refused_by_default(finished_study, tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    shutil.copy(finished_study / "tradeoff.db", tmp_path / "tradeoff.db")
+    shutil.copytree(finished_study / "tradeoff-artifacts", tmp_path / "tradeoff-artifacts")
+    files = _artifact_files(tmp_path)
+    with dashboard_server(tmp_path) as url:
+        for method, path, body in [
+            ("DELETE", "/api/studies/1?remove_associated_artifacts=true", None),
+            ("POST", "/api/studies/1/rename", {"study_name": "x"}),
+            ("PUT", "/api/studies/1/note", {"version": 1, "body": "x"}),
+            ("POST", "/api/studies", {"study_name": "new", "directions": ["minimize"]}),
+            ("POST", "/api/trials/1/user-attrs", {"user_attrs": {"x": 1}}),
+        ]:
+            data = json.dumps(body).encode() if body is not None else None
+            req = urllib.request.Request(url + path, data=data, method=method)
+            req.add_header("Content-Type", "application/json")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == 403, (method, path)
+            assert "--allow-writes" in json.loads(e.value.read())["reason"]
+        with urllib.request.urlopen(url + "/api/studies/1", timeout=30) as r:  # reads work
+            assert r.status == 200 and json.loads(r.read())["name"] == "tradeoff"
+    assert _study_names(tmp_path) == ["tradeoff"] and _artifact_files(tmp_path) == files
+
+
+def test_a_non_loopback_host_is_warned_about():
+    from tradeoff.search.dashboard import exposure_warning
+
+    assert exposure_warning("127.0.0.1", allow_writes=True) is None
+    assert exposure_warning("localhost", allow_writes=False) is None
+    assert exposure_warning("::1", allow_writes=False) is None
+    warning = exposure_warning("0.0.0.0", allow_writes=False)
+    assert "every machine" in warning and "download" in warning and "refused" in warning
+    assert "DELETE" in exposure_warning("192.168.1.5", allow_writes=True)
+
+
 def test_dashboard_on_a_taken_port_is_one_line(cli, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
