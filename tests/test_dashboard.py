@@ -83,7 +83,9 @@ def _study_names(folder: Path) -> list[str]:
 
 
 def _artifact_files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in (folder / "tradeoff-artifacts").rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(folder)) for p in (folder / "tradeoff-artifacts").rglob("*") if p.is_file()
+    )
 
 
 def _delete_and_rename_from_the_page(page, base: str, *, expect_refused: bool) -> list[int]:
