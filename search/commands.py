@@ -46,6 +46,24 @@ def load_study(url: str | None, study_name: str):
     return optuna.load_study(study_name=study_name, storage=storage), config
 
 
+def study_paths(url: str | None, artifacts: str | None) -> dict[str, str]:
+    """The local paths a command must never write over: the SQLite file of the study database
+    (with its journal beside it) and the artifact store's folder."""
+    from sqlalchemy.engine import make_url
+
+    from tradeoff.storage.artifacts import resolve_artifacts
+
+    paths = {}
+    with contextlib.suppress(Exception):  # a URL that does not parse is refused where it is opened
+        parsed = make_url(storage_url(url))
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            paths["database"] = parsed.database
+    store = resolve_artifacts(artifacts)
+    if not store.startswith("s3://"):
+        paths["artifact store"] = store
+    return paths
+
+
 def _device(device: str | None) -> str:
     import torch
 
@@ -227,7 +245,8 @@ def export(
     from tradeoff.storage import open_artifact_store
 
     torch.set_flush_denormal(True)
-    check_target(output, force)  # before any work
+    protected = study_paths(url, artifacts)
+    check_target(output, force, protected=protected)  # before any work
     study, config = load_study(url, study_name)
     chosen = choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
     from tradeoff.search.weights import WeightStore
@@ -245,7 +264,7 @@ def export(
         weights=WeightStore(store, keep=config.keep_weights),
         table=load_sensitivity(study, store),
     )
-    record = export_trial(study, chosen, output, runner=runner, force=force, log=log)
+    record = export_trial(study, chosen, output, runner=runner, force=force, protected=protected, log=log)
     onnx = record["onnx"]
     log(
         f"wrote {output}: {', '.join(record['files'])}, plan.json, record.json"

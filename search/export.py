@@ -28,6 +28,7 @@ import platform
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -112,12 +113,62 @@ def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripte
     return {"written": True, "opset": ONNX_OPSET, "top1_mismatches_test": 0, "checked_images": len(theirs)}
 
 
-def check_target(out_dir: str, force: bool) -> None:
-    if os.path.exists(out_dir):
+def previous_export(folder: str) -> bool:
+    """Whether ``folder`` is an export tradeoff wrote and holds nothing else: its manifest (or,
+    for format 1, its record) is tradeoff's, and every entry is a file the export lists."""
+    entries = set(os.listdir(folder))
+    manifest_path = os.path.join(folder, MANIFEST_FILE)
+    try:
+        if os.path.lexists(manifest_path):
+            manifest = _read_json(manifest_path, "manifest")
+            if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+                return False
+            listed = manifest.get("files")
+            return isinstance(listed, dict) and entries <= {MANIFEST_FILE, *map(str, listed)}
+        record = _read_json(os.path.join(folder, RECORD_FILE), "record")
+    except ExportError:
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("format") == FORMAT
+        and entries <= {MODEL_FILE, ONNX_FILE, PLAN_FILE, RECORD_FILE}
+    )
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_target(out_dir: str, force: bool, *, protected: Mapping[str, str] | None = None) -> None:
+    """Refuse an ``--output`` that export must not write: empty, an existing file, an existing
+    folder without ``--force``, and with it any folder but a previous export or an empty one;
+    and any folder that is, holds or lies inside a ``protected`` path (``{what: path}``: the
+    study's database file, its artifact store), whatever ``--force`` says."""
+    if not out_dir or not out_dir.strip():
+        raise ExportError("--output is empty; name the directory to write the export to")
+    real = os.path.realpath(out_dir)
+    for what, path in (protected or {}).items():
+        other = os.path.realpath(path)
+        if _within(other, real) or _within(real, other):
+            relation = "is" if other == real else "holds" if _within(other, real) else "lies inside"
+            raise ExportError(
+                f"--output {out_dir} {relation} the study's {what} ({path}); export to a new directory "
+                "of its own"
+            )
+    if os.path.lexists(out_dir):
+        if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+            raise ExportError(f"{out_dir} exists and is not a directory; choose another --output")
         if not force:
             raise ExportError(f"export directory {out_dir} exists; choose another --output or pass --force")
-        if not os.path.isdir(out_dir):
-            raise ExportError(f"{out_dir} exists and is not a directory; choose another --output")
+        try:
+            empty = not os.listdir(out_dir)
+        except OSError as e:
+            raise ExportError(f"cannot read the export directory {out_dir}: {e.strerror}") from None
+        if not empty and not previous_export(out_dir):
+            raise ExportError(
+                f"--force replaces only a previous export, and {out_dir} is not one (no tradeoff manifest, "
+                "or files it does not list); choose another --output"
+            )
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         raise ExportError(f"cannot export to {out_dir}: its parent directory {parent} does not exist")
@@ -142,14 +193,16 @@ def export_trial(
     *,
     runner,
     force: bool = False,
+    protected: Mapping[str, str] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Rebuild, re-measure, test and write ``trial`` to ``out_dir``; returns the record."""
+    """Rebuild, re-measure, test and write ``trial`` to ``out_dir`` (``check_target`` with
+    ``protected``); returns the record."""
     from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR, constraints_of, feasible
     from tradeoff.search.report import baseline_of
     from tradeoff.spaces import format_plan
 
-    check_target(out_dir, force)
+    check_target(out_dir, force, protected=protected)
     plan = runner.plan_of(trial.params)
     task = runner.task
     from tradeoff.search.runner import baseline_latency

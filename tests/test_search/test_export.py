@@ -175,9 +175,35 @@ def test_bad_exports_are_one_line_errors_and_write_nothing(study_dir, capsys):
     assert not (study_dir / "new").exists()
     assert sorted(p.name for p in study_dir.iterdir() if p.name.startswith(".")) == []
 
-    code, _, err = run(capsys, "export", "--trial", "0", "-o", "taken", "--force")
+    # --force replaces only a previous export: never a folder of the user's, the working directory
+    # that holds the study database, the artifact store (its teacher) or a folder inside it
+    db, store = (
+        (study_dir / "tradeoff.db").read_bytes(),
+        sorted((study_dir / "tradeoff-artifacts").rglob("*")),
+    )
+    for output, message in [
+        ("taken", "replaces only a previous export"),
+        (".", "holds the study's database"),
+        (str(study_dir), "holds the study's database"),
+        ("tradeoff-artifacts", "is the study's artifact store"),
+        ("tradeoff-artifacts/x", "lies inside the study's artifact store"),
+        ("", "--output is empty"),
+    ]:
+        code, _, err = run(capsys, "export", "--trial", "0", "-o", output, "--force")
+        assert code == 2 and message in err, (output, err)
+        assert err.strip().count("\n") == 0, err
+    assert (study_dir / "taken" / "keep.txt").read_text() == "mine"
+    assert (study_dir / "tradeoff.db").read_bytes() == db
+    assert sorted((study_dir / "tradeoff-artifacts").rglob("*")) == store
+
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "mine")
     assert code == 0, err
-    assert not (study_dir / "taken" / "keep.txt").exists() and (study_dir / "taken" / "model.pt").exists()
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "mine", "--force")  # a previous export
+    assert code == 0, err
+    (study_dir / "mine" / "notes.txt").write_text("added by hand")  # now it holds more than an export
+    code, _, err = run(capsys, "export", "--trial", "0", "-o", "mine", "--force")
+    assert code == 2 and "replaces only a previous export" in err
+    assert (study_dir / "mine" / "notes.txt").exists() and (study_dir / "mine" / "model.pt").exists()
 
 
 def test_tampered_or_truncated_exports_do_not_load(study_dir, capsys):
