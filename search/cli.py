@@ -294,7 +294,8 @@ def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: 
         type=_positive_int,
         default=None,
         help="seconds without a heartbeat after which a trial is failed and retried by another worker "
-        "(default: twice the interval)",
+        "(default and least: twice the interval; a trial whose worker beats more slowly gets twice its "
+        "own interval)",
     )
 
 

@@ -101,6 +101,7 @@ def run_trials(
     from tradeoff.search.teacher import ensure_teacher
     from tradeoff.search.weights import WeightStore
     from tradeoff.search.worker import (
+        NothingMeetsBounds,
         Stopper,
         budgeted,
         counts,
@@ -113,6 +114,11 @@ def run_trials(
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
     torch.set_flush_denormal(True)
+    if grace_period is not None and grace_period < 2 * heartbeat_interval:
+        raise UsageError(
+            f"--grace-period {grace_period} is shorter than twice --heartbeat-interval {heartbeat_interval}: "
+            f"a live trial would be failed between two heartbeats; give at least {2 * heartbeat_interval}"
+        )
     device = _device(device)
     url = storage_url(url)
     storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -174,17 +180,23 @@ def run_trials(
         def set_threads() -> None:
             torch.set_num_threads(threads or share())
 
-        run_worker(
-            study,
-            storage,
-            runner,
-            budget=budget,
-            n_trials=to_run,
-            stopper=stopper,
-            on_trial=progress,
-            before_trial=set_threads,
-            on_wait=log,
-        )
+        try:
+            run_worker(
+                study,
+                storage,
+                runner,
+                budget=budget,
+                n_trials=to_run,
+                stopper=stopper,
+                on_trial=progress,
+                before_trial=set_threads,
+                on_wait=log,
+                constraints=dict(config.constraints),
+            )
+        except NothingMeetsBounds as e:
+            with contextlib.suppress(Exception):
+                tidy()
+            raise UsageError(str(e)) from None
     if stopper.requested:
         log("stopped: no trial of this worker is left running")
     kept = tidy()

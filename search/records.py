@@ -42,6 +42,7 @@ FAIL_ATTR = "fail_reason"
 SKIPPED_ATTR = "skipped_layers"
 INT8_FORM_ATTR = "int8_form"
 WORKER_ATTR = "worker"
+HEARTBEAT_ATTR = "heartbeat_interval_s"  # the interval its worker beats at: no grace shorter fails it
 TIME_PREFIX = "time_"
 SIBLING_ROLE = "sibling"  # role of a queued post-training variant (other bit-width) of a trained structure
 SIBLING_OF_ATTR = "sibling_of"  # the trial whose fine-tuned float model a variant quantizes

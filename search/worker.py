@@ -39,15 +39,52 @@ from tradeoff.search.records import (
     BUDGET_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
+    HEARTBEAT_ATTR,
     ROLE_ATTR,
     SIBLING_ROLE,
     STOPPED_ATTR,
     WORKER_ATTR,
+    feasible,
 )
 
 DEFAULT_BUDGET = 40  # measured plans, the README's default run
 MAX_REPEATS = 25  # plans already measured, proposed in a row, before a worker gives up
 MAX_PRUNED = 40  # plans pruned in a row (constraints broken before training) before a worker gives up
+
+
+def pruned_limits(n: int | None) -> tuple[int, int]:
+    """(plans pruned before training in a row, and in all, that a run of ``n`` plans may spend
+    before it gives up): pruned plans cost a build each and are not counted, so without a bound
+    relative to the run a bound no plan meets would never end a search."""
+    n = max(1, n or DEFAULT_BUDGET)
+    return min(MAX_PRUNED, max(10, 3 * n)), max(20, 10 * n)
+
+
+class NothingMeetsBounds(Exception):
+    """Every plan a run proposed broke a hard constraint before training; the message names the
+    bound and the nearest value measured."""
+
+
+def bounds_line(trials: list[optuna.trial.FrozenTrial], constraints: dict[str, float]) -> str:
+    """``--max-size-mb 1e-06 (the smallest size measured: 0.324 MB)``: for each constraint the
+    ``trials`` broke, its flag and bound and the value nearest to it among them."""
+    from tradeoff.search.figures import by_constraint
+    from tradeoff.search.records import constraints_of
+
+    known, parts = by_constraint(), []
+    for name, bound in sorted(constraints.items()):
+        figure = known.get(name)
+        values = [
+            float(t.user_attrs[figure.name])
+            for t in trials
+            if figure is not None and figure.name in t.user_attrs and constraints_of(t).get(name, 0) > 0
+        ]
+        if not values:
+            continue
+        best = min(values) if figure.direction == "minimize" else max(values)
+        word = "smallest" if figure.direction == "minimize" else "largest"
+        parts.append(f"{figure.flag} {bound:g} (the {word} {figure.short} measured: {figure.text(best)})")
+    return "; ".join(parts) or "the study's constraints"
 
 
 @contextlib.contextmanager
@@ -140,13 +177,20 @@ def run_worker(
     on_wait: Callable[[str], None] | None = None,
     poll_s: float = 2.0,
     max_repeats: int = MAX_REPEATS,
+    constraints: dict[str, float] | None = None,
 ) -> int:
     """Run trials of ``study`` until it has ``budget`` measured plans (None: no study budget),
     this worker has measured ``n_trials``, ``stopper`` asks it to stop, or the sampler proposed
     ``max_repeats`` already measured plans in a row. ``storage`` is the study's storage (it holds
     the study lock). ``on_wait`` hears, once per wait, why the worker waits, and why it gave up.
+    Plans pruned before training (a hard bound broken: ``constraints``) are bounded relative to
+    the run (:func:`pruned_limits`); when the run measured no plan but the baseline when it
+    gives up, :class:`NothingMeetsBounds` says which bound and the nearest value measured.
     Returns the number of trials it ran, repeats, pruned plans and queued variants not counted."""
-    ran, waiting, repeats, pruned = 0, False, 0, 0
+    ran, waiting, repeats, pruned, feasible_plans = 0, False, 0, 0, 0
+    pruned_trials: list[optuna.trial.FrozenTrial] = []
+    broken: list[optuna.trial.FrozenTrial] = []  # pruned before training, or measured infeasible
+    in_a_row, in_all = pruned_limits(n_trials if n_trials is not None else budget)
     stopper = stopper or Stopper()
     while not stopper.requested:
         with storage.lock(study.study_name), warnings.catch_warnings():
@@ -166,6 +210,8 @@ def run_worker(
                 trial = study.ask() if complete + running < budget or variant_waiting(study) else None
             if trial is not None:
                 trial.set_user_attr(WORKER_ATTR, worker_id())  # under the lock: never unowned
+                if storage.get_heartbeat_interval():
+                    trial.set_user_attr(HEARTBEAT_ATTR, int(storage.get_heartbeat_interval()))
         if trial is None:
             if on_wait is not None and not waiting:
                 on_wait(_why_waiting(study, storage))
@@ -187,7 +233,16 @@ def run_worker(
             stopper.requested = True
         except Exception:  # noqa: BLE001 - the runner recorded the reason; the study goes on
             pass
-        frozen = study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        with warnings.catch_warnings():  # a trial another worker failed meanwhile: said below
+            warnings.simplefilter("ignore")
+            frozen = study.tell(
+                trial, values if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True
+            )
+        if frozen.state != state and on_wait is not None:
+            on_wait(
+                f"trial #{frozen.number} was failed by another worker while this one ran it "
+                f"({frozen.user_attrs.get(FAIL_ATTR, 'no reason recorded')}); its result is not kept"
+            )
         if state == TrialState.FAIL and stopper.requested and frozen.user_attrs.get(ROLE_ATTR) in SEEDED:
             requeue(study, frozen)  # a seeded plan interrupted by the user is tried again, once
         repeated = state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_ATTR in frozen.user_attrs
@@ -197,16 +252,26 @@ def run_worker(
             and (frozen.user_attrs.get(STOPPED_ATTR) or {}).get("when") == "before fine-tuning"
         )
         pruned = pruned + 1 if untrained else 0
+        if untrained:
+            pruned_trials.append(frozen)
+        ok = state == TrialState.COMPLETE and feasible(frozen)
+        feasible_plans += ok and frozen.user_attrs.get(ROLE_ATTR) != "baseline"
+        if untrained or (state == TrialState.COMPLETE and not ok):
+            broken.append(frozen)
         repeats = repeats + 1 if repeated and not untrained else 0
         ran += budgeted(frozen)
         if on_trial is not None:
             on_trial(frozen)
-        if pruned >= MAX_PRUNED:
+        if pruned >= in_a_row or len(pruned_trials) >= in_all:
+            count = f"{pruned} plans in a row" if pruned >= in_a_row else f"{len(pruned_trials)} plans"
+            line = (
+                f"{count} broke {bounds_line(broken, constraints or {})} before fine-tuning; loosen "
+                "the bound or narrow --space to plans that can meet it"
+            )
+            if not feasible_plans:
+                raise NothingMeetsBounds(f"no plan meets the bounds: {line}")
             if on_wait is not None:
-                on_wait(
-                    f"stopped: {pruned} plans in a row broke the study's constraints before fine-tuning (or "
-                    "repeated such a plan); loosen the constraints or narrow --space to plans that meet them"
-                )
+                on_wait(f"stopped: {line}")
             break
         if repeats >= max_repeats:
             if on_wait is not None:
@@ -256,8 +321,8 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
         on_host, _, pid = who.rpartition(":")
         if on_host == host and pid.isdigit() and int(pid) != me and not _alive(int(pid)):
             reason = f"its worker {who} ended without finishing it"
-        elif t._trial_id in stale:
-            reason = f"no heartbeat from its worker {who or '(unknown)'} for {_grace_s(storage)} s"
+        elif t._trial_id in stale and _silent_for(storage, t) is not None:
+            reason = f"no heartbeat from its worker {who or '(unknown)'} for {_silent_for(storage, t)} s"
         else:
             continue
         storage.set_trial_user_attr(t._trial_id, FAIL_ATTR, reason)
@@ -269,6 +334,32 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
         failed.append(t.number)
         requeue(study, storage.get_trial(t._trial_id))
     return failed
+
+
+def _silent_for(storage, trial: optuna.trial.FrozenTrial) -> int | None:
+    """The grace period that applies to ``trial`` when its heartbeat is older than it, else
+    None: this worker's grace period, but never less than twice the interval the trial's own
+    worker beats at (a worker started with a short grace must not fail another's live trial)."""
+    grace = _grace_s(storage) or 0
+    theirs = trial.user_attrs.get(HEARTBEAT_ATTR)
+    if not isinstance(theirs, (int, float)) or grace >= 2 * theirs:
+        return grace
+    age = _heartbeat_age_s(storage, trial._trial_id)
+    return int(2 * theirs) if age is not None and age > 2 * theirs else None
+
+
+def _heartbeat_age_s(storage, trial_id: int) -> float | None:
+    """Seconds since the trial's last heartbeat, by the database's clock (as Optuna reads it)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        now = session.execute(sqlalchemy.func.now()).scalar()
+        beat = session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).one_or_none()
+        if now is None or beat is None:
+            return None
+        return (now.replace(tzinfo=None) - beat.heartbeat).total_seconds()
 
 
 def _why_waiting(study: optuna.Study, storage) -> str:
