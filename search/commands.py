@@ -205,7 +205,40 @@ def run_trials(
         f"{kept['trial_bytes'] / 1e6:.1f} MB; {kept['floats']} fine-tuned float models, "
         f"{kept['float_bytes'] / 1e6:.1f} MB"
     )
+    log(queued_line(study, mode, budget=budget, stopped=stopper.requested))
     return study
+
+
+ROLE_WORDS = {
+    "baseline": "the baseline",
+    "single-technique": "single-technique plans of the start design",
+    "space-filling": "space-filling plans of the start design",
+    "sibling": "bit-width variants of trained structures",
+}
+
+
+def queued_line(study, mode: str, *, budget: int | None, stopped: bool) -> str:
+    """The last line of a run: what is left queued in the study, and why it was not run."""
+    from tradeoff.search.worker import counts, left_queued
+
+    queued = left_queued(study)
+    if not queued:
+        return "nothing left queued"
+    what = ", ".join(f"{n} {ROLE_WORDS.get(role, role + ' plans')}" for role, n in sorted(queued.items()))
+    if stopped:
+        why = "this run was stopped; the next run on the study takes them first"
+    elif mode == "create":
+        why = "`tradeoff worker` processes on the study run them"
+    elif mode == "search":
+        why = "this run's --n-trials was met; `tradeoff search` on the study again takes them first"
+    else:
+        complete, _ = counts(study)
+        why = (
+            f"the study's budget of {budget} measured plans is met"
+            if budget is not None and complete >= budget
+            else "this worker's --n-trials was met; another worker takes them"
+        )
+    return f"left queued: {what} ({why})"
 
 
 def report(

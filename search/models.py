@@ -165,6 +165,31 @@ def load_weights_(model: nn.Module, path: str, model_name: str) -> nn.Module:
     return model
 
 
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse weights that hold NaN or infinity (a diverged or damaged checkpoint)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(
+                f"the teacher weights from {source} hold NaN or infinite values (first in {name}); "
+                "give a checkpoint of a trained model"
+            )
+
+
+def check_not_chance(val_accuracy: float, labels, source: str) -> None:
+    """Refuse a teacher no better than always answering the validation split's most common class
+    (by two standard errors): its students would learn nothing, and every figure would mislead."""
+    counts = torch.bincount(torch.as_tensor(labels).long().flatten())
+    n = int(counts.sum())
+    chance = float(counts.max()) / max(1, n)
+    margin = 2 * (chance * (1 - chance) / max(1, n)) ** 0.5
+    if val_accuracy <= chance + margin:
+        raise UsageError(
+            f"the teacher from {source} scores {val_accuracy:.1%} on the validation split, which is chance "
+            f"({chance:.1%} by always answering the most common class): give a checkpoint trained for this "
+            "task, or let tradeoff train one (no --checkpoint)"
+        )
+
+
 def _architecture_hash(model: nn.Module) -> str:
     h = hashlib.sha256(repr(model).encode())
     for name, t in model.state_dict().items():

@@ -17,7 +17,13 @@ from torch import nn
 
 from tradeoff.search.data import Split, data_fingerprint, load_data
 from tradeoff.search.errors import UsageError
-from tradeoff.search.models import _architecture_hash, load_weights_, model_builder
+from tradeoff.search.models import (
+    _architecture_hash,
+    check_finite,
+    check_not_chance,
+    load_weights_,
+    model_builder,
+)
 from tradeoff.storage.artifacts import sha256_file
 
 
@@ -107,6 +113,7 @@ def get_task(
                     "start a new study for new weights"
                 )
             load_weights_(probe, checkpoint, model)
+            check_finite(probe, checkpoint)
         elif checkpoint_sha256:  # a worker: the weights come from the study's teacher artifact
             sha = checkpoint_sha256
         else:
@@ -127,6 +134,10 @@ def get_task(
             f"{num_classes} classes: expected (2, {num_classes})"
         )
     settings["architecture"] = _architecture_hash(probe)  # after a forward: lazy layers have shapes
+    if checkpoint and os.path.isfile(checkpoint):  # a teacher at chance would make every figure mislead
+        from tradeoff.search.measure import accuracy
+
+        check_not_chance(accuracy(probe, val.x, val.y), val.y, f"checkpoint {checkpoint}")
     if log:
         for note in notes:
             log(note)

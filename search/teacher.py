@@ -7,6 +7,7 @@ a new study of the same task does not train again), then training.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -18,7 +19,7 @@ from torch import nn
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.measure import accuracy
-from tradeoff.search.models import load_weights_
+from tradeoff.search.models import check_finite, check_not_chance, load_weights_
 from tradeoff.search.records import TEACHER_ATTR
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import train_classifier
@@ -40,14 +41,43 @@ def _load(task: Task, path: str) -> nn.Module:
         model.load_state_dict(state)
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"teacher checkpoint {path} does not load into {task.model_name}: {e}") from None
+    check_finite(model, path)
     return model.eval()
 
 
+def _sidecar(path: str) -> str:
+    return path + ".sha256"
+
+
 def _save_atomic(state: dict, path: str) -> None:
+    """Write the checkpoint and, beside it, its SHA-256 (checked on every later load)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     os.close(fd)
     torch.save(state, tmp)
+    digest = sha256_file(tmp)
+    with open(_sidecar(path) + ".tmp", "w") as f:
+        f.write(digest + "\n")
+    os.replace(_sidecar(path) + ".tmp", _sidecar(path))
     os.replace(tmp, path)
+
+
+def _cached(path: str, log) -> bool:
+    """Whether the cached checkpoint at ``path`` is there and unchanged since it was written (its
+    SHA-256 matches the one saved beside it); a changed or unrecorded one is removed."""
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(_sidecar(path)) as f:
+            expected = f.read().strip()
+    except OSError:
+        expected = ""
+    if expected and sha256_file(path) == expected:
+        return True
+    log(f"the cached teacher {path} changed since it was written (or has no recorded SHA-256); not using it")
+    for stale in (path, _sidecar(path)):
+        with contextlib.suppress(OSError):
+            os.remove(stale)
+    return False
 
 
 def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Module, str, float]:
@@ -56,10 +86,11 @@ def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Mod
     label = "folder" if os.path.isdir(task.name) else task.name.replace(":", "_").replace(os.sep, "_")
     model_label = task.model_name.replace(":", "_").replace(os.sep, "_")
     path = os.path.join(cache_dir(), f"teacher-r{RECIPE}-{label}-{model_label}-{task.fingerprint()}.pt")
-    if os.path.exists(path):
+    if _cached(path, log):
         return _load(task, path), path, 0.0
     if task.checkpoint:
         model = load_weights_(task.build(), task.checkpoint, task.model_name).eval()
+        check_finite(model, task.checkpoint)
         _save_atomic(model.state_dict(), path)  # the plain state dict, whatever wrapper it came in
         log(f"teacher: the weights of {task.checkpoint} (not trained)")
         return model, path, 0.0
@@ -73,6 +104,7 @@ def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Mod
         task.build(), task.train, epochs=task.teacher_epochs, seed=task.seed, device=device
     )
     seconds = time.perf_counter() - t0
+    check_finite(model, "training")
     _save_atomic(model.state_dict(), path)
     return model, path, seconds
 
@@ -95,6 +127,9 @@ def ensure_teacher(
                 f"(fingerprint {task.fingerprint()} vs {meta.get('fingerprint')}); refusing to join"
             )
         path = os.path.join(cache_dir(), f"teacher-{meta['sha256']}.pt")
+        if os.path.exists(path) and sha256_file(path) != meta["sha256"]:  # checked on every load
+            log(f"the cached teacher {path} does not match the study's SHA-256; fetching the study's again")
+            os.remove(path)
         if not os.path.exists(path):
             tmp = path + f".{os.getpid()}.download"
             try:
@@ -112,9 +147,13 @@ def ensure_teacher(
             os.replace(tmp, path)
         return _load(task, path)
     if not train:
-        raise UsageError(f"study {study.study_name!r} has no teacher yet; run `tradeoff create` first")
+        raise UsageError(
+            f"study {study.study_name!r} has no teacher yet: its `tradeoff create` has not finished; run "
+            "that `tradeoff create` (again, if it was interrupted: it resumes) before starting workers"
+        )
     model, path, seconds = train_teacher(task, device=device, log=log)
     val_acc = accuracy(model, task.val.x, task.val.y)
+    check_not_chance(val_acc, task.val.y, f"checkpoint {task.checkpoint}" if task.checkpoint else path)
     test_acc = accuracy(model, task.test.x, task.test.y)
     artifact_id = upload_artifact(artifact_store=artifact_store, file_path=path, study_or_trial=study)
     study.set_user_attr(

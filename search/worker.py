@@ -154,10 +154,34 @@ def counts(study: optuna.Study) -> tuple[int, int]:
     return complete, running
 
 
-def variant_waiting(study: optuna.Study) -> bool:
-    """Whether the next queued trial (the one ``ask`` takes) is a post-training variant."""
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return bool(waiting) and min(waiting, key=lambda t: t.number).user_attrs.get(ROLE_ATTR) == SIBLING_ROLE
+def take_waiting(study: optuna.Study, role: str) -> optuna.Trial | None:
+    """The first queued trial of ``role``, wherever it stands in the queue, as ``ask`` would take
+    it (set running, the sampler told); None when there is none."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if t.user_attrs.get(ROLE_ATTR) != role:
+            continue
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker took it first
+    return None
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, but a queued baseline goes first: the retry of a baseline whose worker was
+    lost is queued behind the seeded plans, and until the baseline is measured `select` and
+    `export` refuse and no latency is scaled by it."""
+    return take_waiting(study, "baseline") or study.ask()
+
+
+def left_queued(study: optuna.Study) -> dict[str, int]:
+    """{role: queued trials of it} still waiting in ``study``."""
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        role = str(t.user_attrs.get(ROLE_ATTR, "proposed"))
+        out[role] = out.get(role, 0) + 1
+    return out
 
 
 def worker_id() -> str:
@@ -199,15 +223,18 @@ def run_worker(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_lost_trials(study, storage)
             mine_done = n_trials is not None and ran >= n_trials  # this process's own number of trials
-            if mine_done and not variant_waiting(study):
-                break
-            if budget is None or mine_done:  # (a queued variant is measured before this worker stops)
-                trial = study.ask()
-            else:
-                complete, running = counts(study)
-                if complete >= budget and not variant_waiting(study):
+            complete, running = counts(study) if budget is not None else (0, 0)
+            if mine_done or (budget is not None and complete >= budget):
+                # done: the queued variants of trained structures are measured before it stops
+                trial = take_waiting(study, SIBLING_ROLE)
+                if trial is None:
                     break
-                trial = study.ask() if complete + running < budget or variant_waiting(study) else None
+            elif budget is not None and complete + running >= budget:
+                # the budget is taken by running trials, one of which may yet fail: a variant
+                # meanwhile, else wait
+                trial = take_waiting(study, SIBLING_ROLE)
+            else:
+                trial = ask(study)
             if trial is not None:
                 trial.set_user_attr(WORKER_ATTR, worker_id())  # under the lock: never unowned
                 if storage.get_heartbeat_interval():
@@ -421,6 +448,17 @@ def host_share() -> Iterator[Callable[[], int]]:
             os.remove(mine)
 
 
+def create_finished(study: optuna.Study) -> bool:
+    """Whether ``tradeoff create`` finished on ``study``: its teacher stored and its baseline
+    measured (a create killed before either is resumed by running it again)."""
+    from tradeoff.search.records import TEACHER_ATTR
+
+    if TEACHER_ATTR not in study.user_attrs:
+        return False
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return any(t.user_attrs.get(ROLE_ATTR) == "baseline" for t in done)
+
+
 def run_budget(
     study: optuna.Study, mode: str, n_trials: int | None, *, created: bool
 ) -> tuple[int | None, int | None]:
@@ -433,12 +471,15 @@ def run_budget(
     if mode == "search":
         return None, n_trials
     if mode == "create":
-        if not created:
+        if not created and create_finished(study):
             raise UsageError(
                 f"study {study.study_name!r} already exists; start workers on it, or choose another "
                 "--study-name"
             )
-        study.set_user_attr(BUDGET_ATTR, int(n_trials or DEFAULT_BUDGET))
+        # a new study, or one whose create was interrupted (before its teacher or its baseline
+        # was stored): this create finishes it
+        if created or n_trials is not None or BUDGET_ATTR not in study.user_attrs:
+            study.set_user_attr(BUDGET_ATTR, int(n_trials or DEFAULT_BUDGET))
         return 1, 1  # the baseline
     budget = study.user_attrs.get(BUDGET_ATTR)
     if budget is None:

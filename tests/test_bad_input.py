@@ -32,6 +32,13 @@ def _state_dict_of_another_model(path):
     torch.save(torch.nn.Linear(3, 3).state_dict(), path)
 
 
+def _tiny_resnet_weights(path, fill):
+    from tradeoff.search.models import model_builder
+
+    state = model_builder("tiny_resnet", 1, 8, 10)().state_dict()
+    torch.save({k: torch.full_like(v, fill) if v.is_floating_point() else v for k, v in state.items()}, path)
+
+
 def _one_class(root):
     (root / "data" / "only").mkdir(parents=True)
     for i in range(6):
@@ -173,6 +180,20 @@ CASES = [
         "does not fit tiny_resnet",
     ),  # fmt: skip
     ("checkpoint-missing", "fresh", None, ["search", "--checkpoint", "nope.pt"], "no such file"),
+    (
+        "checkpoint-all-nan",
+        "fresh",
+        lambda r: _tiny_resnet_weights(r / "nan.pt", float("nan")),
+        ["search", "--model", "tiny_resnet", "--checkpoint", "nan.pt"],
+        "hold NaN or infinite values",
+    ),  # fmt: skip
+    (
+        "checkpoint-at-chance",
+        "fresh",
+        lambda r: _tiny_resnet_weights(r / "zeros.pt", 0.0),
+        ["search", "--model", "tiny_resnet", "--checkpoint", "zeros.pt"],
+        "which is chance",
+    ),  # fmt: skip
     ("image-size-huge", "fresh", None, ["search", "--image-size", "2000"], "8 to 1024"),
     ("normalize-unknown", "fresh", None, ["search", "--normalize", "zscore"], "invalid choice"),
     (

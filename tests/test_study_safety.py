@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+import torch
 from conftest import QUICKER
 
 from tradeoff.search.cli import main
@@ -69,3 +70,122 @@ def test_a_short_grace_never_fails_a_trial_whose_worker_beats_more_slowly(
     assert r.returncode == 0, r.stderr
     state = optuna.load_study(study_name="tradeoff", storage=url).trials[live.number].state
     assert state == (optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.RUNNING)
+
+
+def test_a_swapped_cached_teacher_is_not_used(finished_study, tmp_path, monkeypatch):
+    """The study's teacher in the local cache is checked against the study's SHA-256 on every
+    load: a swapped file is dropped and the study's artifact fetched again."""
+    from tradeoff.search.commands import load_study
+    from tradeoff.search.records import TEACHER_ATTR
+    from tradeoff.search.tasks import task_for
+    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.storage import open_artifact_store
+
+    url = _copy(finished_study, tmp_path)
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))
+    study, config = load_study(url, "tradeoff")
+    task = task_for(config)
+    store = open_artifact_store(str(tmp_path / "tradeoff-artifacts"))
+    good = ensure_teacher(study, task, store, train=False, log=lambda _m: None).state_dict()
+    cached = tmp_path / "cache" / f"teacher-{study.user_attrs[TEACHER_ATTR]['sha256']}.pt"
+    assert cached.exists()
+    torch.save({k: torch.zeros_like(v) for k, v in good.items()}, cached)  # swapped by someone
+    said = []
+    again = ensure_teacher(study, task, store, train=False, log=said.append).state_dict()
+    assert all(torch.equal(good[k], again[k]) for k in good)
+    assert any("does not match the study's SHA-256" in m for m in said)
+
+
+def test_a_changed_teacher_in_the_task_cache_is_trained_again(tiny_task, tmp_path, monkeypatch):
+    from tradeoff.search.teacher import train_teacher
+
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path))
+    model, path, seconds = train_teacher(tiny_task, log=lambda _m: None)
+    assert seconds > 0 and (tmp_path / (tmp_path / path).name).with_suffix(".pt.sha256").exists()
+    _, _, seconds = train_teacher(tiny_task, log=lambda _m: None)
+    assert seconds == 0  # the cache, unchanged
+    torch.save({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, path)
+    said = []
+    again, _, seconds = train_teacher(tiny_task, log=said.append)
+    assert seconds > 0 and any("changed since it was written" in m for m in said)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def _killed_create(tmp_path, url: str) -> list[str]:
+    """`tradeoff create` killed while it trains the teacher: the study is stored (its
+    configuration, budget and queued start design) without a teacher. Returns the arguments."""
+    import signal
+    import subprocess
+    import sys
+
+    from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR
+
+    args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "150"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff.search.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert p.poll() is None, p.stderr.read()
+        try:
+            attrs = optuna.load_study(study_name="tradeoff", storage=url).user_attrs
+        except KeyError:
+            attrs = {}
+        if CONFIG_ATTR in attrs and TEACHER_ATTR not in attrs:
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # inside the teacher's training (150 epochs: tens of seconds)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert TEACHER_ATTR not in optuna.load_study(study_name="tradeoff", storage=url).user_attrs
+    return args
+
+
+def test_an_interrupted_create_is_resumed_by_running_it_again(tmp_path, cli):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = _killed_create(tmp_path, url)
+    r = cli("worker", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 2 and "has not finished" in r.stderr and "create" in r.stderr
+    r = cli(*args, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = cli("worker", "--storage", url, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = cli(*args, cwd=tmp_path)  # a finished create is not run twice
+    assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli):
+    """The baseline's worker was SIGKILLed mid-trial (it is RUNNING under a process that is gone):
+    its retry is queued behind the start design, and must still be measured first."""
+    import os
+    import socket
+    import subprocess
+
+    from tradeoff.search.records import BASELINE_ATTR, ROLE_ATTR, WORKER_ATTR
+    from tradeoff.search.study import stored_config
+    from tradeoff.spaces.allocation import suggest_values
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = _killed_create(tmp_path, url)
+    study = optuna.load_study(study_name="tradeoff", storage=url)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    baseline = study.ask()  # the first queued plan: the baseline
+    assert baseline.user_attrs[ROLE_ATTR] == "baseline"
+    config = stored_config(study._storage, "tradeoff")
+    suggest_values(baseline, config.space, config.granularity, None)  # what the runner does first
+    baseline.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{gone.pid}")
+    assert not os.path.exists(f"/proc/{gone.pid}")
+    r = cli(*args, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="tradeoff", storage=url)
+    assert study.trials[baseline.number].state == optuna.trial.TrialState.FAIL
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and done[0].user_attrs[ROLE_ATTR] == "baseline"  # not a seeded plan in its place
+    assert BASELINE_ATTR in study.user_attrs
+    r = cli("select", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -72,9 +72,11 @@ def complete(study) -> list[optuna.trial.FrozenTrial]:
 def test_three_workers_end_with_exactly_the_budget(storage_url, tmp_path):
     create(storage_url, tmp_path, 7)
     workers = [start(compose_command("worker"), storage_url, tmp_path) for _ in range(3)]
+    errs = []
     for w in workers:
         _, err = w.communicate(timeout=600)
         assert w.returncode == 0, err
+        errs.append(err)
     study = load(storage_url)
     done = complete(study)
     assert len(done) == 7
@@ -82,6 +84,15 @@ def test_three_workers_end_with_exactly_the_budget(storage_url, tmp_path):
     assert all(all(name in t.user_attrs for name in FIGURES) for t in done)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len({t.user_attrs["worker"] for t in done[1:]}) >= 2  # the work was shared
+    # the bit-width variants of every trained structure were measured before the workers stopped
+    from tradeoff.search.records import ROLE_ATTR, SIBLING_ROLE
+
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert not [t for t in waiting if t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE]
+    assert any(t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE for t in study.trials)
+    assert all(
+        err.strip().splitlines()[-1].startswith(("left queued: ", "nothing left queued")) for err in errs
+    )
 
 
 def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
