@@ -53,6 +53,26 @@ def _finite(text: str) -> float:
     return value
 
 
+def _study_name(text: str) -> str:
+    """A study name the database stores and every view prints: non-empty, UTF-8, no control
+    characters, at most 512 characters (Optuna's column)."""
+    import unicodedata
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the study name is empty; give one, e.g. --study-name tradeoff")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"the study name {text.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8"
+        ) from None
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Cf") for c in text):
+        raise argparse.ArgumentTypeError(f"the study name {text!r} holds control characters")
+    if len(text) > 512:
+        raise argparse.ArgumentTypeError(f"the study name is {len(text)} characters; at most 512")
+    return text
+
+
 def _space_entry(text: str) -> tuple[str, dict[str, Any]]:
     """KNOB=LOW:HIGH[:STEP], KNOB=VALUE (fixed) or KNOB=A,B,C (choices); every number finite."""
     name, sep, spec = text.partition("=")
@@ -84,7 +104,10 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
         "e.g. postgresql+psycopg://user@host:5432/db",
     )
     p.add_argument(
-        "--study-name", default=DEFAULT_STUDY, help=f"name of the study (default: {DEFAULT_STUDY})"
+        "--study-name",
+        type=_study_name,
+        default=DEFAULT_STUDY,
+        help=f"name of the study (default: {DEFAULT_STUDY})",
     )
 
 
@@ -640,11 +663,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tradeoff: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        # a storage fault that reached us through Optuna's own wrappers (a full disk, a
-        # read-only database): one line saying so, not a traceback
-        from tradeoff.storage.urls import permanent_fault
+        # a file or folder that cannot be used (a permission, a full disk): one line naming it;
+        # a storage fault that reached us through Optuna's own wrappers (a read-only database):
+        # one line saying so; neither a traceback
+        from tradeoff.storage.urls import path_fault, permanent_fault
 
-        fault = permanent_fault(e)
+        fault = path_fault(e) or permanent_fault(e)
         if fault is None:
             raise
         print(f"tradeoff: error: {fault}", file=sys.stderr)

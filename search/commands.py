@@ -98,7 +98,7 @@ def run_trials(
     from tradeoff.search.runner import Runner
     from tradeoff.search.study import open_study, sampler_line
     from tradeoff.search.tasks import task_for
-    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.search.teacher import cache_dir, ensure_teacher
     from tradeoff.search.weights import WeightStore
     from tradeoff.search.worker import (
         NothingMeetsBounds,
@@ -121,6 +121,7 @@ def run_trials(
         )
     device = _device(device)
     url = storage_url(url)
+    cache_dir()  # a teacher cache that cannot be written is said before any study is stored
     storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     tasks = []
 
@@ -247,6 +248,11 @@ def report(
     from tradeoff.search.records import SENSITIVITY_ATTR
     from tradeoff.search.report import write_report
 
+    if not output or not output.strip():
+        raise UsageError("--output is empty; name the HTML file to write, e.g. report.html")
+    if os.path.isdir(output):
+        example = os.path.join(output, "report.html")
+        raise UsageError(f"--output {output} is a directory; name the HTML file to write, e.g. {example}")
     study, _ = load_study(url, study_name)
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
@@ -325,10 +331,15 @@ def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_j
 
     study, config = load_study(url, study_name)
     table = load_sensitivity(study, open_artifact_store(artifacts))
+    if table is None and config.granularity != "global":
+        raise UsageError(
+            f"study {study_name!r} (granularity {config.granularity}) has no sensitivity table yet: the "
+            "first `tradeoff search` or `tradeoff create` on it measures it before its first trial"
+        )
     if table is None:
         raise UsageError(
-            f"study {study_name!r} has no sensitivity table (granularity {config.granularity}: one value "
-            "per knob); a study made with --granularity allocated or layer measures one"
+            f"study {study_name!r} has no sensitivity table (granularity global: one value per knob); a "
+            "study made with --granularity allocated or layer measures one"
         )
     return table.to_json() if as_json else table_text(table)
 

@@ -153,6 +153,9 @@ def to_rgb(im, path: str):
         raise UsageError(f"image {path}: cannot convert its mode {im.mode!r} to RGB ({e})") from None
 
 
+MAX_ASPECT = 20  # longer side over shorter side of an image a folder may hold
+
+
 def _open_image(path: str):
     """The image at ``path`` as 8-bit RGB, or None when it is not an image PIL can read. An image
     over PIL's decompression-bomb limit is a UsageError naming it, not a traceback."""
@@ -164,6 +167,12 @@ def _open_image(path: str):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                width, height = im.size
+                if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+                    raise UsageError(
+                        f"image {path} is {width}x{height} pixels: an aspect ratio over {MAX_ASPECT}:1 "
+                        "cannot be a training image (resized, it would take gigabytes); remove or crop it"
+                    )
                 im.load()
                 return to_rgb(im, path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -177,36 +186,57 @@ def _open_image(path: str):
 
 def _read_class_folder(root: str, image_size: int, counts: dict[str, int]) -> dict[str, list[torch.Tensor]]:
     """{class: [image tensors]} for one folder of class sub-folders."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+    from torchvision.datasets.folder import IMG_EXTENSIONS
     from torchvision.transforms import functional as F
 
     try:
-        classes, _ = find_classes(root)
-    except FileNotFoundError:
+        # hidden entries (.ipynb_checkpoints, .git) are not classes
+        classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        classes = []
+    if not classes:
         raise UsageError(
             f"data folder {root} has no class sub-folders; expected {root}/<class>/<image files>"
-        ) from None
+        )
     if len(classes) < 2:
         raise UsageError(
             f"data folder {root} has {len(classes)} class ({', '.join(classes)}); a classifier needs "
             "at least two class sub-folders"
         )
+    seen = counts.setdefault("seen", set())  # real paths of folders walked and images read
     out: dict[str, list[torch.Tensor]] = {}
     for cls in classes:
         images = []
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
-            for fname in sorted(files):
+        for dirpath, dirnames, files in os.walk(os.path.join(root, cls), followlinks=True):
+            real = os.path.realpath(dirpath)
+            if ("dir", real) in seen:  # a symlink loop, or a folder linked twice: walked once
+                counts["duplicates"] = counts.get("duplicates", 0) + 1
+                dirnames[:] = []
+                continue
+            seen.add(("dir", real))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(f for f in files if not f.startswith(".")):
                 path = os.path.join(dirpath, fname)
                 if not fname.lower().endswith(IMG_EXTENSIONS):
                     counts["not_images"] += 1
                     continue
+                if not os.path.isfile(path):  # a named pipe, a device, a dangling link: never opened
+                    # (counted as unreadable)
+                    counts["unreadable"] += 1
+                    continue
+                if ("file", os.path.realpath(path)) in seen:  # one image in two places (a leak across splits)
+                    counts["duplicates"] = counts.get("duplicates", 0) + 1
+                    continue
+                seen.add(("file", os.path.realpath(path)))
                 img = _open_image(path)
                 if img is None:
                     counts["unreadable"] += 1
                     continue
                 img = F.center_crop(F.resize(img, image_size), [image_size, image_size])
                 images.append(F.pil_to_tensor(img))
-                counts["listing"].update(f"{os.path.relpath(path, root)}|{os.path.getsize(path)}\n".encode())
+                counts["listing"].update(  # a name need not be UTF-8: its bytes
+                    os.fsencode(os.path.relpath(path, root)) + f"|{os.path.getsize(path)}\n".encode()
+                )
         if not images:
             raise UsageError(
                 f"class folder {os.path.join(root, cls)} has no readable images "
@@ -282,6 +312,11 @@ def folder_splits(root: str, *, image_size: int, normalize: str, seed: int) -> L
         notes.append(
             f"data folder {root}: skipped {counts['not_images']} files that are not images and "
             f"{counts['unreadable']} unreadable images"
+        )
+    if counts.get("duplicates"):
+        notes.append(
+            f"data folder {root}: {counts['duplicates']} linked folders or images lead to ones already read, "
+            "and were read only once (an image in two splits would inflate accuracy)"
         )
     return LoadedFolder(splits, classes, counts["listing"].hexdigest()[:16], tuple(notes))  # type: ignore[arg-type]
 

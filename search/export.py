@@ -542,12 +542,21 @@ def verify(path: str, *, data: str | None = None, log=print) -> list[str]:
     )
     twin = MODEL_FILE if name == ONNX_FILE else ONNX_FILE
     if os.path.isfile(os.path.join(path, twin)):
-        if twin == ONNX_FILE:
-            other = RuntimeModel(_onnx_bytes(os.path.join(path, twin)), "onnxruntime")
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                other = torch.jit.load(os.path.join(path, twin), map_location="cpu").eval()
+        try:
+            if twin == ONNX_FILE:
+                other = RuntimeModel(_onnx_bytes(os.path.join(path, twin)), "onnxruntime")
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    other = torch.jit.load(os.path.join(path, twin), map_location="cpu").eval()
+        except ExportError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a file that is not what its name says
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            problems.append(
+                f"{twin} does not load as {'ONNX' if twin == ONNX_FILE else 'TorchScript'}: {first}"
+            )
+            return problems
         with torch.no_grad():
             ours = exported.model(test.test.x).argmax(1).numpy()
             theirs = other(test.test.x).argmax(1).numpy()

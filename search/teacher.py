@@ -30,7 +30,17 @@ RECIPE = 3  # bump when train_classifier changes, so cached teachers of the old 
 
 def cache_dir() -> str:
     path = os.environ.get("TRADEOFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tradeoff")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"the teacher cache {path} cannot be a folder ({e.strerror}); point $TRADEOFF_CACHE at a "
+            "folder you can write"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"the teacher cache {path} is not writable; point $TRADEOFF_CACHE at a folder you can write"
+        )
     return path
 
 

@@ -26,6 +26,17 @@ ENV_URL = "TRADEOFF_STORAGE"
 ENV_URL_FILE = "TRADEOFF_STORAGE_FILE"
 
 _SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
+# the module SQLAlchemy imports for a URL's driver -> the package on the index that provides it
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "mariadb": "mariadb",
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]'",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+}
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -104,6 +115,17 @@ def _check(url: str) -> sqlalchemy.URL:
             "postgresql+psycopg://user:password@host:5432/dbname"
         ) from None
     backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not url.startswith(("sqlite:///", "sqlite+")) or not parsed.database:
+            raise StorageError(
+                f"SQLite URL {redact(url)!r} names no file: give sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (three slashes, or four for an absolute path)"
+            )
+        if parsed.database == ":memory:" or parsed.query.get("mode") == "memory":
+            raise StorageError(
+                f"{redact(url)!r} is an in-memory database, lost when the command ends with every trial "
+                "in it; give a file, e.g. sqlite:///tradeoff.db"
+            )
     if backend not in _SUPPORTED:
         raise StorageError(
             f"unsupported storage backend {backend!r} in {redact(url)!r}; use one of " + ", ".join(_SUPPORTED)
@@ -141,10 +163,35 @@ _PERMANENT = (
 )
 
 
+def path_fault(e: BaseException | None) -> str | None:
+    """One line naming the file or folder an ``OSError`` in ``e``'s chain could not use (the
+    teacher cache, the artifact store, an export's folder: not the study database, whose driver
+    names no path), with what to do; None when there is none."""
+    while e is not None:
+        if isinstance(e, OSError) and e.filename and e.errno is not None:
+            import errno
+
+            where = e.filename if isinstance(e.filename, str) else os.fsdecode(e.filename)
+            what = {
+                errno.EACCES: "permission denied: fix its permissions or choose another path",
+                errno.EPERM: "operation not permitted: fix its permissions or choose another path",
+                errno.EROFS: "it is on a read-only file system: choose another path",
+                errno.ENOSPC: "its disk is full: free some space and run again",
+                errno.EDQUOT: "the disk quota is exceeded: free some space and run again",
+            }.get(e.errno)
+            if what:
+                return f"cannot write {where}: {what}"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def permanent_fault(e: BaseException | None) -> str | None:
     """One line saying what is wrong, for a storage fault that retrying cannot mend (a full
     disk, a read-only or corrupt file, a file that is not a database); None otherwise."""
     while e is not None:
+        if isinstance(e, OSError) and e.filename:  # a file of ours, not the database (path_fault)
+            e = e.__cause__ or e.__context__
+            continue
         text = str(getattr(e, "orig", None) or e).lower()
         for needle, message in _PERMANENT:
             if needle in text:
@@ -268,7 +315,8 @@ def open_storage(
         raise AssertionError("unreachable")
     except (sqlalchemy.exc.NoSuchModuleError, ImportError) as e:
         missing = getattr(e.__cause__, "name", None) or getattr(e, "name", None)
-        hint = f"pip install {missing}" if missing else "install the driver the URL names"
+        package = DRIVER_PACKAGES.get(str(missing).split(".")[0], missing) if missing else None
+        hint = f"pip install {package}" if package else "install the driver the URL names"
         raise StorageError(f"no database driver for {redact(url)!r}; {hint}") from None
     except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.InterfaceError) as e:
         fault = permanent_fault(e)
@@ -280,4 +328,11 @@ def open_storage(
             first = first.replace(secret, "***")
         raise StorageError(f"cannot connect to the study database {redact(url)}: {first}") from None
     except sqlalchemy.exc.ArgumentError as e:
-        raise StorageError(f"bad storage URL {redact(url)!r}: {e}") from None
+        raise StorageError(f"bad storage URL {redact(url)!r}: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError) as e:  # a query value the driver cannot parse (timeout=abc)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        for secret in secrets_in(url):
+            detail = detail.replace(secret, "***")
+        raise StorageError(
+            f"bad value in the storage URL {redact(url)!r}: {detail}; fix or drop its ?query options"
+        ) from None

@@ -39,6 +39,14 @@ def _tiny_resnet_weights(path, fill):
     torch.save({k: torch.full_like(v, fill) if v.is_floating_point() else v for k, v in state.items()}, path)
 
 
+def _strip(root):
+    for c in ("a", "b"):
+        (root / "data" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), i * 30, np.uint8)).save(root / "data" / c / f"{i}.png")
+    Image.fromarray(np.zeros((1, 100_000, 3), np.uint8)).save(root / "data" / "a" / "strip.png")
+
+
 def _one_class(root):
     (root / "data" / "only").mkdir(parents=True)
     for i in range(6):
@@ -211,6 +219,63 @@ CASES = [
         "carries a password",
     ),  # fmt: skip
     ("weights-inf", "fresh", None, ["search", "--scalarize", "accuracy=inf"], "finite"),
+    ("study-name-empty", "study", None, ["front", "--study-name", ""], "study name is empty"),
+    ("study-name-blank", "study", None, ["search", "--study-name", "  "], "study name is empty"),
+    ("study-name-not-utf8", "study", None, ["select", "--study-name", "\udcff\udcfe"], "not valid UTF-8"),
+    ("study-name-control", "study", None, ["front", "--study-name", "a\x1b[2Jb"], "control characters"),
+    ("study-name-too-long", "study", None, ["front", "--study-name", "x" * 600], "at most 512"),
+    (
+        "storage-query-unparseable",
+        "fresh",
+        None,
+        ["front", "--storage", "sqlite:///x.db?timeout=abc"],
+        "bad value in the storage URL",
+    ),  # fmt: skip
+    (
+        "storage-sqlite-two-slashes",
+        "study",
+        None,
+        ["front", "--storage", "sqlite://tradeoff.db"],
+        "names no file",
+    ),
+    (
+        "storage-sqlite-memory",
+        "fresh",
+        None,
+        ["search", "--storage", "sqlite:///:memory:"],
+        "in-memory database",
+    ),
+    (
+        "storage-mysql-driver",
+        "fresh",
+        None,
+        ["front", "--storage", "mysql://u@127.0.0.1/x"],
+        "pip install mysqlclient",
+    ),
+    ("export-empty-output", "study", None, ["export", "--trial", "0", "-o", ""], "--output is empty"),
+    (
+        "export-force-onto-the-study",
+        "study",
+        None,
+        ["export", "--trial", "0", "-o", ".", "--force"],
+        "holds the study's database",
+    ),  # fmt: skip
+    (
+        "report-output-a-folder",
+        "study",
+        lambda r: (r / "rdir").mkdir(),
+        ["report", "--output", "rdir"],
+        "a directory",
+    ),
+    ("report-output-empty", "study", None, ["report", "--output", ""], "--output is empty"),
+    ("grace-below-two-beats", "study", None, ["search", "--grace-period", "5"], "shorter than twice"),
+    (
+        "data-image-strip",
+        "fresh",
+        lambda r: _strip(r),
+        ["search", "--data", "data", "--model", "tiny_resnet"],
+        "aspect ratio over 20:1",
+    ),  # fmt: skip
 ]
 
 
@@ -248,3 +313,31 @@ def test_bad_input_is_one_line_and_changes_nothing(
 
 def test_the_suite_covers_at_least_sixty_cases():
     assert len(CASES) >= 60 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_a_teacher_cache_that_is_a_file_is_named_before_a_study_is_stored(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("a file")
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))
+    assert main(["search", "--model", "tiny_resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tradeoff: error: the teacher cache ") and str(tmp_path / "cache") in err
+    assert "\n" not in err and not (tmp_path / "tradeoff.db").exists()
+
+
+def test_a_permission_fault_names_its_path_not_the_database():
+    import errno
+
+    from tradeoff.storage.urls import path_fault, permanent_fault
+
+    try:
+        try:
+            raise PermissionError(errno.EACCES, "Permission denied", "/srv/tradeoff-artifacts/teacher.pt")
+        except OSError as e:
+            raise RuntimeError("upload failed") from e
+    except RuntimeError as wrapped:
+        fault = path_fault(wrapped)
+        assert fault.startswith("cannot write /srv/tradeoff-artifacts/teacher.pt: permission denied")
+        assert permanent_fault(wrapped) is None  # not "permission to the study database was denied"
+    full = OSError(errno.ENOSPC, "No space left on device", "/tmp/export/model.onnx")
+    assert "disk is full" in path_fault(full) and "/tmp/export/model.onnx" in path_fault(full)

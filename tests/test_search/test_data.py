@@ -164,9 +164,9 @@ def test_bad_plugins_and_models_are_one_line_errors(plugin_module, data, model, 
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_checkpoints_load_weights_only_and_must_fit(tmp_path):
+def test_checkpoints_load_weights_only_and_must_fit(tmp_path, tiny_teacher):
     task = get_task("digits", "tiny_resnet")
-    model = task.build()
+    model = tiny_teacher  # trained: an untrained checkpoint is refused as a teacher at chance
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "w.pt")
     with_ckpt = get_task("digits", "tiny_resnet", checkpoint=str(tmp_path / "w.pt"))
     assert with_ckpt.fingerprint() != task.fingerprint()
@@ -194,3 +194,28 @@ def test_the_bundled_digits_are_scikit_learns_without_importing_it():
     d = load_digits()
     assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images)
     assert np.array_equal(target, d.target) and target.dtype.kind == "i"
+
+
+def test_a_folder_is_read_once_per_file_regular_files_only_hidden_entries_skipped(tmp_path, make_folder):
+    """A symlink loop is walked once, an image linked into two classes is read once (no leak
+    across splits), a named pipe with an image name is never opened (it would hang), hidden
+    folders are not classes, and a file name that is not UTF-8 still loads."""
+    import os
+
+    root = make_folder(tmp_path / "data", n=12)
+    plain = get_task(str(root), "tiny_resnet", image_size=16)
+    (root / "circle" / "loop").symlink_to(root / "circle")  # circle/loop/loop/... for ever
+    (root / "square" / "again").symlink_to(root / "circle")  # the circles once more, as squares
+    os.mkfifo(root / "stripes" / "pipe.png")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "x.png").write_bytes((root / "circle" / "1.png").read_bytes())
+    (root / "stripes" / ".hidden.png").write_bytes((root / "circle" / "1.png").read_bytes())
+    with open(os.path.join(os.fsencode(root / "stripes"), b"\xff\xfe.png"), "wb") as f:
+        f.write((root / "stripes" / "1.png").read_bytes())
+    notes = []
+    task = get_task(str(root), "tiny_resnet", image_size=16, log=notes.append)
+    assert task.classes == plain.classes == ("circle", "square", "stripes")
+    sizes = [len(s.y) for s in (task.train, task.val, task.test)]
+    assert sum(sizes) == sum(len(s.y) for s in (plain.train, plain.val, plain.test)) + 1  # the non-UTF-8 one
+    assert any("2 linked folders or images lead to ones already read" in n for n in notes), notes
+    assert any("1 unreadable images" in n for n in notes), notes  # the pipe
