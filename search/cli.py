@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_args(
         s,
-        f"new plans to measure in this invocation (default: {DEFAULT_N_TRIALS}; a plan proposed again is "
-        "answered from the study and not counted)",
+        f"new plans to measure in this invocation, the baseline of a new study included (default: "
+        f"{DEFAULT_N_TRIALS}; a plan proposed again, a plan pruned before training and the bit-width "
+        "variants of a trained structure are not counted)",
         DEFAULT_N_TRIALS,
     )
     _config_args(s)
@@ -144,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_args(
         c,
-        f"the study's budget: workers stop at this many measured plans (default: {DEFAULT_N_TRIALS})",
+        f"the study's budget: workers stop at this many measured plans, the baseline included, as for "
+        f"`search` (default: {DEFAULT_N_TRIALS}); the bit-width variants of trained structures are "
+        "measured besides",
         DEFAULT_N_TRIALS,
     )
     _config_args(c)
@@ -301,20 +304,20 @@ def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: 
     )
     s.add_argument(
         "--threads",
-        type=_positive_int,
+        type=lambda text: _whole(text, high=1024, what="a thread count"),
         default=None,
         help="torch CPU threads (default: the cores divided among the tradeoff processes running on this "
         "host, re-read before each trial); recorded with each latency",
     )
     s.add_argument(
         "--heartbeat-interval",
-        type=_positive_int,
+        type=lambda text: _whole(text, high=86400, what="a heartbeat interval in seconds"),
         default=60,
         help="seconds between a running trial's heartbeats (default: 60)",
     )
     s.add_argument(
         "--grace-period",
-        type=_positive_int,
+        type=lambda text: _whole(text, high=7 * 86400, what="a grace period in seconds"),
         default=None,
         help="seconds without a heartbeat after which a trial is failed and retried by another worker "
         "(default and least: twice the interval; a trial whose worker beats more slowly gets twice its "

@@ -133,13 +133,22 @@ class SearchConfig:
             knob_options = validate_options(self.knob_options)
         except SpaceError as e:
             raise UsageError(f"knob options: {e}") from None
-        for name in ("finetune_steps", "student_steps", "latency_warmup", "seed"):
+        # upper bounds: what the consumers take (numpy's and torch's seeds are 32-bit; a count
+        # beyond these is a typo that would run for years, not a plan)
+        for name, high in (
+            ("finetune_steps", 10**7),
+            ("student_steps", 10**7),
+            ("latency_warmup", 10**6),
+            ("seed", 2**32 - 1),
+        ):
             if int(getattr(self, name)) < 0:
                 raise UsageError(f"`{name}` must be >= 0.")
-        if self.latency_repeats < 3:
-            raise UsageError("`latency_repeats` must be >= 3.")
-        if self.teacher_epochs is not None and self.teacher_epochs < 1:
-            raise UsageError("`teacher_epochs` must be >= 1.")
+            if int(getattr(self, name)) > high:
+                raise UsageError(f"`{name}` must be <= {high}.")
+        if not 3 <= self.latency_repeats <= 10**6:
+            raise UsageError("`latency_repeats` must be >= 3 and <= 1000000.")
+        if self.teacher_epochs is not None and not 1 <= self.teacher_epochs <= 10**4:
+            raise UsageError("`teacher_epochs` must be >= 1 and <= 10000.")
         if not (self.target == "cpu" or self.target.startswith("cuda")):
             raise UsageError(f"unknown measurement target {self.target!r}; use cpu or cuda[:N]")
         if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0:

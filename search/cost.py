@@ -84,9 +84,18 @@ def _check_name(name: str) -> None:
         raise UsageError(f"--weights: unknown weight {name!r}; choose from {', '.join(by_weight())}")
 
 
+MAX_WEIGHT = 1e6  # weights are relative; past this a cost overflows, below MIN_WEIGHT it underflows
+MIN_WEIGHT = 1e-6
+
+
 def _check_value(name: str, weight: float, shown: object) -> None:
     if not math.isfinite(weight) or weight < 0:
         raise UsageError(f"--weights: {name}={shown} must be a finite number >= 0")
+    if weight > MAX_WEIGHT or 0 < weight < MIN_WEIGHT:
+        raise UsageError(
+            f"--weights: {name}={shown} is out of range: a weight is 0 or from {MIN_WEIGHT:g} to "
+            f"{MAX_WEIGHT:g} (only their ratios matter)"
+        )
 
 
 def _check_not_all_zero(weights: Mapping[str, float]) -> dict[str, float]:

@@ -175,18 +175,29 @@ def check_finite(model: nn.Module, source: str) -> None:
             )
 
 
-def check_not_chance(val_accuracy: float, labels, source: str) -> None:
-    """Refuse a teacher no better than always answering the validation split's most common class
-    (by two standard errors): its students would learn nothing, and every figure would mislead."""
+def at_chance(val_accuracy: float, labels) -> str | None:
+    """``scores 10.0% on the validation split, which is chance (...)`` when a teacher is no better
+    than always answering the split's most common class (by two standard errors), else None."""
     counts = torch.bincount(torch.as_tensor(labels).long().flatten())
     n = int(counts.sum())
     chance = float(counts.max()) / max(1, n)
     margin = 2 * (chance * (1 - chance) / max(1, n)) ** 0.5
-    if val_accuracy <= chance + margin:
+    if val_accuracy > chance + margin:
+        return None
+    return (
+        f"scores {val_accuracy:.1%} on the validation split, which is chance ({chance:.1%} by always "
+        "answering the most common class)"
+    )
+
+
+def check_not_chance(val_accuracy: float, labels, source: str) -> None:
+    """Refuse given weights at chance (:func:`at_chance`): its students would learn nothing, and
+    every figure would mislead."""
+    problem = at_chance(val_accuracy, labels)
+    if problem:
         raise UsageError(
-            f"the teacher from {source} scores {val_accuracy:.1%} on the validation split, which is chance "
-            f"({chance:.1%} by always answering the most common class): give a checkpoint trained for this "
-            "task, or let tradeoff train one (no --checkpoint)"
+            f"the teacher from {source} {problem}: give a checkpoint trained for this task, or let "
+            "tradeoff train one (no --checkpoint)"
         )
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.measure import accuracy
-from tradeoff.search.models import check_finite, check_not_chance, load_weights_
+from tradeoff.search.models import at_chance, check_finite, check_not_chance, load_weights_
 from tradeoff.search.records import TEACHER_ATTR
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import train_classifier
@@ -163,7 +163,14 @@ def ensure_teacher(
         )
     model, path, seconds = train_teacher(task, device=device, log=log)
     val_acc = accuracy(model, task.val.x, task.val.y)
-    check_not_chance(val_acc, task.val.y, f"checkpoint {task.checkpoint}" if task.checkpoint else path)
+    chance = at_chance(val_acc, task.val.y)
+    if chance and task.checkpoint:  # get_task refused it before the study; a changed file since
+        check_not_chance(val_acc, task.val.y, f"checkpoint {task.checkpoint}")
+    if chance:  # trained here: said, and recorded with the teacher
+        log(
+            f"warning: the teacher tradeoff trained {chance}; train it longer (--teacher-epochs), give "
+            "more data or a trained --checkpoint: the figures of its students will not mean much"
+        )
     test_acc = accuracy(model, task.test.x, task.test.y)
     artifact_id = upload_artifact(artifact_store=artifact_store, file_path=path, study_or_trial=study)
     study.set_user_attr(
@@ -177,6 +184,7 @@ def ensure_teacher(
             "source": f"checkpoint {task.checkpoint}" if task.checkpoint else "trained by tradeoff",
             "val_accuracy": val_acc,
             "test_accuracy": test_acc,
+            **({"at_chance": chance} if chance else {}),
         },
     )
     how = f"trained in {seconds:.0f} s" if seconds else "from the local cache"

@@ -220,6 +220,12 @@ CASES = [
     ),  # fmt: skip
     ("weights-inf", "fresh", None, ["search", "--scalarize", "accuracy=inf"], "finite"),
     ("study-name-empty", "study", None, ["front", "--study-name", ""], "study name is empty"),
+    ("weights-overflow", "study", None, ["select", "--weights", "accuracy=1e308,size=1e308"], "out of range"),
+    ("weights-subnormal", "study", None, ["select", "--weights", "accuracy=1e-320"], "out of range"),
+    ("threads-huge", "study", None, ["search", "--threads", "1000000000"], "a thread count is 1 to 1024"),
+    ("seed-huge", "study", None, ["search", "--seed", "99999999999999999999999"], "`seed` must be <="),
+    ("teacher-epochs-huge", "fresh", None, ["search", "--teacher-epochs", "1000000000"], "<= 10000"),
+    ("heartbeat-huge", "study", None, ["worker", "--heartbeat-interval", "1000000000"], "1 to 86400"),
     ("study-name-blank", "study", None, ["search", "--study-name", "  "], "study name is empty"),
     ("study-name-not-utf8", "study", None, ["select", "--study-name", "\udcff\udcfe"], "not valid UTF-8"),
     ("study-name-control", "study", None, ["front", "--study-name", "a\x1b[2Jb"], "control characters"),
