@@ -107,6 +107,7 @@ def run_trials(
         counts,
         host_share,
         run_budget,
+        run_dir,
         run_worker,
         worker_id,
     )
@@ -121,7 +122,8 @@ def run_trials(
         )
     device = _device(device)
     url = storage_url(url)
-    cache_dir()  # a teacher cache that cannot be written is said before any study is stored
+    cache_dir()  # a teacher cache or run directory that cannot be written is said before any study is stored
+    run_dir()
     storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     tasks = []
 

@@ -418,14 +418,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def run_dir() -> str:
+    """The folder where this host's workers register (``$TRADEOFF_RUN_DIR``, else the temporary
+    directory's ``tradeoff-workers``), made if needed; UsageError naming it when it cannot be."""
+    import tempfile
+
+    from tradeoff.search.errors import UsageError
+
+    folder = os.environ.get("TRADEOFF_RUN_DIR") or os.path.join(tempfile.gettempdir(), "tradeoff-workers")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"the run directory {folder} cannot be a folder ({e.strerror}); point $TRADEOFF_RUN_DIR at a "
+            "folder you can write"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"the run directory {folder} is not writable; point $TRADEOFF_RUN_DIR elsewhere")
+    return folder
+
+
 @contextlib.contextmanager
 def host_share() -> Iterator[Callable[[], int]]:
     """Register this worker on this host; yields a function giving its share of the cores
     (cores // live workers registered here, at least 1), to be asked before each trial."""
-    import tempfile
-
-    folder = os.environ.get("TRADEOFF_RUN_DIR") or os.path.join(tempfile.gettempdir(), "tradeoff-workers")
-    os.makedirs(folder, exist_ok=True)
+    folder = run_dir()
     mine = os.path.join(folder, str(os.getpid()))
     open(mine, "w").close()
 

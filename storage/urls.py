@@ -178,6 +178,8 @@ def path_fault(e: BaseException | None) -> str | None:
                 errno.EROFS: "it is on a read-only file system: choose another path",
                 errno.ENOSPC: "its disk is full: free some space and run again",
                 errno.EDQUOT: "the disk quota is exceeded: free some space and run again",
+                errno.ENOTDIR: "a part of its path is a file, not a folder: choose another path",
+                errno.EISDIR: "it is a folder, not a file: choose another path",
             }.get(e.errno)
             if what:
                 return f"cannot write {where}: {what}"

@@ -47,6 +47,12 @@ def _strip(root):
     Image.fromarray(np.zeros((1, 100_000, 3), np.uint8)).save(root / "data" / "a" / "strip.png")
 
 
+def _drop_sensitivity_table(root):
+    """An allocated study whose table is not measured yet (its create was interrupted)."""
+    with sqlite3.connect(root / "tradeoff.db") as c:
+        c.execute("delete from study_user_attributes where key = 'tradeoff:sensitivity'")
+
+
 def _one_class(root):
     (root / "data" / "only").mkdir(parents=True)
     for i in range(6):
@@ -220,10 +226,17 @@ CASES = [
     ),  # fmt: skip
     ("weights-inf", "fresh", None, ["search", "--scalarize", "accuracy=inf"], "finite"),
     ("study-name-empty", "study", None, ["front", "--study-name", ""], "study name is empty"),
+    (
+        "sensitivity-not-measured-yet",
+        "study",
+        _drop_sensitivity_table,
+        ["sensitivity"],
+        "(granularity allocated) has no sensitivity table yet",
+    ),  # fmt: skip
     ("weights-overflow", "study", None, ["select", "--weights", "accuracy=1e308,size=1e308"], "out of range"),
-    ("weights-subnormal", "study", None, ["select", "--weights", "accuracy=1e-320"], "out of range"),
+    ("weights-subnormal", "study", None, ["select", "--weights", "accuracy=1e-9"], "out of range"),
     ("threads-huge", "study", None, ["search", "--threads", "1000000000"], "a thread count is 1 to 1024"),
-    ("seed-huge", "study", None, ["search", "--seed", "99999999999999999999999"], "`seed` must be <="),
+    ("seed-huge", "fresh", None, ["search", "--seed", "99999999999999999999999"], "`seed` must be <="),
     ("teacher-epochs-huge", "fresh", None, ["search", "--teacher-epochs", "1000000000"], "<= 10000"),
     ("heartbeat-huge", "study", None, ["worker", "--heartbeat-interval", "1000000000"], "1 to 86400"),
     ("study-name-blank", "study", None, ["search", "--study-name", "  "], "study name is empty"),
@@ -347,3 +360,26 @@ def test_a_permission_fault_names_its_path_not_the_database():
         assert permanent_fault(wrapped) is None  # not "permission to the study database was denied"
     full = OSError(errno.ENOSPC, "No space left on device", "/tmp/export/model.onnx")
     assert "disk is full" in path_fault(full) and "/tmp/export/model.onnx" in path_fault(full)
+
+
+@pytest.mark.parametrize(
+    "variable, make, message",
+    [
+        ("TRADEOFF_CACHE", lambda f: f / "sub", "the teacher cache"),
+        ("TRADEOFF_RUN_DIR", lambda f: f / "sub", "the run directory"),
+        ("HOME", lambda f: f, "the teacher cache"),
+    ],
+    ids=["cache-under-a-file", "run-dir-under-a-file", "home-is-a-file"],
+)
+def test_a_folder_of_ours_that_cannot_be_made_is_named_before_a_study_is_stored(
+    variable, make, message, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("a file, not a folder")
+    if variable == "HOME":
+        monkeypatch.delenv("TRADEOFF_CACHE")
+    monkeypatch.setenv(variable, str(make(tmp_path / "file")))
+    assert main(["search", "--model", "tiny_resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tradeoff: error: {message} ") and str(tmp_path / "file") in err, err
+    assert "\n" not in err and not (tmp_path / "tradeoff.db").exists()

@@ -120,7 +120,7 @@ def _killed_create(tmp_path, url: str) -> list[str]:
 
     from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR
 
-    args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "150"]
+    args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "80"]
     p = subprocess.Popen(
         [sys.executable, "-m", "tradeoff.search.cli", *args],
         cwd=tmp_path,
@@ -138,14 +138,15 @@ def _killed_create(tmp_path, url: str) -> list[str]:
         if CONFIG_ATTR in attrs and TEACHER_ATTR not in attrs:
             break
         time.sleep(0.2)
-    time.sleep(1)  # inside the teacher's training (150 epochs: tens of seconds)
+    time.sleep(1)  # inside the teacher's training (80 epochs of a fresh cache: about 10 s)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert TEACHER_ATTR not in optuna.load_study(study_name="tradeoff", storage=url).user_attrs
     return args
 
 
-def test_an_interrupted_create_is_resumed_by_running_it_again(tmp_path, cli):
+def test_an_interrupted_create_is_resumed_by_running_it_again(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))  # no teacher cached by another test
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = _killed_create(tmp_path, url)
     r = cli("worker", "--storage", url, cwd=tmp_path)
@@ -158,7 +159,7 @@ def test_an_interrupted_create_is_resumed_by_running_it_again(tmp_path, cli):
     assert r.returncode == 2 and "already exists" in r.stderr
 
 
-def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli):
+def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli, monkeypatch):
     """The baseline's worker was SIGKILLed mid-trial (it is RUNNING under a process that is gone):
     its retry is queued behind the start design, and must still be measured first."""
     import os
@@ -169,6 +170,7 @@ def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli):
     from tradeoff.search.study import stored_config
     from tradeoff.spaces.allocation import suggest_values
 
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))  # no teacher cached by another test
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = _killed_create(tmp_path, url)
     study = optuna.load_study(study_name="tradeoff", storage=url)

@@ -238,6 +238,24 @@ def test_tampered_or_truncated_exports_do_not_load(study_dir, capsys):
     with pytest.raises(ExportError, match="record.json is missing"):
         load(str(study_dir / "tradeoff-artifacts"))
 
+    # a model file that is not what its name says (rewritten with its manifest): one line, no
+    # traceback, whether it is the measured file (exit 2) or its twin (exit 1, a problem)
+    record = json.loads((good / "record.json").read_text())
+    measured = record.get("deployed_file", "model.pt")
+    for name in ("model.pt", "model.onnx"):
+        if not (good / name).exists():
+            continue
+        swapped = copy(f"swapped-{name}")
+        (swapped / name).write_bytes(b"not a model at all" * 100)
+        (swapped / "manifest.json").unlink()
+        write_manifest(str(swapped))
+        code, _, err = run(capsys, "verify", f"swapped-{name}")
+        assert "Traceback" not in err and err.strip(), err
+        if name == measured:
+            assert code == 2 and "does not load" in err and err.strip().count("\n") == 0, err
+        else:
+            assert code == 1 and f"{name} does not load as" in err, err
+
     # a record whose claims the model does not meet: verify says so and exits 1
     # (rewritten together with its manifest, as only a deliberate forger would)
     lying = copy("lying")
