@@ -19,10 +19,12 @@ def test_image_folder_with_two_torchvision_models_then_export(tmp_path, cli, mak
     make_folder(tmp_path / "shapes", n=15, size=36)
     # mobilenet_v3_small per layer (the default: its sensitivity pass and allocated plans on a
     # torchvision model with depthwise layers), squeezenet1_1 global (one value per knob)
+    # (int8 alone: one bit-width variant per trained structure, which each run measures before it stops)
     for model, granularity in (("mobilenet_v3_small", "allocated"), ("squeezenet1_1", "global")):
         r = cli(
             "search", "--data", "shapes", "--model", model, "--image-size", "32", "--n-trials", "3",
-            "--study-name", model, "--granularity", granularity, *FAST, cwd=tmp_path,
+            "--study-name", model, "--granularity", granularity, "--space", "weight_bits=32,8", *FAST,
+            cwd=tmp_path,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "[3/3]" in r.stderr and f"{model} on {tmp_path / 'shapes'}" in r.stderr
