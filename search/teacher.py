@@ -23,25 +23,14 @@ from tradeoff.search.models import at_chance, check_finite, check_not_chance, lo
 from tradeoff.search.records import TEACHER_ATTR
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import train_classifier
-from tradeoff.storage.artifacts import sha256_file
+from tradeoff.storage.artifacts import sha256_file, writable_folder
 
 RECIPE = 3  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
 
 
 def cache_dir() -> str:
     path = os.environ.get("TRADEOFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tradeoff")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UsageError(
-            f"the teacher cache {path} cannot be a folder ({e.strerror}); point $TRADEOFF_CACHE at a "
-            "folder you can write"
-        ) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"the teacher cache {path} is not writable; point $TRADEOFF_CACHE at a folder you can write"
-        )
-    return path
+    return writable_folder(path, what="the teacher cache", variable="TRADEOFF_CACHE")
 
 
 def _load(task: Task, path: str) -> nn.Module:

@@ -420,22 +420,13 @@ def _alive(pid: int) -> bool:
 
 def run_dir() -> str:
     """The folder where this host's workers register (``$TRADEOFF_RUN_DIR``, else the temporary
-    directory's ``tradeoff-workers``), made if needed; UsageError naming it when it cannot be."""
+    directory's ``tradeoff-workers``), made if needed; StorageError naming it when it cannot be."""
     import tempfile
 
-    from tradeoff.search.errors import UsageError
+    from tradeoff.storage.artifacts import writable_folder
 
     folder = os.environ.get("TRADEOFF_RUN_DIR") or os.path.join(tempfile.gettempdir(), "tradeoff-workers")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UsageError(
-            f"the run directory {folder} cannot be a folder ({e.strerror}); point $TRADEOFF_RUN_DIR at a "
-            "folder you can write"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"the run directory {folder} is not writable; point $TRADEOFF_RUN_DIR elsewhere")
-    return folder
+    return writable_folder(folder, what="the run directory", variable="TRADEOFF_RUN_DIR")
 
 
 @contextlib.contextmanager

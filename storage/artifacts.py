@@ -55,6 +55,20 @@ def _s3_store(location: str):
     return Boto3ArtifactStore(bucket, client=client)
 
 
+def writable_folder(path: str, *, what: str, variable: str) -> str:
+    """``path``, made if needed; StorageError naming it (``what``) and the environment
+    ``variable`` that moves it when it cannot be made or written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise StorageError(
+            f"{what} {path} cannot be a folder ({e.strerror}); point ${variable} at a folder you can write"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StorageError(f"{what} {path} is not writable; point ${variable} at a folder you can write")
+    return path
+
+
 def sha256_file(path: str) -> str:
     """The hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
