@@ -26,7 +26,8 @@ def complete_trials(url: str) -> int:
 
 def test_search_then_front_then_resume(tmp_path, storage_url):
     at = ["--storage", storage_url]
-    r = tradeoff("search", *at, "--n-trials", "3", *QUICK, cwd=tmp_path)
+    # (int8 alone: one bit-width variant per trained structure, measured before the run stops)
+    r = tradeoff("search", *at, "--n-trials", "3", *QUICK, "--space", "weight_bits=32,8", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "tradeoff-artifacts").is_dir()
     assert "[3/3] trial #2" in r.stderr and "front:" in r.stderr
@@ -109,7 +110,9 @@ def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
 
     weights = {"accuracy": 0.5, "size": 0.3, "latency": 0.2}
     text = ",".join(f"{k}={v}" for k, v in weights.items())
-    r = tradeoff("search", "--n-trials", "6", *QUICK, "--scalarize", text, cwd=tmp_path)
+    r = tradeoff(
+        "search", "--n-trials", "6", *QUICK, "--space", "weight_bits=32,8", "--scalarize", text, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] and study.metric_names == ["cost"]

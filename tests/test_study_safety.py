@@ -145,23 +145,11 @@ def _killed_create(tmp_path, url: str) -> list[str]:
     return args
 
 
-def test_an_interrupted_create_is_resumed_by_running_it_again(tmp_path, cli, monkeypatch):
-    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))  # no teacher cached by another test
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    args = _killed_create(tmp_path, url)
-    r = cli("worker", "--storage", url, cwd=tmp_path)
-    assert r.returncode == 2 and "has not finished" in r.stderr and "create" in r.stderr
-    r = cli(*args, cwd=tmp_path, timeout=600)
-    assert r.returncode == 0, r.stderr
-    r = cli("worker", "--storage", url, cwd=tmp_path, timeout=600)
-    assert r.returncode == 0, r.stderr
-    r = cli(*args, cwd=tmp_path)  # a finished create is not run twice
-    assert r.returncode == 2 and "already exists" in r.stderr
-
-
-def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli, monkeypatch):
-    """The baseline's worker was SIGKILLed mid-trial (it is RUNNING under a process that is gone):
-    its retry is queued behind the start design, and must still be measured first."""
+def test_an_interrupted_create_resumes_and_a_killed_baselines_retry_runs_first(tmp_path, cli, monkeypatch):
+    """Item 5: `create` killed while it trains the teacher leaves a study that `worker` refuses
+    to join and that the same `create` finishes when run again. Item 7: the baseline's worker
+    was SIGKILLed mid-trial (RUNNING under a process that is gone, its params stored): its retry
+    is queued behind the start design, and the resumed create must still measure it first."""
     import os
     import socket
     import subprocess
@@ -173,6 +161,9 @@ def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli, mo
     monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))  # no teacher cached by another test
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = _killed_create(tmp_path, url)
+    r = cli("worker", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 2 and "has not finished" in r.stderr and "create" in r.stderr
+
     study = optuna.load_study(study_name="tradeoff", storage=url)
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -182,7 +173,8 @@ def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli, mo
     suggest_values(baseline, config.space, config.granularity, None)  # what the runner does first
     baseline.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{gone.pid}")
     assert not os.path.exists(f"/proc/{gone.pid}")
-    r = cli(*args, cwd=tmp_path, timeout=600)
+
+    r = cli(*args, cwd=tmp_path, timeout=600)  # the same create again: it resumes
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=url)
     assert study.trials[baseline.number].state == optuna.trial.TrialState.FAIL
@@ -191,3 +183,7 @@ def test_a_killed_baselines_retry_runs_before_the_queued_plans(tmp_path, cli, mo
     assert BASELINE_ATTR in study.user_attrs
     r = cli("select", "--storage", url, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    r = cli("worker", "--storage", url, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = cli(*args, cwd=tmp_path)  # a finished create is not run twice
+    assert r.returncode == 2 and "already exists" in r.stderr
