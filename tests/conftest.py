@@ -101,8 +101,12 @@ QUICK = [
 
 
 # the quickest settings that still run every step: for tests that check plumbing, not figures
-# (one value per knob: the per-layer allocation has tests of its own, and the default run)
+# (one value per knob: the per-layer allocation has tests of its own, and the default run; int8
+# alone: one bit-width variant per trained structure, which every run measures before it stops;
+# sub-8-bit plans have tests of their own, and QUICK keeps them)
 QUICKER = [
+    "--space",
+    "weight_bits=32,8",
     "--granularity",
     "global",
     "--model",
