@@ -48,7 +48,7 @@ def load_study(url: str | None, study_name: str):
 
 def study_paths(url: str | None, artifacts: str | None) -> dict[str, str]:
     """The local paths a command must never write over: the SQLite file of the study database
-    (with its journal beside it) and the artifact store's folder."""
+    and the artifact store's folder (an S3 store has none)."""
     from sqlalchemy.engine import make_url
 
     from tradeoff.storage.artifacts import resolve_artifacts

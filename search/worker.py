@@ -212,7 +212,7 @@ def run_worker(
     gives up, :class:`NothingMeetsBounds` says which bound and the nearest value measured.
     Returns the number of trials it ran, repeats, pruned plans and queued variants not counted."""
     ran, waiting, repeats, pruned, feasible_plans = 0, False, 0, 0, 0
-    pruned_trials: list[optuna.trial.FrozenTrial] = []
+    pruned_all = 0  # plans pruned before training in this run
     broken: list[optuna.trial.FrozenTrial] = []  # pruned before training, or measured infeasible
     in_a_row, in_all = pruned_limits(n_trials if n_trials is not None else budget)
     stopper = stopper or Stopper()
@@ -279,8 +279,7 @@ def run_worker(
             and (frozen.user_attrs.get(STOPPED_ATTR) or {}).get("when") == "before fine-tuning"
         )
         pruned = pruned + 1 if untrained else 0
-        if untrained:
-            pruned_trials.append(frozen)
+        pruned_all += untrained
         ok = state == TrialState.COMPLETE and feasible(frozen)
         feasible_plans += ok and frozen.user_attrs.get(ROLE_ATTR) != "baseline"
         if untrained or (state == TrialState.COMPLETE and not ok):
@@ -289,8 +288,8 @@ def run_worker(
         ran += budgeted(frozen)
         if on_trial is not None:
             on_trial(frozen)
-        if pruned >= in_a_row or len(pruned_trials) >= in_all:
-            count = f"{pruned} plans in a row" if pruned >= in_a_row else f"{len(pruned_trials)} plans"
+        if pruned >= in_a_row or pruned_all >= in_all:
+            count = f"{pruned} plans in a row" if pruned >= in_a_row else f"{pruned_all} plans"
             line = (
                 f"{count} broke {bounds_line(broken, constraints or {})} before fine-tuning; loosen "
                 "the bound or narrow --space to plans that can meet it"
@@ -348,8 +347,8 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
         on_host, _, pid = who.rpartition(":")
         if on_host == host and pid.isdigit() and int(pid) != me and not _alive(int(pid)):
             reason = f"its worker {who} ended without finishing it"
-        elif t._trial_id in stale and _silent_for(storage, t) is not None:
-            reason = f"no heartbeat from its worker {who or '(unknown)'} for {_silent_for(storage, t)} s"
+        elif t._trial_id in stale and (silent := _silent_for(storage, t)) is not None:
+            reason = f"no heartbeat from its worker {who or '(unknown)'} for {silent} s"
         else:
             continue
         storage.set_trial_user_attr(t._trial_id, FAIL_ATTR, reason)
