@@ -213,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     _select_args(e)
     e.add_argument("--force", action="store_true", help="replace an existing export directory")
     e.add_argument(
+        "--finetune-steps",
+        type=lambda text: _whole(text, high=10**7, what="a number of fine-tuning batches"),
+        default=0,
+        metavar="N",
+        help="train the chosen plan N batches more before it is written, from the study's kept weights, "
+        "distilling from the teacher on augmented batches of the whole training split; the record keeps "
+        "both accuracies, search-time and final, with their 95%% intervals (default: 0, the search-time "
+        "model)",
+    )
+    e.add_argument(
+        "--front",
+        action="store_true",
+        help="export every trial of the front, each into OUTPUT/trial-N, with OUTPUT/front.json (with "
+        "--finetune-steps: both accuracies of each, and how well the search-time accuracy ranks the final)",
+    )
+    e.add_argument(
         "--artifacts",
         help=f"the study's artifact store, where its teacher is (default: ${ENV_ARTIFACTS}, else "
         "./tradeoff-artifacts)",
@@ -231,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="the data to check the test accuracy on (default: the export's, when it is a bundled task; "
         "verify never opens a path or imports a plug-in named inside an export)",
+    )
+    v.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="fashion-mnist: the folder holding its IDX files (default: /usr/share/datasets/fashion-mnist)",
     )
 
     sen = sub.add_parser(
@@ -331,9 +352,16 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         "--data",
         "--task",
         dest="task",
-        help="the data: digits (bundled, the default), an image folder (one sub-folder per class, "
+        help="the data: digits (bundled, the default), fashion-mnist (Debian's dataset-fashion-mnist: "
+        "apt-get install dataset-fashion-mnist), an image folder (one sub-folder per class, "
         "optionally inside train/ val/ test/), or a plug-in package.module:function returning "
         "(train, val, test)",
+    )
+    g.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="fashion-mnist: the folder holding its four IDX files, gzipped or not (default: "
+        "/usr/share/datasets/fashion-mnist, where Debian's package puts them)",
     )
     g.add_argument(
         "--model",
@@ -462,6 +490,7 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for name in (
         "task",
+        "data_root",
         "model",
         "checkpoint",
         "image_size",
@@ -514,8 +543,28 @@ def _constraints(args: argparse.Namespace) -> dict[str, float]:
     return {n: getattr(args, n) for n in by_constraint() if getattr(args, n, None) is not None}
 
 
+_transient = {"open": False}  # a progress line is on the terminal, not yet ended
+
+
 def _log(msg: str) -> None:
+    if _transient["open"]:
+        sys.stderr.write("\n")
+        _transient["open"] = False
     print(msg, file=sys.stderr, flush=True)
+
+
+def _progress(msg: str) -> None:
+    """Progress of a long step: one line that updates in place on a terminal, plain lines in a
+    log (stderr not a terminal)."""
+    if not sys.stderr.isatty():
+        _log(msg)
+        return
+    sys.stderr.write("\r" + msg + "\x1b[K")
+    sys.stderr.flush()
+    _transient["open"] = True
+
+
+_log.progress = _progress  # type: ignore[attr-defined]  # what long steps report through
 
 
 def _run(args: argparse.Namespace, *, mode: str) -> int:
@@ -594,8 +643,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         device=args.device,
         log=_log,
+        finetune_steps=args.finetune_steps,
+        front=args.front,
     )
-    summary = {k: record[k] for k in ("trial", "plan", "test_accuracy", "differences")}
+    if args.front:
+        summary = {k: record[k] for k in ("finetune_steps", "rank_correlation")}
+        summary["trials"] = [
+            {k: r[k] for k in ("trial", "folder", "test_accuracy", "final_steps")} for r in record["trials"]
+        ]
+    else:
+        summary = {k: record[k] for k in ("trial", "plan", "test_accuracy", "differences")}
+        if "final_finetune" in record:
+            summary["final_finetune"] = record["final_finetune"]
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -606,7 +665,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from tradeoff.search.export import verify
 
     torch.set_flush_denormal(True)
-    problems = verify(args.directory, data=args.data, log=_log)
+    problems = verify(args.directory, data=args.data, data_root=args.data_root, log=_log)
     for p in problems:
         print(f"tradeoff: verify: {p}", file=sys.stderr)
     if problems:

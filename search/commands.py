@@ -285,9 +285,15 @@ def export(
     artifacts: str | None,
     device: str,
     log: Log,
+    finetune_steps: int = 0,
+    front: bool = False,
 ) -> dict[str, Any]:
     """Choose a trial (``trial``, or the top of ``select`` under ``weights`` and
-    ``constraints``), rebuild, re-measure, test and write it; returns the export record."""
+    ``constraints``), rebuild, re-measure, test and write it; returns the export record.
+    ``finetune_steps``: train the plan that much longer first (the final fine-tune).
+    ``front``: every trial of the front instead, each in ``output/trial-N``, with
+    ``output/front.json`` (both accuracies of each, and how well the search-time accuracy
+    ranks the final one); returns that summary."""
     import torch
 
     from tradeoff.search.cost import choose
@@ -297,11 +303,30 @@ def export(
     from tradeoff.search.teacher import ensure_teacher
     from tradeoff.storage import open_artifact_store
 
+    if not 0 <= finetune_steps <= 10**7:
+        raise UsageError(f"--finetune-steps {finetune_steps}: give 0 to 10000000 batches")
+    if front and trial is not None:
+        raise UsageError("--front exports every trial of the front; drop --trial, or drop --front")
     torch.set_flush_denormal(True)
     protected = study_paths(url, artifacts)
-    check_target(output, force, protected=protected)  # before any work
+    check_target(output, force, protected=protected, front=front)  # before any work
     study, config = load_study(url, study_name)
-    chosen = choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
+    if front:
+        from tradeoff.search.report import front as front_of
+
+        chosen_trials = front_of(study)
+        if not chosen_trials:
+            raise UsageError(
+                f"study {study_name!r} has no front yet (no feasible measured trial); search first"
+            )
+        log(
+            f"exporting the {len(chosen_trials)} trials of the front: "
+            + ", ".join(f"#{t.number}" for t in chosen_trials)
+        )
+    else:
+        chosen_trials = [
+            choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
+        ]
     from tradeoff.search.weights import WeightStore
 
     task = task_for(config, log=log)
@@ -317,13 +342,45 @@ def export(
         weights=WeightStore(store, keep=config.keep_weights),
         table=load_sensitivity(study, store),
     )
-    record = export_trial(study, chosen, output, runner=runner, force=force, protected=protected, log=log)
+    if not front:
+        record = export_trial(
+            study,
+            chosen_trials[0],
+            output,
+            runner=runner,
+            force=force,
+            protected=protected,
+            finetune_steps=finetune_steps,
+            log=log,
+        )
+        _said_written(output, record, log)
+        return record
+    from tradeoff.search.export import FRONT_FILE, write_front
+
+    def one(t, folder: str) -> dict[str, Any]:
+        record = export_trial(
+            study, t, folder, runner=runner, protected=protected, finetune_steps=finetune_steps, log=log
+        )
+        _said_written(folder, record, log)
+        return record
+
+    summary = write_front(output, chosen_trials, one, finetune_steps=finetune_steps)
+    rho = summary.get("rank_correlation", {})
+    if rho.get("spearman") is not None:
+        log(
+            f"search-time validation accuracy against final test accuracy over {rho['plans']} fine-tuned "
+            f"plans: Spearman {rho['spearman']:.2f}, Kendall {rho['kendall']:.2f}"
+        )
+    log(f"wrote {output}: {len(chosen_trials)} exports and {FRONT_FILE}")
+    return summary
+
+
+def _said_written(output: str, record: dict[str, Any], log: Log) -> None:
     onnx = record["onnx"]
     log(
         f"wrote {output}: {', '.join(record['files'])}, plan.json, record.json"
         + ("" if onnx.get("written") else f" (no ONNX: {onnx['reason']})")
     )
-    return record
 
 
 def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_json: bool, log: Log) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradeoff.search.cost import check_constraints, check_weights, constraint_values
-from tradeoff.search.data import NORMALIZATIONS, data_kind
+from tradeoff.search.data import NORMALIZATIONS, TASKS_WITH_ROOT, data_kind
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.models import MODELS, torchvision_models
@@ -47,6 +47,7 @@ def default_objectives(target: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class SearchConfig:
     task: str = "digits"  # --data: a bundled task, an image folder or a plug-in
+    data_root: str | None = None  # --data-root: where a bundled task's files lie (fashion-mnist)
     model: str = "resnet18"
     checkpoint: str | None = None  # trained weights of `model`: the teacher
     checkpoint_sha256: str | None = None  # filled in at creation; workers need not have the file
@@ -87,6 +88,16 @@ class SearchConfig:
         task = self.task
         if data_kind(task) == "folder":
             task = os.path.abspath(task)  # workers find the data where the creator did
+        data_root = self.data_root
+        if data_root is not None:
+            if task not in TASKS_WITH_ROOT:
+                raise UsageError(
+                    f"--data-root is for --data {' or '.join(TASKS_WITH_ROOT)}; "
+                    f"--data {task} does not read it"
+                )
+            if not os.path.isdir(data_root):
+                raise UsageError(f"--data-root {data_root}: no such folder")
+            data_root = os.path.abspath(data_root)
         if not (self.model in MODELS or self.model in torchvision_models() or is_plugin(self.model)):
             raise UsageError(
                 f"unknown model {self.model!r}: give a torchvision classification model (e.g. resnet18, "
@@ -175,6 +186,7 @@ class SearchConfig:
             population_size=population,
             scalarize=scalarize,
             task=task,
+            data_root=data_root,
             runtime=runtime,
             checkpoint=checkpoint,
             checkpoint_sha256=checkpoint_sha,
@@ -244,7 +256,11 @@ class SearchConfig:
                 stored = {k: KNOBS[k].make(KNOBS[k].off, stored.get(k)).options() for k in value}
             if name == "space":
                 value = validate_space(value)
-            if name in ("task", "checkpoint") and isinstance(value, str) and os.path.exists(value):
+            if (
+                name in ("task", "checkpoint", "data_root")
+                and isinstance(value, str)
+                and os.path.exists(value)
+            ):
                 value = os.path.abspath(value)
             if name == "constraints":
                 value = {k: float(v) for k, v in value.items() if v is not None}

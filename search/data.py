@@ -4,7 +4,9 @@ plug-ins, each as three splits.
 Every task has train (teacher training and fine-tuning) / validation (what the search
 optimises) / test (reported on export only) splits, cut with a fixed seed where the data does
 not bring them. The bundled ``digits`` is scikit-learn's handwritten digits (1,797 8x8 grey
-images, 10 classes, shipped inside scikit-learn).
+images, 10 classes, shipped inside scikit-learn). ``fashion-mnist`` is Zalando's Fashion-MNIST
+(70,000 28x28 grey images of clothes, 10 classes) as Debian's ``dataset-fashion-mnist`` installs
+it, or from a folder holding its four IDX files (``--data-root``).
 
 An image folder is read once into tensors (the search fine-tunes hundreds of models on the
 same images, so decoding them once pays): every image converted to RGB, resized on its
@@ -87,7 +89,127 @@ def digits_splits() -> tuple[Split, Split, Split]:
     return tuple(Split(x[i], y[i]) for i in (tr, va, te))  # type: ignore[return-value]
 
 
-TASKS: dict[str, Callable[[], tuple[Split, Split, Split]]] = {"digits": digits_splits}
+# -- Fashion-MNIST, from Debian's dataset-fashion-mnist ---------------------------------------
+
+FASHION_MNIST_DIR = (
+    "/usr/share/datasets/fashion-mnist"  # where `apt-get install dataset-fashion-mnist` puts it
+)
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_VAL_FRACTION = 1 / 12  # 5,000 of the 60,000 training images, held out per class
+FASHION_SPLIT_SEED = 0
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """The array in an IDX file (LeCun's MNIST format: two zero bytes, a type code, the number of
+    dimensions, each dimension as a big-endian 32-bit count, then the values), gzipped or not.
+    Written here because torchvision's reader takes uncompressed files only and Debian ships them
+    gzipped; UsageError names a file that is not IDX or is cut short."""
+    import gzip
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise UsageError(f"{path}: a broken gzip file ({e}); reinstall dataset-fashion-mnist") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_TYPES or not 1 <= raw[3] <= 4:
+        raise UsageError(f"{path}: not an IDX file (it does not start with the IDX magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    start, count = 4 + 4 * ndim, int(np.prod(shape))
+    if len(raw) < start + count * dtype.itemsize:
+        raise UsageError(
+            f"{path}: cut short ({len(raw)} bytes for an array of shape {shape}); fetch it again"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=start).reshape(shape)
+
+
+def _idx_path(root: str, name: str) -> str | None:
+    for candidate in (name + ".gz", name):
+        path = os.path.join(root, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def fashion_mnist_arrays(root: str | None = None) -> dict[str, np.ndarray]:
+    """Zalando's Fashion-MNIST as arrays (``train_images`` 60000x28x28 uint8, ...), read from
+    ``root`` (default: Debian's folder) where its four IDX files lie, gzipped or not."""
+    folder = root or FASHION_MNIST_DIR
+    paths = {key: _idx_path(folder, name) for key, name in FASHION_MNIST_FILES.items()}
+    missing = [FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        where = f"--data-root {folder}" if root else folder
+        raise UsageError(
+            f"fashion-mnist: {where} lacks {', '.join(missing)}[.gz]; install the data with `sudo apt-get "
+            "install dataset-fashion-mnist` (Debian, Ubuntu) or point --data-root at a folder with the four "
+            "IDX files"
+        )
+    arrays = {key: read_idx(path) for key, path in paths.items()}  # type: ignore[arg-type]
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or not len(labels):
+            raise UsageError(
+                f"fashion-mnist: {part} images {images.shape} and labels {labels.shape} do not match; "
+                f"fetch the files in {folder} again"
+            )
+        if labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise UsageError(f"fashion-mnist: {part} labels go up to {labels.max()}; expected 0-9")
+    return arrays
+
+
+def fashion_mnist_splits(root: str | None = None) -> tuple[Split, Split, Split]:
+    """Fashion-MNIST's splits: training (the 60,000 training images less a validation split of
+    one in twelve, 5,000, held out per class with a fixed seed), validation, and the official
+    10,000 test images (reported by export and verify only). Normalised with the training
+    split's mean and standard deviation."""
+    a = fashion_mnist_arrays(root)
+    y_all = a["train_labels"].astype(np.int64)
+    rng = np.random.default_rng(FASHION_SPLIT_SEED)
+    val_idx: list[int] = []
+    for c in np.unique(y_all):
+        idx = rng.permutation(np.flatnonzero(y_all == c))
+        val_idx.extend(idx[: max(1, int(round(FASHION_VAL_FRACTION * len(idx))))].tolist())
+    is_val = np.zeros(len(y_all), dtype=bool)
+    is_val[val_idx] = True
+    x_all = torch.from_numpy(a["train_images"].astype(np.float32) / 255.0).unsqueeze(1)
+    x_test = torch.from_numpy(a["test_images"].astype(np.float32) / 255.0).unsqueeze(1)
+    tr, va = torch.from_numpy(np.flatnonzero(~is_val)), torch.from_numpy(np.flatnonzero(is_val))
+    mean, std = x_all[tr].mean(), x_all[tr].std()
+    y = torch.from_numpy(y_all)
+    return (
+        Split((x_all[tr] - mean) / std, y[tr]),
+        Split((x_all[va] - mean) / std, y[va]),
+        Split((x_test - mean) / std, torch.from_numpy(a["test_labels"].astype(np.int64))),
+    )
+
+
+TASKS: dict[str, Callable[..., tuple[Split, Split, Split]]] = {
+    "digits": digits_splits,
+    "fashion-mnist": fashion_mnist_splits,
+}
+TASK_CLASSES = {"fashion-mnist": FASHION_MNIST_CLASSES}
+TASKS_WITH_ROOT = ("fashion-mnist",)  # bundled tasks read from files a package installs
 
 
 DEFAULT_IMAGE_SIZE = 64
@@ -404,18 +526,27 @@ def data_fingerprint(name: str, seed: int, settings: dict, splits) -> str:
     return h.hexdigest()[:16]
 
 
-def load_data(name: str, *, seed: int = 0, image_size: int | None = None, normalize: str = "data") -> Data:
+def load_data(
+    name: str,
+    *,
+    seed: int = 0,
+    image_size: int | None = None,
+    normalize: str = "data",
+    data_root: str | None = None,
+) -> Data:
     """The splits of ``--data`` (a bundled task, an image folder or a plug-in); UsageError names
-    what is wrong."""
+    what is wrong. ``data_root``: where a bundled task that reads files finds them."""
     if normalize not in NORMALIZATIONS:
         raise UsageError(f"--normalize {normalize!r}: choose {' or '.join(NORMALIZATIONS)}")
     kind = data_kind(name)
     settings: dict = {}
     classes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    if data_root and name not in TASKS_WITH_ROOT:
+        raise UsageError(f"--data-root is for {', '.join(TASKS_WITH_ROOT)}; --data {name} does not read it")
     if kind == "bundled":
-        train, val, test = TASKS[name]()
-        classes = tuple(str(c) for c in range(int(train.y.max()) + 1))
+        train, val, test = TASKS[name](data_root) if name in TASKS_WITH_ROOT else TASKS[name]()
+        classes = TASK_CLASSES.get(name) or tuple(str(c) for c in range(int(train.y.max()) + 1))
     elif kind == "plugin":
         train, val, test = plugin_splits(name)
         settings["data_plugin"] = name

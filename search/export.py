@@ -54,6 +54,8 @@ MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "plan.json"
 RECORD_FILE = "record.json"
+FRONT_FILE = "front.json"  # export --front: one line per exported trial, and the rank correlation
+FRONT_FORMAT = "tradeoff-front-export"
 
 
 class ExportError(UsageError):
@@ -139,11 +141,38 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def check_target(out_dir: str, force: bool, *, protected: Mapping[str, str] | None = None) -> None:
+def previous_front(folder: str) -> bool:
+    """Whether ``folder`` is a front export (``export --front``) and holds nothing else: its
+    front.json and folders that are each a previous export."""
+    entries = set(os.listdir(folder))
+    if FRONT_FILE not in entries:
+        return False
+    try:
+        summary = _read_json(os.path.join(folder, FRONT_FILE), "front summary")
+    except ExportError:
+        return False
+    if not isinstance(summary, dict) or summary.get("format") != FRONT_FORMAT:
+        return False
+    return all(
+        name == FRONT_FILE
+        or (
+            name.startswith("trial-")
+            and os.path.isdir(os.path.join(folder, name))
+            and not os.path.islink(os.path.join(folder, name))
+            and previous_export(os.path.join(folder, name))
+        )
+        for name in entries
+    )
+
+
+def check_target(
+    out_dir: str, force: bool, *, protected: Mapping[str, str] | None = None, front: bool = False
+) -> None:
     """Refuse an ``--output`` that export must not write: empty, an existing file, an existing
-    folder without ``--force``, and with it any folder but a previous export or an empty one;
-    and any folder that is, holds or lies inside a ``protected`` path (``{what: path}``: the
-    study's database file, its artifact store), whatever ``--force`` says."""
+    folder without ``--force``, and with it any folder but a previous export (``front``: a
+    previous front export) or an empty one; and any folder that is, holds or lies inside a
+    ``protected`` path (``{what: path}``: the study's database file, its artifact store),
+    whatever ``--force`` says."""
     if not out_dir or not out_dir.strip():
         raise ExportError("--output is empty; name the directory to write the export to")
     real = os.path.realpath(out_dir)
@@ -164,9 +193,10 @@ def check_target(out_dir: str, force: bool, *, protected: Mapping[str, str] | No
             empty = not os.listdir(out_dir)
         except OSError as e:
             raise ExportError(f"cannot read the export directory {out_dir}: {e.strerror}") from None
-        if not empty and not previous_export(out_dir):
+        if not empty and not (previous_front(out_dir) if front else previous_export(out_dir)):
+            what = "front export (front.json and its trial-N exports)" if front else "export"
             raise ExportError(
-                f"--force replaces only a previous export, and {out_dir} is not one (no tradeoff manifest, "
+                f"--force replaces only a previous {what}, and {out_dir} is not one (no tradeoff manifest, "
                 "or files it does not list); choose another --output"
             )
     parent = os.path.dirname(os.path.abspath(out_dir))
@@ -194,11 +224,15 @@ def export_trial(
     runner,
     force: bool = False,
     protected: Mapping[str, str] | None = None,
+    finetune_steps: int = 0,
     log=print,
 ) -> dict[str, Any]:
     """Rebuild, re-measure, test and write ``trial`` to ``out_dir`` (``check_target`` with
-    ``protected``); returns the record."""
-    from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR, constraints_of, feasible
+    ``protected``); returns the record. ``finetune_steps``: train the plan that many batches
+    more first (:meth:`Runner.build`'s final fine-tune) and write that model; the record's
+    ``final_finetune`` holds both accuracies, search-time and final, with their intervals."""
+    from tradeoff.search.measure.accuracy import differ_beyond_noise
+    from tradeoff.search.records import CONFIG_ATTR, INT8_FORM_ATTR, TEACHER_ATTR, constraints_of, feasible
     from tradeoff.search.report import baseline_of
     from tradeoff.spaces import format_plan
 
@@ -219,6 +253,50 @@ def export_trial(
     deployed = deploy(compressed.model, runtime, task.example_input)
     test_acc = accuracy(deployed, task.test.x, task.test.y)
     log(f"test accuracy {test_acc:.2%} on {len(task.test)} held-out images ({runtime})")
+    final = None
+    if finetune_steps:
+        search_time = _accuracies(measured.accuracy, len(task.val), test_acc, len(task.test))
+        if not any(k.structural and not k.is_off(cfg.value) for k, cfg in plan.configs()):
+            final = {
+                "steps": 0,
+                "search": search_time,
+                "reason": "the plan changes no structure: its post-training knobs have no weights to train",
+            }
+            log(f"final fine-tune: nothing to train ({final['reason']}); exporting the search-time model")
+        else:
+            log(f"final fine-tune: {finetune_steps} steps, distilling from the teacher ...")
+            compressed, final_times = runner.build(
+                plan,
+                int8_form=trial.user_attrs.get(INT8_FORM_ATTR, "auto"),
+                study=study,
+                final_steps=finetune_steps,
+                progress=getattr(log, "progress", log),
+            )
+            measured = runner.measure(compressed, baseline_ms=baseline_latency(study))
+            deployed = deploy(compressed.model, runtime, task.example_input)
+            before = test_acc
+            test_acc = accuracy(deployed, task.test.x, task.test.y)
+            final_acc = _accuracies(measured.accuracy, len(task.val), test_acc, len(task.test))
+            seconds = round(final_times.get("finetune_s", 0.0), 1)
+            final = {
+                "steps": finetune_steps,
+                "seconds": seconds,
+                "method": "distillation from the teacher on augmented batches of the whole training split "
+                "(SGD, cosine schedule), from the structure's kept float model where the study kept it",
+                "search": search_time,
+                "final": final_acc,
+                "test_change": round(test_acc - before, 6),
+                "raised": test_acc > before,
+                "beyond_noise": test_acc > before and differ_beyond_noise(test_acc, before, len(task.test)),
+            }
+            source += f"; then a final fine-tune of {finetune_steps} steps"
+            verdict = "raised" if test_acc > before else "did not raise"
+            log(
+                f"final fine-tune ({finetune_steps} steps, {seconds:.0f} s) {verdict} the test accuracy: "
+                f"{before:.2%} -> {test_acc:.2%} (95 % interval {final_acc['test_interval'][0]:.2%}-"
+                f"{final_acc['test_interval'][1]:.2%}); validation {search_time['val_accuracy']:.2%} -> "
+                f"{final_acc['val_accuracy']:.2%}"
+            )
 
     parent = os.path.dirname(os.path.abspath(out_dir))
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
@@ -286,6 +364,7 @@ def export_trial(
             "config": json.loads(study.user_attrs[CONFIG_ATTR]),
             "rebuild_seconds": {k: round(v, 3) for k, v in times.items()},
             "weights_from": source,
+            **({"final_finetune": final} if final is not None else {}),
             "onnx": onnx_info,
             "runtime": version(runtime),
             "deployed_file": deployed_file,
@@ -304,6 +383,80 @@ def export_trial(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return record
+
+
+def write_front(out_dir: str, trials, export_one, *, finetune_steps: int) -> dict[str, Any]:
+    """Export each of ``trials`` with ``export_one(trial, folder)`` into ``out_dir/trial-N``
+    and write ``front.json``: per trial its plan, size and accuracies (search-time and, with a
+    final fine-tune, final), and over the fine-tuned plans the rank correlation of the search's
+    validation accuracy with the final test accuracy (Spearman and Kendall; how well a short
+    fine-tune ranks plans). All or nothing: written in a temporary folder moved into place."""
+    from scipy.stats import kendalltau, spearmanr
+
+    from tradeoff.search.records import PLAN_TEXT_ATTR
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        rows = []
+        for t in trials:
+            record = export_one(t, os.path.join(tmp, f"trial-{t.number}"))
+            final = record.get("final_finetune") or {}
+            rows.append(
+                {
+                    "trial": t.number,
+                    "folder": f"trial-{t.number}",
+                    "plan": t.user_attrs.get(PLAN_TEXT_ATTR, ""),
+                    "size_bytes": record["measured"].get("size_bytes"),
+                    "search_val_accuracy": t.user_attrs.get("accuracy"),
+                    "search": final.get("search"),
+                    "final": final.get("final"),
+                    "final_steps": final.get("steps", 0),
+                    "test_accuracy": record["test_accuracy"],
+                }
+            )
+        tuned = [r for r in rows if r["final"]]
+        rho: dict[str, Any] = {"plans": len(tuned), "spearman": None, "kendall": None}
+        if len(tuned) >= 3:
+            a = [r["search"]["val_accuracy"] for r in tuned]
+            b = [r["final"]["test_accuracy"] for r in tuned]
+            if len(set(a)) > 1 and len(set(b)) > 1:
+                rho.update(
+                    spearman=round(float(spearmanr(a, b).statistic), 4),
+                    kendall=round(float(kendalltau(a, b).statistic), 4),
+                )
+        rho["of"] = "search-time validation accuracy against final test accuracy, fine-tuned plans only"
+        summary = {
+            "format": FRONT_FORMAT,
+            "version": 1,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "finetune_steps": finetune_steps,
+            "trials": rows,
+            "rank_correlation": rho,
+        }
+        with open(os.path.join(tmp, FRONT_FILE), "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+            f.write("\n")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _accuracies(val: float, n_val: int, test: float, n_test: int) -> dict[str, Any]:
+    """Validation and test accuracy with their exact 95 % (Clopper-Pearson) intervals."""
+    from tradeoff.search.measure.accuracy import binomial_interval
+
+    return {
+        "val_accuracy": round(float(val), 6),
+        "val_interval": [round(v, 6) for v in binomial_interval(round(val * n_val), n_val)],
+        "test_accuracy": round(float(test), 6),
+        "test_interval": [round(v, 6) for v in binomial_interval(round(test * n_test), n_test)],
+    }
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -482,7 +635,7 @@ def _onnx_bytes(file: str) -> bytes:
     return data
 
 
-def _test_data(path: str, record: dict[str, Any], data: str | None):
+def _test_data(path: str, record: dict[str, Any], data: str | None, data_root: str | None = None):
     """The data to verify on: ``data`` from the command line, else the export's data when it is
     a bundled task. Nothing named inside an export (a folder path, a plug-in) is opened or
     imported: an export is something people download and pass around."""
@@ -507,10 +660,10 @@ def _test_data(path: str, record: dict[str, Any], data: str | None):
         raise ExportError(f"{path}: record.json holds image_size {image_size!r}, not 8 to 1024 pixels")
     if normalize not in NORMALIZATIONS or not (isinstance(seed, int) and seed >= 0):
         raise ExportError(f"{path}: record.json holds settings no tradeoff writes (normalize, seed)")
-    return load_data(spec, seed=seed, image_size=image_size, normalize=normalize)
+    return load_data(spec, seed=seed, image_size=image_size, normalize=normalize, data_root=data_root)
 
 
-def verify(path: str, *, data: str | None = None, log=print) -> list[str]:
+def verify(path: str, *, data: str | None = None, data_root: str | None = None, log=print) -> list[str]:
     """Check every file of the export against its manifest, load the model, re-run the test
     split of ``data`` (default: the export's bundled task) and check output shape, accuracy and
     the ONNX twin against the record; the list of problems (empty when everything holds).
@@ -519,7 +672,7 @@ def verify(path: str, *, data: str | None = None, log=print) -> list[str]:
     exported = load(path)
     record = exported.record
     t = record.get("task") if isinstance(record.get("task"), dict) else {}
-    test = _test_data(path, record, data)
+    test = _test_data(path, record, data, data_root)
     problems = []
     want = t.get("data_fingerprint")
     if want and test.fingerprint() != want:

@@ -49,7 +49,7 @@ from tradeoff.search.records import (
 )
 from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, StopTraining, judge
 from tradeoff.search.tasks import Task
-from tradeoff.search.training import finetune_kd, logits_of
+from tradeoff.search.training import distill, finetune_kd, logits_of
 from tradeoff.search.weights import WeightStore
 from tradeoff.spaces import (
     ApplyContext,
@@ -117,9 +117,10 @@ class Runner:
 
     @property
     def teacher_logits(self) -> torch.Tensor:
-        """The teacher's logits on the training split: computed once, when something trains."""
+        """The teacher's logits on the fine-tuning split (the task's sample of its training
+        split): computed once per worker, when something trains."""
         if self._teacher_logits is None:
-            self._teacher_logits = logits_of(self.teacher, self.task.train.x, device=self.device)
+            self._teacher_logits = logits_of(self.teacher, self.task.finetune.x, device=self.device)
             self.teacher.cpu()
         return self._teacher_logits
 
@@ -196,16 +197,19 @@ class Runner:
             try:
                 model.load_state_dict(stored[0])
                 state["reused"] = stored[1].get("trial")
-                return model.eval()
             except RuntimeError:  # a different network for the same key (a changed knob): train
                 pass
+            else:
+                if state.get("final_steps"):
+                    return self._final_finetune(model, from_scratch)
+                return model.eval()
         state["from_scratch"] = from_scratch
         state["curve"] = []
         steps = c.student_steps if from_scratch else c.finetune_steps
         state["steps"] = steps
         model = finetune_kd(
             model,
-            self.task.train,
+            self.task.finetune,
             self.teacher_logits,
             steps=steps,
             seed=c.seed,
@@ -217,6 +221,43 @@ class Runner:
             on_checkpoint=self._checkpoint,
         )
         state["trained"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if state.get("final_steps"):  # no kept weights: the search-time fine-tune again, then the final
+            return self._final_finetune(model, from_scratch)
+        return model
+
+    def _final_finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
+        """Train the search-time float model ``final_steps`` more batches on the whole training
+        split, distilling from the teacher on augmented batches (the task's teacher recipe), at
+        the rate the search trained this kind of network with."""
+        c, state = self.config, self._state
+        steps = state["final_steps"]
+        recipe = self.task.recipe
+        progress = state.get("progress") or (lambda _msg: None)
+        t0 = time.perf_counter()
+
+        def report(step: int, loss: float) -> None:
+            elapsed = time.perf_counter() - t0
+            progress(
+                f"final fine-tune: step {step}/{steps}, loss {loss:.3f}, {elapsed:.0f} s elapsed, "
+                f"about {elapsed / step * (steps - step):.0f} s left"
+            )
+
+        model = distill(
+            model,
+            self.teacher,
+            self.task.train,
+            steps=steps,
+            seed=c.seed,
+            lr=c.student_lr if from_scratch else c.finetune_lr,
+            temperature=c.kd_temperature,
+            alpha=c.kd_alpha,
+            shift=int(recipe.get("shift", 1)),
+            flip=bool(recipe.get("flip", False)),
+            bf16=bool(recipe.get("bf16", False)),
+            device=self.device,
+            on_progress=report,
+        )
+        state["final_seconds"] = time.perf_counter() - t0
         return model
 
     @torch.no_grad()
@@ -248,16 +289,22 @@ class Runner:
         trial: optuna.Trial | None = None,
         study: optuna.Study | None = None,
         post_training: bool = True,
+        final_steps: int = 0,
+        progress: Callable[[str], None] | None = None,
     ) -> tuple[Compressed, dict[str, float]]:
         """The compressed model for ``plan`` and where the time went: ``apply_s`` (knobs and
         teacher copy), ``finetune_s``, and each step of ``apply_plan`` as ``step_*``.
         ``int8_form``: see :class:`~tradeoff.spaces.ApplyContext` (a rebuild passes the trial's).
         ``trial`` (a running one): its study's stored float models and stopping history are
         used, and its constraints are checked before fine-tuning; ``study``: only its stored float
-        models are used (a rebuild). ``post_training=False``: the float model only."""
+        models are used (a rebuild). ``post_training=False``: the float model only.
+        ``final_steps``: a chosen plan's final fine-tune, that many batches more from the
+        structure's kept float model (``study``'s; PlanError when it kept none), ``progress``
+        told how it goes; ``finetune_s`` is then its time."""
         self._trial, self._read_study = trial, study
         params = dict(trial.params) if trial is not None else plan.params()
         self._state = {"key": structure_key(plan), "plan": plan, "params": params, "times": {}, "cheap": {}}
+        self._state.update(final_steps=final_steps, progress=progress)
         self._baseline_ms = baseline_latency(trial.study) if trial is not None else None
         ctx = ApplyContext(
             example_input=self.task.example_input,

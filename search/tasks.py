@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,10 +45,36 @@ class Task:
     settings: dict = field(default_factory=dict)  # what else decides the data and the model
     classes: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what loading the data skipped, for the user
+    recipe: dict = field(default_factory=dict)  # how the teacher trains: train_classifier's options
+    finetune_images: int = 0  # trials fine-tune on this many training images (0: all of them)
 
     @property
     def example_input(self) -> torch.Tensor:
         return self.val.x[:1].clone()
+
+    @property
+    def finetune(self) -> Split:
+        """What trials fine-tune and distil on: the training split, or a fixed sample of it
+        (stratified, the task's seed) where the task sizes trials to a budget; the teacher's
+        logits are computed on it once per worker."""
+        n = self.finetune_images
+        if not n or n >= len(self.train):
+            return self.train
+        cached = self.__dict__.get("_finetune")
+        if cached is None:
+            y = self.train.y.numpy()
+            fraction = n / len(y)
+            rng = np.random.default_rng(self.seed)
+            idx = np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(y == c))[: max(1, int(round(fraction * (y == c).sum())))]
+                    for c in np.unique(y)
+                ]
+            )
+            idx = torch.from_numpy(np.sort(idx))
+            cached = Split(self.train.x[idx], self.train.y[idx])
+            object.__setattr__(self, "_finetune", cached)
+        return cached
 
     def data_fingerprint(self) -> str:
         """A hash of the data alone (see :func:`tradeoff.search.data.data_fingerprint`)."""
@@ -70,10 +97,33 @@ class Task:
 # resnet18 on digits: 30 epochs reach 99.2 % validation and 99.4 % test accuracy (15: 98.9 / 99.4)
 DEFAULT_TEACHER_EPOCHS = {"resnet18": 30, "tiny_resnet": 8}
 
+# What a bundled task is sized for, beyond its data: the stem of the registered models, the
+# teacher's recipe (train_classifier's options and epochs per model) and the fine-tuning sample
+# of a trial. Stored in the task's settings, so a change trains a new teacher. digits has none:
+# its teacher is the one every earlier study trained.
+TASK_PROFILES: dict[str, dict] = {
+    # Fashion-MNIST on 2 CPU cores (BENCHMARKS.md, "Fashion-MNIST"): the 7x7 stride-2 stem puts a
+    # 28 px image into the first block at 14x14 (4x cheaper than the CIFAR stem, 3.2 min an epoch
+    # in bf16); batch 128, one-cycle to 0.1, a shift of up to 2 px and a horizontal flip (clothes
+    # are left-right symmetric; Zalando's table lists its augmented ResNet18 at 94.9 %).
+    "fashion-mnist": {
+        "stem": "strided",
+        "teacher": {"batch_size": 128, "max_lr": 0.1, "shift": 2, "flip": True, "bf16": True},
+        "teacher_epochs": {"resnet18": 10, "tiny_resnet": 4},
+        "finetune_images": 10_000,
+    },
+}
 
-def default_teacher_epochs(model: str, n_train: int, *, batch_size: int = 64, min_steps: int = 300) -> int:
-    """15 epochs, or more on a small training split so that training takes at least
-    ``min_steps`` SGD steps (capped at 300 epochs); the registered models keep their own."""
+
+def default_teacher_epochs(
+    model: str, n_train: int, *, batch_size: int = 64, min_steps: int = 300, task: str = ""
+) -> int:
+    """The task's own count for the model where it sizes one; else 15 epochs, or more on a
+    small training split so that training takes at least ``min_steps`` SGD steps (capped at
+    300 epochs); the registered models keep their own."""
+    per_task = TASK_PROFILES.get(task, {}).get("teacher_epochs", {})
+    if model in per_task:
+        return per_task[model]
     if model in DEFAULT_TEACHER_EPOCHS:
         return DEFAULT_TEACHER_EPOCHS[model]
     steps_per_epoch = max(1, -(-n_train // batch_size))
@@ -90,18 +140,28 @@ def get_task(
     checkpoint_sha256: str | None = None,
     image_size: int | None = None,
     normalize: str = "data",
+    data_root: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Task:
     """The data ``name`` with the model ``model``, checked end to end before any trial: the data
     loads, the model builds, the checkpoint fits it, and its output has one score per class.
     UsageError names what is wrong."""
-    data = load_data(name, seed=seed, image_size=image_size, normalize=normalize)
+    data = load_data(name, seed=seed, image_size=image_size, normalize=normalize, data_root=data_root)
     train, val, test = data.train, data.val, data.test
     settings, classes, notes = dict(data.settings), data.classes, data.notes
     in_channels, size = train.x.shape[1], train.x.shape[-1]
     num_classes = int(max(int(s.y.max()) for s in (train, val, test))) + 1
-    epochs = teacher_epochs if teacher_epochs is not None else default_teacher_epochs(model, len(train))
-    build = model_builder(model, in_channels, size, num_classes)
+    epochs = (
+        teacher_epochs if teacher_epochs is not None else default_teacher_epochs(model, len(train), task=name)
+    )
+    profile = TASK_PROFILES.get(name, {})
+    recipe = dict(profile.get("teacher", {}))
+    if profile:
+        # what decides the teacher (the fine-tuning sample does not: it is not in the fingerprint)
+        settings.update(
+            stem=profile["stem"], teacher_recipe=",".join(f"{k}={v}" for k, v in sorted(recipe.items()))
+        )
+    build = model_builder(model, in_channels, size, num_classes, stem=profile.get("stem"))
 
     probe = build()
     if checkpoint:
@@ -155,6 +215,8 @@ def get_task(
         settings=settings,
         classes=classes,
         notes=notes,
+        recipe=recipe,
+        finetune_images=int(profile.get("finetune_images", 0)),
     )
 
 
@@ -169,5 +231,6 @@ def task_for(config, *, log: Callable[[str], None] | None = None) -> Task:
         checkpoint_sha256=config.checkpoint_sha256,
         image_size=config.image_size,
         normalize=config.normalize,
+        data_root=config.data_root,
         log=log,
     )

@@ -22,10 +22,16 @@ from tradeoff.search.measure import accuracy
 from tradeoff.search.models import at_chance, check_finite, check_not_chance, load_weights_
 from tradeoff.search.records import TEACHER_ATTR
 from tradeoff.search.tasks import Task
-from tradeoff.search.training import train_classifier
+from tradeoff.search.training import bf16_supported, train_classifier
 from tradeoff.storage.artifacts import sha256_file, writable_folder
 
 RECIPE = 3  # bump when train_classifier changes, so cached teachers of the old recipe are not reused
+VAL_CHECK_IMAGES = 2000  # validation images the per-epoch progress line is scored on, at most
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
 def cache_dir() -> str:
@@ -93,14 +99,29 @@ def train_teacher(task: Task, *, device: str = "cpu", log=print) -> tuple[nn.Mod
         _save_atomic(model.state_dict(), path)  # the plain state dict, whatever wrapper it came in
         log(f"teacher: the weights of {task.checkpoint} (not trained)")
         return model, path, 0.0
+    recipe = dict(task.recipe)
+    mixed = recipe.get("bf16") and (device != "cpu" or bf16_supported())
     log(
         f"training the teacher ({task.model_name} on {task.name}, {task.teacher_epochs} epochs, "
-        f"{len(task.train)} images) ..."
+        f"{len(task.train)} images{', bf16 mixed precision' if mixed else ''}) ..."
     )
     t0 = time.perf_counter()
+    progress = getattr(log, "progress", log)
+    epochs = task.teacher_epochs
+    check = task.val.x[:VAL_CHECK_IMAGES], task.val.y[:VAL_CHECK_IMAGES]
+
+    def on_epoch(epoch: int, loss: float, model: nn.Module) -> None:
+        elapsed = time.perf_counter() - t0
+        acc = accuracy(model, *check)
+        left = elapsed / epoch * (epochs - epoch)
+        progress(
+            f"teacher: epoch {epoch}/{epochs}, loss {loss:.3f}, validation accuracy {acc:.2%} "
+            f"({len(check[1])} images), {_clock(elapsed)} elapsed, about {_clock(left)} left"
+        )
+
     torch.manual_seed(task.seed)  # the initial weights too: the same task gives the same teacher
     model = train_classifier(
-        task.build(), task.train, epochs=task.teacher_epochs, seed=task.seed, device=device
+        task.build(), task.train, epochs=epochs, seed=task.seed, device=device, on_epoch=on_epoch, **recipe
     )
     seconds = time.perf_counter() - t0
     check_finite(model, "training")

@@ -300,6 +300,8 @@ def measure_sensitivity(
         for n in layers
     }
     seconds["shares_s"] = round(time.perf_counter() - t0, 2)
+    progress = getattr(log, "progress", log)  # a line that updates in place on a terminal
+    progress(f"sensitivity: {len(layers)} layers' MACs and latency shares in {seconds['shares_s']:.0f} s")
 
     # quantization: one layer's weights at a time, swapped in place and back
     t = time.perf_counter()
@@ -318,6 +320,10 @@ def measure_sensitivity(
             {"group": name, "layers": [name], "params": table_layers[name]["params"], "points": points}
         )
     seconds["weight_bits_s"] = round(time.perf_counter() - t, 2)
+    progress(
+        f"sensitivity: weight_bits: {len(quant_rows)} layers at {len(bits)} bit-widths "
+        f"in {seconds['weight_bits_s']:.0f} s"
+    )
 
     # low-rank: one layer factored at a time, swapped in and back
     t = time.perf_counter()
@@ -349,6 +355,9 @@ def measure_sensitivity(
         else:
             skipped.append(f"rank_ratio: {name}: {reason}")
     seconds["rank_ratio_s"] = round(time.perf_counter() - t, 2)
+    progress(
+        f"sensitivity: rank_ratio: {len(rank_rows)} factorable layers in {seconds['rank_ratio_s']:.0f} s"
+    )
 
     # pruning: one coupled group at a time, by the surgery plans use, on a copy
     t = time.perf_counter()
@@ -379,6 +388,9 @@ def measure_sensitivity(
         if points:
             prune_rows.append({"group": root, "layers": members, "params": params, "points": points})
     seconds["prune_ratio_s"] = round(time.perf_counter() - t, 2)
+    progress(
+        f"sensitivity: prune_ratio: {len(prune_rows)} channel groups in {seconds['prune_ratio_s']:.0f} s"
+    )
 
     table = SensitivityTable(
         rows={"prune_ratio": prune_rows, "rank_ratio": rank_rows, "weight_bits": quant_rows},

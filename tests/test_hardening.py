@@ -469,7 +469,10 @@ def _running(tmp_path, number: int, timeout: float = 300) -> optuna.trial.Frozen
                     and t.state == optuna.trial.TrialState.RUNNING
                     and "plan" in t.user_attrs
                 ):
-                    return t
+                    # read again: the storage reads params and attrs in separate queries, so the
+                    # read that first saw the plan may hold the params of a moment before it
+                    # (the plan is written after every param)
+                    return study.get_trials(deepcopy=False)[number]
         time.sleep(0.2)
     raise AssertionError(f"trial #{number} never ran")
 

@@ -270,3 +270,63 @@ def test_tampered_or_truncated_exports_do_not_load(study_dir, capsys):
         code, _, err = run(capsys, "verify", name)
         assert code == 2 and err.startswith("tradeoff: error:"), err
         assert err.strip().count("\n") == 0
+
+
+def test_a_final_finetune_trains_the_plan_longer_and_records_both_accuracies(study_dir, capsys):
+    _, trials = _trials(study_dir)
+    t = _pick(trials, quantized=False)  # a structural plan: its kept float model trains on
+    code, out, err = run(capsys, "export", "--trial", str(t.number), "-o", "ft", "--finetune-steps", "60")
+    assert code == 0, err
+    record = json.loads((study_dir / "ft" / "record.json").read_text())
+    final = record["final_finetune"]
+    assert final["steps"] == 60 and final["seconds"] > 0
+    for part in ("search", "final"):
+        for split in ("val", "test"):
+            low, high = final[part][f"{split}_interval"]
+            assert low <= final[part][f"{split}_accuracy"] <= high
+    # the search-time figures are the trial's own; the written model is the final one
+    assert abs(final["search"]["val_accuracy"] - t.user_attrs["accuracy"]) * 360 <= 1
+    assert record["test_accuracy"] == pytest.approx(final["final"]["test_accuracy"], abs=1e-6)
+    assert final["raised"] == (final["final"]["test_accuracy"] > final["search"]["test_accuracy"])
+    said = "raised" if final["raised"] else "did not raise"
+    assert "final fine-tune (60 steps" in err and f"{said} the test accuracy" in err
+    assert "then a final fine-tune of 60 steps" in record["weights_from"]
+    exported = load(str(study_dir / "ft"))  # the export is whole: its manifest lists what it holds
+    task = get_task("digits", "tiny_resnet")
+    assert accuracy(exported.model, task.test.x, task.test.y) == pytest.approx(record["test_accuracy"])
+    assert json.loads(out)["final_finetune"]["steps"] == 60
+
+
+def test_the_front_is_exported_at_once_with_the_rank_correlation(study_dir, capsys):
+    from tradeoff.search.report import front
+
+    study, _ = _trials(study_dir)
+    on_front = [t.number for t in front(study)]
+    code, out, err = run(capsys, "export", "--front", "-o", "fr", "--finetune-steps", "20")
+    assert code == 0, err
+    summary = json.loads((study_dir / "fr" / "front.json").read_text())
+    assert [r["trial"] for r in summary["trials"]] == on_front
+    assert sorted(p.name for p in (study_dir / "fr").iterdir()) == sorted(
+        ["front.json", *(f"trial-{n}" for n in on_front)]
+    )
+    for row in summary["trials"]:
+        load(str(study_dir / "fr" / row["folder"]))  # each a whole export
+        assert (row["final"] is None) == (row["final_steps"] == 0)  # a plan without structure: not trained
+    rho = summary["rank_correlation"]
+    tuned = [r for r in summary["trials"] if r["final"]]
+    assert rho["plans"] == len(tuned)
+    if len(tuned) >= 3:
+        assert rho["spearman"] is None or -1 <= rho["spearman"] <= 1
+    # a second front export replaces the first only with --force; a plain export folder is not a front
+    code, _, err = run(capsys, "export", "--front", "-o", "fr")
+    assert code == 2 and "exists" in err
+    from tradeoff.search.export import check_target
+
+    check_target("fr", True, front=True)  # a previous front export: --force may replace it
+    with pytest.raises(ExportError, match="not one"):
+        check_target("fr", True)  # ... but a single export may not
+    (study_dir / "fr" / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "export", "--front", "-o", "fr", "--force")
+    assert code == 2 and "not one" in err and (study_dir / "fr" / "notes.txt").exists()
+    code, _, err = run(capsys, "export", "--front", "--trial", "1", "-o", "other")
+    assert code == 2 and "drop --trial" in err
