@@ -55,3 +55,58 @@ def test_fine_tuning_reduces_the_distillation_loss(tiny_task):
     finetune_kd(model, tiny_task.train, logits, steps=60, lr=0.05)
     after = kd_loss(model.eval()(x), logits[:256], y, temperature=4.0, alpha=0.7).item()
     assert after < 0.5 * before
+
+
+def test_the_teacher_recipe_trains_with_flips_and_reports_each_epoch(tiny_task):
+    from tradeoff.search.measure import accuracy
+    from tradeoff.search.training import train_classifier
+
+    seen = []
+
+    def on_epoch(epoch, loss, model):
+        seen.append((epoch, loss, model.training))
+
+    model = train_classifier(
+        tiny_task.build(),
+        tiny_task.train,
+        epochs=8,
+        batch_size=64,
+        shift=2,
+        flip=True,
+        bf16=True,
+        on_epoch=on_epoch,
+    )
+    assert [e for e, _, _ in seen] == list(range(1, 9)) and not any(training for _, _, training in seen)
+    assert seen[-1][1] < seen[0][1]  # the loss falls
+    assert all(p.is_contiguous() for p in model.parameters())  # back from channels-last
+    assert accuracy(model, tiny_task.val.x, tiny_task.val.y) > 0.5
+
+
+def test_distilling_longer_brings_the_student_closer_to_the_teacher(tiny_task, tiny_teacher):
+    from tradeoff.search.training import distill
+
+    torch.manual_seed(0)
+    student = tiny_task.build()
+    x = tiny_task.val.x
+    with torch.no_grad():
+        target = tiny_teacher.eval()(x).argmax(1)
+
+    def agreement(m):
+        with torch.no_grad():
+            return float((m.eval()(x).argmax(1) == target).float().mean())
+
+    assert distill(student, tiny_teacher, tiny_task.train, steps=0) is student  # nothing to do
+    before = agreement(student)
+    reports = []
+    distill(
+        student,
+        tiny_teacher,
+        tiny_task.train,
+        steps=120,
+        lr=0.05,
+        flip=False,
+        on_progress=lambda step, loss: reports.append(step),
+        every=50,
+    )
+    assert reports == [50, 100, 120]
+    assert agreement(student) > max(0.8, before + 0.3)
