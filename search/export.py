@@ -277,7 +277,7 @@ def export_trial(
             before = test_acc
             test_acc = accuracy(deployed, task.test.x, task.test.y)
             final_acc = _accuracies(measured.accuracy, len(task.val), test_acc, len(task.test))
-            seconds = round(final_times.get("finetune_s", 0.0), 1)
+            seconds = round(runner.final_seconds, 1)
             final = {
                 "steps": finetune_steps,
                 "seconds": seconds,

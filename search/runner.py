@@ -114,6 +114,9 @@ class Runner:
         self._trial: optuna.Trial | None = None  # the trial being built (its study: history, store)
         self._read_study: optuna.Study | None = None  # a study whose kept weights a rebuild reads
         self._state: dict = {}
+        # final fine-tunes made by this runner, per (structure, steps): an export of the front
+        # trains each structure once and quantizes it for each of its bit-widths
+        self._finals: dict[tuple[str, int], tuple[dict, float]] = {}
 
     @property
     def teacher_logits(self) -> torch.Tensor:
@@ -123,6 +126,12 @@ class Runner:
             self._teacher_logits = logits_of(self.teacher, self.task.finetune.x, device=self.device)
             self.teacher.cpu()
         return self._teacher_logits
+
+    @property
+    def final_seconds(self) -> float:
+        """Seconds the last build's final fine-tune took (for a structure trained before by this
+        runner, what that one took)."""
+        return float(self._state.get("final_seconds", 0.0))
 
     @property
     def reference(self) -> nn.Module:
@@ -231,6 +240,11 @@ class Runner:
         the rate the search trained this kind of network with."""
         c, state = self.config, self._state
         steps = state["final_steps"]
+        done = self._finals.get((state["key"], steps))
+        if done is not None:  # another bit-width of this structure: the same float model, quantized
+            model.load_state_dict(done[0])
+            state["final_seconds"] = done[1]
+            return model.eval()
         recipe = self.task.recipe
         progress = state.get("progress") or (lambda _msg: None)
         t0 = time.perf_counter()
@@ -258,6 +272,8 @@ class Runner:
             on_progress=report,
         )
         state["final_seconds"] = time.perf_counter() - t0
+        state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._finals[(state["key"], steps)] = (state_dict, state["final_seconds"])
         return model
 
     @torch.no_grad()
