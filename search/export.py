@@ -282,7 +282,8 @@ def export_trial(
                 "steps": finetune_steps,
                 "seconds": seconds,
                 "method": "distillation from the teacher on augmented batches of the whole training split "
-                "(SGD, cosine schedule), from the structure's kept float model where the study kept it",
+                "(SGD at the fine-tuning rate, cosine schedule), from the structure's kept float model "
+                "where the study kept it",
                 "search": search_time,
                 "final": final_acc,
                 "test_change": round(test_acc - before, 6),
