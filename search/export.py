@@ -281,7 +281,7 @@ def export_trial(
             final = {
                 "steps": finetune_steps,
                 "seconds": seconds,
-                "method": "distillation from the teacher on augmented batches of the whole training split "
+                "method": "distillation from the teacher on batches of the whole training split "
                 "(SGD at the fine-tuning rate, cosine schedule), from the structure's kept float model "
                 "where the study kept it",
                 "search": search_time,
