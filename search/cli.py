@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="train the chosen plan N batches more before it is written, from the study's kept weights, "
-        "distilling from the teacher on augmented batches of the whole training split; the record keeps "
+        "distilling from the teacher on batches of the whole training split; the record keeps "
         "both accuracies, search-time and final, with their 95%% intervals (default: 0, the search-time "
         "model)",
     )
