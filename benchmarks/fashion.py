@@ -1,9 +1,10 @@
 """The real task: Fashion-MNIST (Debian's dataset-fashion-mnist), in three parts that resume.
 
     python benchmarks/fashion.py                    # every part not yet done, then the report
-    python benchmarks/fashion.py teacher            # one part (teacher, search, final, report)
+    python benchmarks/fashion.py teacher            # one part (stems, teacher, search, final, report)
     python benchmarks/fashion.py search --n-trials 20 --redo
 
+stems: what one training epoch costs with the CIFAR stem and the strided one, float32 and bf16.
 teacher: trains (or loads from the cache) the task's resnet18 teacher as `tradeoff search`
   does, and records its validation and test accuracy with their 95 % intervals and the training
   time (only when it trained here: a cached teacher keeps the figure of the run that trained it).
@@ -34,7 +35,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 WORK = os.path.join(HERE, "work", "fashion")
-PARTS = ("teacher", "search", "final")
+PARTS = ("stems", "teacher", "search", "final")
 
 
 def _path(part: str) -> str:
@@ -52,6 +53,40 @@ def _machine() -> dict:
         "optuna": optuna.__version__,
         "bf16": bf16_supported(),
     }
+
+
+def part_stems(args) -> dict:
+    """What one epoch of the 55,000 training images costs per resnet18 stem and precision:
+    the median of 4 timed SGD steps of batch 128 (after one warm-up), times the steps."""
+    from torch import nn
+
+    from tradeoff.search.models import model_builder
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    out: dict = {"machine": _machine(), "method": "median of 4 SGD steps, batch 128, after 1 warm-up"}
+    for stem in ("small", "strided"):
+        for bf16 in (False, True):
+            model = model_builder("resnet18", 1, 28, 10, stem=stem)().train()
+            x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+            if bf16:
+                model, x = (
+                    model.to(memory_format=torch.channels_last),
+                    x.contiguous(memory_format=torch.channels_last),
+                )
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                times.append(time.perf_counter() - t)
+            step = statistics.median(times[1:])
+            out[f"{stem}_{'bf16' if bf16 else 'fp32'}_min_per_epoch"] = round(step * 55000 / 128 / 60, 2)
+            print(stem, bf16, out[f"{stem}_{'bf16' if bf16 else 'fp32'}_min_per_epoch"], file=sys.stderr)
+    return out
 
 
 def part_teacher(args) -> dict:
@@ -180,6 +215,18 @@ def report() -> str:
             with open(_path(p)) as f:
                 parts[p] = json.load(f)
     lines = ["# Fashion-MNIST (Debian's dataset-fashion-mnist): the real task", ""]
+    if "stems" in parts:
+        st = parts["stems"]
+        lines += [
+            "## One epoch per stem",
+            "",
+            f"Command: `python benchmarks/fashion.py stems` ({st['method']}; {st['machine']['cpu']}, "
+            f"{st['machine']['cores']} cores): minutes per epoch of 55,000 images: "
+            + ", ".join(
+                f"{k.removesuffix('_min_per_epoch')} {v}" for k, v in st.items() if k.endswith("_epoch")
+            ),
+            "",
+        ]
     if "teacher" in parts:
         t = parts["teacher"]
         m = t["machine"]
@@ -268,7 +315,8 @@ def main() -> None:
         if os.path.exists(_path(p)) and not args.redo:
             print(f"{p}: done ({_path(p)}); --redo to measure again", file=sys.stderr)
             continue
-        result = {"teacher": part_teacher, "search": part_search, "final": part_final}[p](args)
+        parts = {"stems": part_stems, "teacher": part_teacher, "search": part_search, "final": part_final}
+        result = parts[p](args)
         with open(_path(p), "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)
             f.write("\n")

@@ -63,7 +63,10 @@ def test_search_then_front_then_resume(tmp_path, storage_url):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["search", "--data", "mnist"], "--data mnist: no such folder, and not a bundled task (digits)"),
+        (
+            ["search", "--data", "mnist"],
+            "--data mnist: no such folder, and not a bundled task (digits, fashion-mnist)",
+        ),
         (["search", "--storage", "not a url"], "malformed storage URL"),
         (["search", "--storage", "postgresql://bob@127.0.0.1:9/x"], "cannot connect to the study database"),
         (

@@ -32,7 +32,9 @@ def test_every_registered_model_classifies_digits(model):
 
 
 def test_unknown_task_and_model_name_what_exists():
-    with pytest.raises(UsageError, match="--data mnist: no such folder, and not a bundled task \\(digits\\)"):
+    with pytest.raises(
+        UsageError, match="--data mnist: no such folder, and not a bundled task \\(digits, fashion-mnist\\)"
+    ):
         get_task("mnist", "resnet18")
     with pytest.raises(UsageError, match="unknown model 'vgg99'"):
         get_task("digits", "vgg99")
