@@ -27,6 +27,17 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pad: int = 1) -> torch.Tensor:
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
+def _augment(x: torch.Tensor, gen: torch.Generator, *, shift: int, flip: bool) -> torch.Tensor:
+    """A batch shifted by up to ``shift`` pixels per image and, with ``flip``, flipped left-right
+    at random per image (the random draws in that order)."""
+    if shift:
+        x = _shift(x, gen, pad=shift)
+    if flip:
+        flipped = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    return x
+
+
 def bf16_supported() -> bool:
     """Whether this CPU runs bfloat16 convolutions natively (AVX-512 BF16 or AMX, through oneDNN):
     where it does, mixed precision trains about 1.4x faster; elsewhere it would be emulated."""
@@ -69,11 +80,7 @@ def train_classifier(
         total, batches = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            x = _shift(data.x[idx], gen, pad=shift) if shift else data.x[idx]
-            if flip:
-                flipped = torch.rand(len(idx), generator=gen) < 0.5
-                x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
-            x = x.to(device)
+            x = _augment(data.x[idx], gen, shift=shift, flip=flip).to(device)
             if autocast and device == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
@@ -211,11 +218,7 @@ def distill(
             order, pos = torch.randperm(len(data), generator=gen), 0
         idx = order[pos : pos + batch_size]
         pos += batch_size
-        x = _shift(data.x[idx], gen, pad=shift) if shift else data.x[idx]
-        if flip:
-            flipped = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
-        x, y = x.to(device), data.y[idx].to(device)
+        x, y = _augment(data.x[idx], gen, shift=shift, flip=flip).to(device), data.y[idx].to(device)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
             with torch.no_grad():
                 target = teacher(x).float()
