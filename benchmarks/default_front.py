@@ -26,7 +26,7 @@ import torch
 
 from tradeoff.search.measure import cpu_name
 from tradeoff.search.records import TEACHER_ATTR
-from tradeoff.search.report import _fmt, baseline_of, front
+from tradeoff.search.report import format_figure, baseline_of, front
 from tradeoff.spaces import KNOBS, Plan, format_plan
 from tradeoff.storage import open_storage
 
@@ -35,7 +35,7 @@ def ratio(t, base, name) -> str:
     v, b = t.user_attrs[name], base[name]
     if name == "accuracy":
         return f"{100 * v:.2f}% ({100 * (v - b):+.2f})"
-    return f"{_fmt(name, v)} (/{b / v:.1f})" if v else "0"
+    return f"{format_figure(name, v)} (/{b / v:.1f})" if v else "0"
 
 
 def plan_text(t) -> str:
@@ -81,7 +81,7 @@ def report(study: optuna.Study, command: str) -> str:
     lines += [
         "",
         "Baseline: "
-        + ", ".join(f"{n} {_fmt(n, base[n])}" for n in ("accuracy", "size_bytes", "latency_ms", "energy_mj")),
+        + ", ".join(f"{n} {format_figure(n, base[n])}" for n in ("accuracy", "size_bytes", "latency_ms", "energy_mj")),
         "",
     ]
     lines += ["### Pareto front", "", HEADER] + [row(t, base) for t in front(study)]

@@ -31,10 +31,12 @@ from tradeoff.search.measure import accuracy, count_flops, cpu_name, deploy
 from tradeoff.search.tasks import get_task
 from tradeoff.search.teacher import train_teacher
 from tradeoff.spaces import ApplyContext, Plan, apply_plan
-from tradeoff.spaces.runtime import RuntimeModel, available, version
+from tradeoff.spaces.runtimes import RUNTIMES as REGISTERED
+from tradeoff.spaces.runtimes import available, version
+from tradeoff.spaces.runtimes.onnx import OnnxRuntimeBase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUNTIMES = ("onnxruntime", "openvino", "torchscript")
+RUNTIMES = tuple(REGISTERED)
 
 
 def structures(quick: bool):
@@ -75,14 +77,14 @@ def deployed_cells(nets, runtimes, threads: int):
     torch.set_num_threads(threads)
     cells = {}
     for name, model, x, calib, _ in nets:
-        q_onnx = int8(model, x, calib, "onnxruntime")
-        q_ts = int8(model, x, calib, "torchscript")
+        q_onnx = None  # the ONNX runtimes run one int8 file, made once by ONNX Runtime's tool
         for runtime in runtimes:
             cells[(name, "fp32", runtime)] = deploy(model, runtime, x)
-            if runtime == "torchscript":
-                cells[(name, "int8", runtime)] = deploy(q_ts, "torchscript", x)
+            if isinstance(REGISTERED[runtime], OnnxRuntimeBase):
+                q_onnx = q_onnx if q_onnx is not None else int8(model, x, calib, runtime)
+                cells[(name, "int8", runtime)] = deploy(q_onnx, runtime, x)
             else:
-                cells[(name, "int8", runtime)] = RuntimeModel(q_onnx.onnx, runtime, weight_bits=8)
+                cells[(name, "int8", runtime)] = deploy(int8(model, x, calib, runtime), runtime, x)
     return cells
 
 

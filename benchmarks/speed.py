@@ -29,8 +29,9 @@ import torch
 from tabular import HERE, TABLE, key, load
 
 from tradeoff.search.cost import dominates
-from tradeoff.search.measure import cpu_name, deployable, latency
+from tradeoff.search.measure import cpu_name, deploy, latency
 from tradeoff.spaces import Plan, default_space, space_filling_plans
+from tradeoff.spaces.runtimes import PYTORCH_RUNTIME
 
 
 def breakdown(runner, n: int, seed: int = 3) -> list[str]:
@@ -72,9 +73,9 @@ def _spinner() -> subprocess.Popen:
 
 
 def steadiness(runner, repeats: int, n_runs: int) -> list[str]:
-    base = deployable(runner.teacher, runner.task.example_input)
+    base = deploy(runner.teacher, PYTORCH_RUNTIME, runner.task.example_input)
     compressed, _ = runner.build(Plan(prune_ratio=0.5, weight_bits=8))
-    small = deployable(compressed.model, runner.task.example_input)
+    small = deploy(compressed.model, PYTORCH_RUNTIME, runner.task.example_input)
     out = [
         f"`latency_ms` (median of {n_runs} runs after 10 warm-up) measured {repeats} times in a row, "
         f"{torch.get_num_threads()} threads:",

@@ -13,7 +13,7 @@ from tradeoff.search.figures import FIGURES, by_constraint, by_weight
 from tradeoff.search.sampler import SAMPLERS
 from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS
-from tradeoff.spaces.runtime import RUNTIMES
+from tradeoff.spaces.runtimes import RUNTIMES
 from tradeoff.storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, TradeoffError
 
 DEFAULT_STUDY = "tradeoff"
@@ -403,10 +403,11 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--target", help="where latency and energy are measured: cpu (default) or cuda[:N]")
     g.add_argument(
         "--runtime",
-        choices=RUNTIMES,
+        metavar="{" + ",".join(RUNTIMES) + "}",
         help="what runs the model where it is measured, and what export writes: onnxruntime (the default "
         "on cpu; int8 by its quantize_static), openvino (pip install openvino; the same ONNX file) or "
-        "torchscript (PyTorch's own kernels; the only one on cuda); stored with the study",
+        "torchscript (PyTorch's own kernels; the only one on cuda), or one a --plugin registers; "
+        "stored with the study",
     )
     g.add_argument(
         "--finetune-steps", type=int, help="fine-tuning batches after a structural change (default: 150)"

@@ -19,8 +19,7 @@ from tradeoff.search.sampler import SAMPLERS, fitted_population
 from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
 from tradeoff.spaces.allocation import GRANULARITIES
-from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES
-from tradeoff.spaces.runtime import available as runtime_available
+from tradeoff.spaces.runtimes import PYTORCH_RUNTIME, RUNTIMES, default_runtime
 from tradeoff.storage.artifacts import sha256_file
 
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
@@ -58,7 +57,7 @@ class SearchConfig:
     constraints: dict[str, float] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "cpu"  # where latency and energy are measured
-    runtime: str = ""  # what runs the model there: spaces.runtime.RUNTIMES; "" = the target's default
+    runtime: str = ""  # what runs the model there: spaces.runtimes.RUNTIMES; "" = the target's default
     sampler: str = "auto"  # the sampler policy: search.sampler
     population_size: int = 0  # NSGA-II; 0: fitted to the first run's trial budget
     teacher_epochs: int | None = None
@@ -124,12 +123,16 @@ class SearchConfig:
             space = validate_space(self.space)
         except SpaceError as e:
             raise UsageError(f"search space: {e}") from None
-        runtime = self.runtime or ("torchscript" if self.target.startswith("cuda") else DEFAULT_RUNTIME)
+        runtime = self.runtime or default_runtime(self.target)
         if runtime not in RUNTIMES:
             raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        if self.target.startswith("cuda") and runtime != "torchscript":
-            raise UsageError(f"--runtime {runtime} runs on the CPU; a cuda target is measured in torchscript")
-        missing = runtime_available(runtime)
+        if not RUNTIMES[runtime].runs_on(self.target):
+            where = ", ".join(n for n, r in RUNTIMES.items() if r.runs_on(self.target))
+            raise UsageError(
+                f"--runtime {runtime} runs on {' and '.join(RUNTIMES[runtime].devices)}; "
+                f"a {self.target.split(':')[0]} target is measured in {where}"
+            )
+        missing = RUNTIMES[runtime].missing()
         if missing:
             raise UsageError(f"--runtime {runtime}: {missing}")
         if self.target.startswith("cuda"):
@@ -233,7 +236,7 @@ class SearchConfig:
         if int(data.get("version", 1)) < 3:
             data["sampler"] = "nsga2"  # what every study made before the sampler policy ran
         if int(data.get("version", 1)) < 4:
-            data["runtime"] = "torchscript"  # what every study made before runtimes measured
+            data["runtime"] = PYTORCH_RUNTIME  # what every study made before runtimes measured
         if int(data.get("version", 1)) < 6:
             data["granularity"] = "global"  # one value per knob: what every older study searched
         names = {f.name for f in dataclasses.fields(cls)}

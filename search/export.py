@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -39,8 +38,9 @@ from torch import nn
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
-from tradeoff.search.measure import Measurement, RuntimeModel, accuracy, deploy, deployable
-from tradeoff.spaces.runtime import ONNX_OPSET, onnx_bytes, version
+from tradeoff.search.measure import Measurement, accuracy, deploy
+from tradeoff.spaces.runtimes import get_runtime, runtime_for_file, version
+from tradeoff.spaces.runtimes.onnx import ONNX_FILE, TORCHSCRIPT_FILE, ExternalData
 from tradeoff.storage.artifacts import sha256_file
 
 FORMAT = "tradeoff-export"
@@ -50,8 +50,7 @@ EXPORT_VERSION = 3
 MANIFEST_FORMAT = "tradeoff-export-manifest"
 MANIFEST_FILE = "manifest.json"
 MAX_JSON_BYTES = 16 << 20  # a record or manifest larger than this is not one tradeoff wrote
-MODEL_FILE = "model.pt"
-ONNX_FILE = "model.onnx"
+MODEL_FILE = TORCHSCRIPT_FILE
 PLAN_FILE = "plan.json"
 RECORD_FILE = "record.json"
 FRONT_FILE = "front.json"  # export --front: one line per exported trial, and the rank correlation
@@ -83,36 +82,6 @@ def differences(stored: dict[str, Any], measured: Measurement, *, n_val: int) ->
     now = measured.to_dict()
     found = (f.differs(stored, now, n_val=n_val) for f in FIGURES.values())
     return [d for d in found if d]
-
-
-@torch.no_grad()
-def _onnx(model: nn.Module, example: torch.Tensor, test_x: torch.Tensor, scripted, path: str) -> dict:
-    """Write ``model`` as ONNX (dynamic batch) and compare its top-1 with ``scripted`` in
-    onnxruntime; a model that does not export cleanly gets the reason instead."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return {"written": False, "reason": "onnxruntime is not installed"}
-    try:
-        with open(path, "wb") as f:
-            f.write(onnx_bytes(model, example))
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        ours = session.run(None, {"input": test_x.numpy()})[0].argmax(1)
-    except Exception as e:  # noqa: BLE001 - any exporter or runtime failure means "not offered"
-        if os.path.exists(path):
-            os.remove(path)
-        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        return {"written": False, "reason": f"{type(e).__name__}: {reason}"}
-    theirs = scripted(test_x).argmax(1).numpy()
-    mismatches = int((ours != theirs).sum())
-    if mismatches:
-        os.remove(path)
-        return {
-            "written": False,
-            "reason": f"onnxruntime's top-1 differs from PyTorch's on {mismatches} of {len(theirs)} "
-            "test images",
-        }
-    return {"written": True, "opset": ONNX_OPSET, "top1_mismatches_test": 0, "checked_images": len(theirs)}
 
 
 def previous_export(folder: str) -> bool:
@@ -305,32 +274,9 @@ def export_trial(
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary directory
     try:
-        files: dict[str, dict[str, Any]] = {}
-        if runtime == "torchscript":
-            deployed_file = MODEL_FILE
-            torch.jit.save(deployed, os.path.join(tmp, MODEL_FILE))
-            files[MODEL_FILE] = {"format": "TorchScript (traced, frozen); torch.jit.load"}
-            onnx_info = _onnx(
-                compressed.model, task.example_input, task.test.x, deployed, os.path.join(tmp, ONNX_FILE)
-            )
-            if onnx_info.get("written"):
-                files[ONNX_FILE] = {"format": "ONNX; onnxruntime.InferenceSession"}
-        else:
-            deployed_file = ONNX_FILE
-            with open(os.path.join(tmp, ONNX_FILE), "wb") as f:
-                f.write(deployed.onnx)
-            form = getattr(compressed.model, "form_note", "")
-            kind = f"int8 weights ({form.split(':')[0].split(' (')[0]})" if form else "float"
-            if form and not compressed.model.int8_kernels:
-                kind += "; measured with session option session.disable_quant_qdq=1 (folds them once)"
-            files[ONNX_FILE] = {"format": f"ONNX, {kind}; onnxruntime.InferenceSession or OpenVINO"}
-            onnx_info = {"written": True, "opset": ONNX_OPSET, "measured": True}
-            if not isinstance(compressed.model, RuntimeModel):  # a float network: its TorchScript twin
-                scripted = deployable(compressed.model, task.example_input)
-                torch.jit.save(scripted, os.path.join(tmp, MODEL_FILE))
-                files[MODEL_FILE] = {
-                    "format": "TorchScript (traced, frozen) twin of model.onnx; torch.jit.load"
-                }
+        writer = get_runtime(runtime)
+        deployed_file = writer.file
+        files, onnx_info = writer.write(deployed, compressed.model, task.example_input, task.test.x, tmp)
         for name, info in files.items():
             path = os.path.join(tmp, name)
             info.update(bytes=os.path.getsize(path), sha256=sha256_file(path))
@@ -604,13 +550,9 @@ def load(path: str) -> Exported:
     name = deployed_file(record)
     file = os.path.join(path, name)
     try:
-        if name == ONNX_FILE:
-            model = RuntimeModel(_onnx_bytes(file), "onnxruntime")
-            model(torch.zeros(1, *record["task"]["input_shape"][1:]))  # the session starts now
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-                model = torch.jit.load(file, map_location="cpu")
+        model = _read_model(file)
+        with torch.no_grad():
+            model(torch.zeros(1, *record["task"]["input_shape"][1:]))  # a session starts now
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -620,20 +562,14 @@ def load(path: str) -> Exported:
     return Exported(model=model.eval(), record=record, path=path)
 
 
-def _onnx_bytes(file: str) -> bytes:
-    """The ONNX file's bytes, refused when any tensor lives in an external data file (a path
-    inside an export must never make us read a file outside it)."""
-    import onnx
-
-    with open(file, "rb") as f:
-        data = f.read()
-    proto = onnx.load_from_string(data)
-    tensors = list(proto.graph.initializer) + [
-        a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")
-    ]
-    if any(t.data_location == onnx.TensorProto.EXTERNAL or t.external_data for t in tensors):
-        raise ExportError(f"{file} keeps tensors in external files; tradeoff never writes such exports")
-    return data
+def _read_model(file: str) -> nn.Module:
+    """The model file ``file`` (model.pt or model.onnx), read by the runtime that writes it; an
+    ONNX file that points at external data files is refused (a path inside an export must never
+    make us read a file outside it)."""
+    try:
+        return runtime_for_file(os.path.basename(file)).read(file).eval()
+    except ExternalData as e:
+        raise ExportError(str(e)) from None
 
 
 def _test_data(path: str, record: dict[str, Any], data: str | None, data_root: str | None = None):
@@ -697,12 +633,7 @@ def verify(path: str, *, data: str | None = None, data_root: str | None = None, 
     twin = MODEL_FILE if name == ONNX_FILE else ONNX_FILE
     if os.path.isfile(os.path.join(path, twin)):
         try:
-            if twin == ONNX_FILE:
-                other = RuntimeModel(_onnx_bytes(os.path.join(path, twin)), "onnxruntime")
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    other = torch.jit.load(os.path.join(path, twin), map_location="cpu").eval()
+            other = _read_model(os.path.join(path, twin))
         except ExportError:
             raise
         except Exception as e:  # noqa: BLE001 - a file that is not what its name says

@@ -224,7 +224,7 @@ def check_not_chance(val_accuracy: float, labels, source: str) -> None:
         )
 
 
-def _architecture_hash(model: nn.Module) -> str:
+def architecture_hash(model: nn.Module) -> str:
     h = hashlib.sha256(repr(model).encode())
     for name, t in model.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}".encode())

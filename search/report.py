@@ -79,7 +79,8 @@ def noise_ties(trials: list[optuna.trial.FrozenTrial], objectives) -> dict[int, 
     return ties
 
 
-def _fmt(name: str, value: float) -> str:
+def format_figure(name: str, value: float) -> str:
+    """``value`` of figure ``name`` in its unit, as every view prints it."""
     return FIGURES[name].text(value) if name in FIGURES else f"{value:g}"
 
 
@@ -116,7 +117,7 @@ def format_front(study: optuna.Study) -> str:
         ]
         for name in shown:
             v = t.user_attrs.get(name)
-            row.append("-" if v is None else _fmt(name, v) + _vs(name, v, base.get(name) if base else None))
+            row.append("-" if v is None else format_figure(name, v) + _vs(name, v, base.get(name) if base else None))
         row.append(format_plan(plan_of(t)))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -179,7 +180,7 @@ def progress_line(
         return f"{head}: {reason}" if reason else head
     base = baseline_of(study) or {}
     figs = " ".join(
-        f"{FIGURES[n].short}={_fmt(n, trial.user_attrs[n])}{_vs(n, trial.user_attrs[n], base.get(n))}"
+        f"{FIGURES[n].short}={format_figure(n, trial.user_attrs[n])}{_vs(n, trial.user_attrs[n], base.get(n))}"
         for n in objectives_of(study)
         if n in trial.user_attrs
     )
@@ -310,7 +311,7 @@ def figure(study: optuna.Study):
     cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
     for o in objectives:
         cells.append(
-            [f"{_fmt(o, t.user_attrs[o])}{_vs(o, t.user_attrs[o], base.get(o))}" for t in front_trials]
+            [f"{format_figure(o, t.user_attrs[o])}{_vs(o, t.user_attrs[o], base.get(o))}" for t in front_trials]
         )
     fig.add_trace(
         go.Table(header=dict(values=header, align="left"), cells=dict(values=cells, align="left")),

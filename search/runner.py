@@ -63,6 +63,7 @@ from tradeoff.spaces import (
     structure_key,
 )
 from tradeoff.spaces.allocation import SHARPNESS, bit_budgets, plan_from_params, suggest_values
+from tradeoff.spaces.runtimes import get_runtime
 from tradeoff.spaces.sensitivity import SensitivityTable
 
 CALIBRATION_SAMPLES = 512  # training inputs that calibrate int8 activation ranges
@@ -359,20 +360,21 @@ class Runner:
         form = trial.user_attrs.get(INT8_FORM_ATTR, "auto")
         trains = any(k.structural and not k.is_off(cfg.value) for k, cfg in plan.configs())
         kept = not trains or self.weights.get_float(study, structure_key(plan)) is not None
-        deployed = (
-            self.weights.get_trial(study, trial) if kept and self.config.runtime != "torchscript" else None
-        )
+        deployed = self.weights.get_trial(study, trial) if kept else None
         facts = trial.user_attrs.get(FACTS_ATTR)
+        model = None
         if deployed is not None and isinstance(facts, dict):
-            compressed, times = self.build(plan, int8_form=form, study=study, post_training=False)
             data, meta = deployed
             facts = Facts(**{k: v for k, v in facts.items() if k in Facts.__dataclass_fields__})
-            model = compressed.float_model
-            if meta.get("quantized"):
-                model = RuntimeModel(
-                    data, self.config.runtime, weight_bits=facts.weight_bits, int8_kernels=form == "kernels"
+            if meta.get("quantized"):  # None where the runtime cannot run its kept file: rebuilt
+                model = get_runtime(self.config.runtime).from_kept(
+                    data,
+                    weight_bits=facts.weight_bits,
+                    int8_kernels=form == "kernels",
+                    form_note=meta.get("form_note", ""),
                 )
-                model.form_note = meta.get("form_note", "")
+        if model is not None:
+            compressed, times = self.build(plan, int8_form=form, study=study, post_training=False)
             restored = Compressed(
                 model=model,
                 float_model=compressed.float_model,
@@ -400,7 +402,7 @@ class Runner:
         """The plan of a trial's params (or a stored plan), with the study's knob options; an
         allocated trial's budgets and sharpness made per-layer values by the sensitivity table."""
         c = self.config
-        granularity = getattr(c, "granularity", "global")
+        granularity = c.granularity
         if granularity == "allocated" and SHARPNESS in params and self.table is None:
             raise PlanError(
                 "this study allocates per layer: its sensitivity table is needed (give --artifacts)"
@@ -415,7 +417,7 @@ class Runner:
         same fine-tuned float model. A per-layer (``layer``) study searches each layer's bits
         itself: none are queued."""
         c = self.config
-        granularity = getattr(c, "granularity", "global")
+        granularity = c.granularity
         if granularity == "global" or SHARPNESS not in params:
             if granularity == "layer":
                 return []
@@ -502,7 +504,7 @@ class Runner:
     def _run(self, trial: optuna.Trial) -> list[float]:
         t0 = time.perf_counter()
         c = self.config
-        suggest_values(trial, c.space, getattr(c, "granularity", "global"), self.table)
+        suggest_values(trial, c.space, c.granularity, self.table)
         plan = self.plan_of(trial.params)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))
@@ -588,13 +590,10 @@ class Runner:
         c, study = self.config, trial.study
         if (c.reuse or c.keep_weights != "none") and state.get("trained") is not None:
             self.weights.put_float(study, state["key"], state["trained"], trial.number)
-        if isinstance(compressed.model, RuntimeModel):
-            self.weights.put_trial(
-                trial,
-                compressed.model.onnx,
-                file="model.onnx",
-                extra={"quantized": True, "form_note": compressed.model.form_note},
-            )
+        kept = get_runtime(c.runtime).kept(compressed.model)
+        if kept is not None:
+            data, file, extra = kept
+            self.weights.put_trial(trial, data, file=file, extra=extra)
         if c.reuse and state.get("reused") is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
             # this trial made its structure's float model: the other bit-widths only quantize it
             for sibling in self.siblings(trial.params, plan):

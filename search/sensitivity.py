@@ -17,7 +17,7 @@ import optuna
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.records import SENSITIVITY_ATTR
-from tradeoff.search.weights import _read, _upload
+from tradeoff.search.weights import read_bytes, upload_bytes
 from tradeoff.spaces.sensitivity import SensitivityTable, measure_sensitivity
 
 
@@ -30,7 +30,7 @@ def load_sensitivity(study: optuna.Study, store) -> SensitivityTable | None:
     if store is None:
         raise UsageError("the study's sensitivity table is in its artifact store: give --artifacts")
     try:
-        data = _read(store, meta["artifact_id"])
+        data = read_bytes(store, meta["artifact_id"])
     except Exception as e:  # noqa: BLE001 - a missing file or an unreachable store
         raise UsageError(
             f"cannot read the study's sensitivity table (artifact {meta['artifact_id']}): {e}; "
@@ -74,7 +74,7 @@ def ensure_sensitivity(
         log("measuring the sensitivity table (once per study) ...")
         table = measure_for_study(config, task, teacher, log=log)
         data = table.to_json().encode()
-        artifact_id = _upload(store, study, data, "sensitivity.json")
+        artifact_id = upload_bytes(store, study, data, "sensitivity.json")
         study.set_user_attr(
             SENSITIVITY_ATTR,
             {

@@ -33,7 +33,7 @@ def study_start(config: SearchConfig) -> list[tuple[dict, str]]:
     design is what lifts the allocated search above random search at 20-80 plans."""
     from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, bit_budgets
 
-    allocated = getattr(config, "granularity", "global") == "allocated"
+    allocated = config.granularity == "allocated"
     space = dict(config.space)
     bits = space.get("weight_bits", {})
     if allocated and "choices" in bits and any(int(b) <= 8 for b in bits["choices"]):

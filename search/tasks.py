@@ -19,7 +19,7 @@ from torch import nn
 from tradeoff.search.data import Split, data_fingerprint, load_data
 from tradeoff.search.errors import UsageError
 from tradeoff.search.models import (
-    _architecture_hash,
+    architecture_hash,
     check_finite,
     check_not_chance,
     load_weights_,
@@ -193,7 +193,7 @@ def get_task(
             f"model {model!r} gives outputs of shape {shape} for a batch of 2, but the data has "
             f"{num_classes} classes: expected (2, {num_classes})"
         )
-    settings["architecture"] = _architecture_hash(probe)  # after a forward: lazy layers have shapes
+    settings["architecture"] = architecture_hash(probe)  # after a forward: lazy layers have shapes
     if checkpoint and os.path.isfile(checkpoint):  # a teacher at chance would make every figure mislead
         from tradeoff.search.measure import accuracy
 

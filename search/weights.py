@@ -47,12 +47,14 @@ KEEP_WEIGHTS = ("front", "all", "none")
 MEMORY_SLOTS = 4  # float models a worker keeps in memory (its next trials are often their variants)
 
 
-def _read(store, artifact_id: str) -> bytes:
+def read_bytes(store, artifact_id: str) -> bytes:
+    """The bytes of artifact ``artifact_id`` in ``store``."""
     with store.open_reader(artifact_id) as f:
         return f.read()
 
 
-def _upload(store, target, data: bytes, name: str) -> str:
+def upload_bytes(store, target, data: bytes, name: str) -> str:
+    """Store ``data`` as artifact ``name`` of ``target`` (a study or trial); returns its id."""
     with tempfile.TemporaryDirectory(prefix="tradeoff-weights-") as tmp:
         path = os.path.join(tmp, name)
         with open(path, "wb") as f:
@@ -87,7 +89,7 @@ class WeightStore:
         if not isinstance(meta, Mapping) or meta.get("removed") or "artifact_id" not in meta:
             return None
         try:
-            data = _read(self.store, meta["artifact_id"])
+            data = read_bytes(self.store, meta["artifact_id"])
         except Exception:  # noqa: BLE001 - removed by another worker, or unreadable: train again
             return None
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
@@ -109,7 +111,7 @@ class WeightStore:
             torch.save(state, buffer)
             data = buffer.getvalue()
             meta.update(
-                artifact_id=_upload(self.store, study, data, f"float-{key[:16]}.pt"),
+                artifact_id=upload_bytes(self.store, study, data, f"float-{key[:16]}.pt"),
                 sha256=hashlib.sha256(data).hexdigest(),
                 bytes=len(data),
                 structure=key,
@@ -133,7 +135,7 @@ class WeightStore:
         if self.store is None or self.keep == "none":
             return None
         meta = {
-            "artifact_id": _upload(self.store, trial, data, file),
+            "artifact_id": upload_bytes(self.store, trial, data, file),
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
             "file": file,
@@ -153,7 +155,7 @@ class WeightStore:
         ):
             return None
         try:
-            data = _read(self.store, meta["artifact_id"])
+            data = read_bytes(self.store, meta["artifact_id"])
         except Exception:  # noqa: BLE001 - gone from the store: rebuild
             return None
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):

@@ -28,6 +28,7 @@ import optuna
 import torch
 from torch import nn
 
+from tradeoff.spaces.runtimes import PYTORCH_RUNTIME
 from tradeoff.storage.errors import TradeoffError
 
 
@@ -84,7 +85,7 @@ class ApplyContext:
 
     ``finetune(model, from_scratch)`` trains a changed model against the teacher (None: no
     training); ``calibration`` is a few batches of training inputs for quantization; ``runtime``
-    the runtime the model is deployed in (``spaces.runtime``: quantization uses its tool), and
+    the runtime the model is deployed in (``spaces.runtimes``: quantization uses its tool), and
     ``int8_form`` which int8 form to make there (``auto``: the faster; ``kernels`` or
     ``weights``: the one a measured trial used); ``before_finetune`` and ``post_training``: see
     :func:`~tradeoff.spaces.apply_plan`; ``facts`` what the knobs before this one did (set by
@@ -94,7 +95,7 @@ class ApplyContext:
     num_classes: int
     finetune: Callable[[nn.Module, bool], nn.Module] | None = None
     calibration: Sequence[torch.Tensor] = ()
-    runtime: str = "torchscript"
+    runtime: str = PYTORCH_RUNTIME
     int8_form: str = "auto"
     before_finetune: Callable[[Callable[[], Any]], None] | None = None
     post_training: bool = True

@@ -95,7 +95,7 @@ def factor_conv(conv: nn.Conv2d, k: int, svd=None) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def _plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
+def plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
     """(rank, "") to factor this layer, or (None, reason) to skip it."""
     if isinstance(m, nn.Linear):
         full, dense, per_rank = (
@@ -134,7 +134,7 @@ def factorize_(
         layer_ratio = value_for(ratio, name, 1.0)
         if layer_ratio >= 1:
             continue  # this layer's group keeps its full rank
-        k, reason = _plan_layer(name, m, layer_ratio)
+        k, reason = plan_layer(name, m, layer_ratio)
         if k is None:
             skipped.append(skip_note("low_rank", name, reason))
             continue

@@ -50,12 +50,12 @@ def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     return out[-1:] if out else []
 
 
-def _unprunable(model: nn.Module) -> list[nn.Module]:
+def unprunable(model: nn.Module) -> list[nn.Module]:
     """Modules torch-pruning's graph cannot cut through: left whole."""
     return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
 
 
-def _tp_prune_(
+def tp_prune_(
     module: nn.Module,
     inputs,
     ratio: float | Mapping[str, float],
@@ -90,7 +90,7 @@ def prune_groups(model: nn.Module, example_input, num_classes: int) -> list[tupl
     conv/linear layers whose channels it couples, parameters of those layers). The root layer's
     name is the group's key in a per-layer ``prune_ratio``. The classifier is not a group."""
     names = {m: n for n, m in model.named_modules()}
-    ignored = classifier_layers(model, num_classes) + _unprunable(model)
+    ignored = classifier_layers(model, num_classes) + unprunable(model)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     out = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
@@ -123,11 +123,11 @@ def prune_channels_(
     block instead (:func:`_prune_blockwise`), and the blocks it cannot handle are listed in
     ``skipped``. Returns the pruned model (a new object when the fallback was taken)."""
     importance = importance or tp.importance.GroupMagnitudeImportance(p=2)
-    ignored = classifier_layers(model, ctx.num_classes) + _unprunable(model)
+    ignored = classifier_layers(model, ctx.num_classes) + unprunable(model)
     backup = copy.deepcopy(model)
     names = {m: n for n, m in model.named_modules()}
     try:
-        _tp_prune_(model, ctx.example_input, ratio, importance, ignored, names)
+        tp_prune_(model, ctx.example_input, ratio, importance, ignored, names)
     except Exception as e:  # noqa: BLE001 - torch-pruning raises bare errors for unsupported graphs
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
         model = _prune_blockwise(backup, ratio, ctx, skipped, importance, reason, knob)
@@ -170,7 +170,7 @@ def _prune_blockwise(
     finally:
         for h in handles:
             h.remove()
-    keep = set(classifier_layers(model, ctx.num_classes)) | set(_unprunable(model))
+    keep = set(classifier_layers(model, ctx.num_classes)) | set(unprunable(model))
     names_of = {m: n for n, m in model.named_modules()}
     pruned = 0
 
@@ -189,7 +189,7 @@ def _prune_blockwise(
                 # the block's last layer keeps its outputs: the block's output channels hold
                 last = [index[id(layers[-1])], *(index[id(m)] for m in layers if m in keep)]
                 trial_names = {index[id(m)]: n for m, n in names_of.items() if id(m) in index}
-                _tp_prune_(trial, args, ratio, importance, last, trial_names)
+                tp_prune_(trial, args, ratio, importance, last, trial_names)
                 with torch.no_grad():
                     changed = trial(*args).shape != shape
                 if changed:

@@ -1,8 +1,9 @@
 """Weight bit-width: post-training static quantization on the runtime's own int8 kernels.
 
-For ONNX Runtime and OpenVINO the runtime's tool quantizes (``spaces.runtime.quantize_onnx``:
-QDQ, unsigned activations, per-channel weights). For TorchScript (and a CUDA target's CPU
-twin) PyTorch's FX graph-mode static quantization on the x86/fbgemm int8 kernels, below.
+The runtime the model is deployed in quantizes it with its own tool (``Runtime.quantize`` in
+``spaces.runtimes``): for ONNX Runtime and OpenVINO, ONNX Runtime's static quantization (QDQ,
+unsigned activations, per-channel weights); for TorchScript (and a CUDA target's CPU twin)
+PyTorch's FX graph-mode static quantization on the x86/fbgemm int8 kernels.
 
 Bits and why these: 32 is float; 8 runs on real int8 kernels (per-channel symmetric weights,
 int8 activations calibrated on training inputs), so its latency is measured, not modelled.
@@ -23,12 +24,9 @@ records each weight's bits, and size, energy and memory count each layer at its 
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from tradeoff.spaces._base import (
@@ -39,104 +37,22 @@ from tradeoff.spaces._base import (
     PlanError,
     SpaceError,
     register_knob,
-    skip_note,
     unknown_groups,
     value_for,
 )
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-ENGINE = "x86"
 
 
-def qconfig_mapping(
-    bits: int | Mapping[str, int], *, layers_only: bool = False, model: nn.Module | None = None
-):
-    """PyTorch's default x86 mapping (b-bit-valued weights below 8 bits). ``layers_only``
-    quantizes conv and linear layers alone and leaves every other op in float. ``bits`` per
-    layer (with ``model``, whose conv/linear modules it names): each layer gets its own
-    weight observer, a 32-bit layer none (it stays float)."""
-    if not isinstance(bits, int):
-        layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        chosen = {n: int(value_for(bits, n, 32)) for n in layers}
-        low = [b for b in chosen.values() if b <= 8]
-        mapping = qconfig_mapping(max(low, default=8), layers_only=layers_only)
-        for name, b in chosen.items():
-            mapping.set_module_name(name, qconfig_mapping(b).global_qconfig if b <= 8 else None)
-        return mapping
-    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
-    from torch.ao.quantization.observer import PerChannelMinMaxObserver
-
-    mapping = get_default_qconfig_mapping(ENGINE)
-    qconfig = mapping.global_qconfig
-    if bits < 8:
-        levels = 2 ** (bits - 1) - 1
-        weight = PerChannelMinMaxObserver.with_args(
-            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-levels, quant_max=levels
-        )
-        qconfig = QConfig(activation=qconfig.activation, weight=weight)
-        mapping.set_global(qconfig)
-    if layers_only:
-        # conv/linear with the batch-norms and ReLUs that fuse into them (fusion wants one qconfig)
-        mapping = QConfigMapping()
-        for kind in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, torch.nn.functional.relu):
-            mapping.set_object_type(kind, qconfig)
-    return mapping
-
-
-@torch.no_grad()
 def quantize(
     model: nn.Module, bits: int | Mapping[str, int], ctx: ApplyContext, skipped: list[str]
 ) -> nn.Module:
-    """An int8 (or b-bit-valued int8) copy of float ``model``, calibrated on ``ctx.calibration``."""
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    """An int8 (or b-bit-valued int8) copy of float ``model``, made by the tool of the runtime
+    it is deployed in (``ctx.runtime``, see :mod:`tradeoff.spaces.runtimes`), calibrated on
+    ``ctx.calibration``."""
+    from tradeoff.spaces.runtimes import get_runtime
 
-    if ctx.runtime in ("onnxruntime", "openvino"):
-        from tradeoff.spaces.runtime import quantize_onnx
-
-        if not ctx.calibration:
-            raise PlanError("quantization needs calibration inputs; none were given")
-        try:
-            return quantize_onnx(
-                model, bits, ctx.example_input, ctx.calibration, ctx.runtime, form=ctx.int8_form
-            )
-        except Exception as e:  # noqa: BLE001 - the exporter or the quantizer rejects the model
-            raise PlanError(
-                f"{_bits_text(bits)} quantization in {ctx.runtime} failed: {type(e).__name__}: {e}"
-            ) from e
-    if ENGINE not in torch.backends.quantized.supported_engines:
-        raise PlanError(f"this PyTorch has no {ENGINE} quantized engine; fix weight_bits=32")
-    torch.backends.quantized.engine = ENGINE
-    if not ctx.calibration:
-        raise PlanError("quantization needs calibration inputs; none were given")
-    # HistogramObserver's range search runs 5x slower with denormals flushed (measured on
-    # mobilenet_v2); calibrate without, and restore the flush that measurement relies on.
-    torch.set_flush_denormal(False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            try:
-                return _quantize_fx(model, qconfig_mapping(bits, model=model), ctx, prepare_fx, convert_fx)
-            except Exception as e:  # noqa: BLE001 - an int8 kernel that rejects some op or shape
-                first = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                quantized = _quantize_fx(
-                    model, qconfig_mapping(bits, layers_only=True, model=model), ctx, prepare_fx, convert_fx
-                )
-                skipped.append(
-                    skip_note(
-                        "weight_bits",
-                        "ops other than conv/linear",
-                        f"kept in float: the int8 model failed ({first})",
-                    )
-                )
-                return quantized
-        except Exception as e:  # noqa: BLE001 - FX cannot trace every model
-            raise PlanError(f"{_bits_text(bits)} quantization failed: {type(e).__name__}: {e}") from e
-        finally:
-            torch.set_flush_denormal(True)
-
-
-def _bits_text(bits) -> str:
-    return f"{bits}-bit" if isinstance(bits, int) else "mixed-precision"
+    return get_runtime(ctx.runtime).quantize(model, bits, ctx, skipped)
 
 
 def layer_bits(model: nn.Module, bits: Mapping[str, int]) -> dict[str, int]:
@@ -146,16 +62,6 @@ def layer_bits(model: nn.Module, bits: Mapping[str, int]) -> dict[str, int]:
         for n, m in model.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     }
-
-
-def _quantize_fx(model: nn.Module, mapping, ctx: ApplyContext, prepare_fx, convert_fx) -> nn.Module:
-    """Prepare, calibrate, convert, and check that the int8 model runs on the example input."""
-    prepared = prepare_fx(copy.deepcopy(model).eval(), mapping, example_inputs=(ctx.example_input,))
-    for batch in ctx.calibration:
-        prepared(batch)
-    quantized = convert_fx(prepared).eval()
-    quantized(ctx.example_input)
-    return quantized
 
 
 @dataclass(frozen=True)

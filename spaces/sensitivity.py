@@ -42,8 +42,8 @@ import torch_pruning as tp
 from torch import nn
 
 from tradeoff.spaces._base import each_layer_call, macs_per_output
-from tradeoff.spaces.low_rank import _plan_layer, factor_conv, factor_linear, layer_svd
-from tradeoff.spaces.pruning import _tp_prune_, _unprunable, classifier_layers, prune_groups
+from tradeoff.spaces.low_rank import factor_conv, factor_linear, layer_svd, plan_layer
+from tradeoff.spaces.pruning import classifier_layers, prune_groups, tp_prune_, unprunable
 
 TABLE_VERSION = 1
 PRUNE_POINTS = (0.25, 0.5, 0.75)
@@ -180,7 +180,7 @@ class _Scorer:
 
 def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
     """``w`` at the symmetric per-output-channel levels of ``bits`` bits (what the runtime's
-    file stores: ``spaces.runtime.restrict_weights``; 8 bits: 127 levels)."""
+    file stores: ``spaces.runtimes.onnx_quantization.restrict_weights``; 8 bits: 127 levels)."""
     levels = 2 ** (bits - 1) - 1
     peak = w.detach().abs().flatten(1).max(dim=1).values.clamp_min(1e-12)
     scale = (peak / levels).view(-1, *([1] * (w.dim() - 1)))
@@ -218,7 +218,8 @@ def layer_latency(model: nn.Module, example_input: torch.Tensor, runs: int = 30)
     import onnx
     import onnxruntime as ort
 
-    from tradeoff.spaces.runtime import onnx_bytes, onnx_module_names
+    from tradeoff.spaces.runtimes import onnx_bytes
+    from tradeoff.spaces.runtimes.onnx_quantization import onnx_module_names
 
     data = onnx_bytes(model, example_input[:1])
     proto = onnx.load_from_string(data)
@@ -334,7 +335,7 @@ def measure_sensitivity(
         points = {}
         reason = ""
         for r in rank_points:
-            k, reason = _plan_layer(name, m, r)
+            k, reason = plan_layer(name, m, r)
             if k is None:
                 if not points and "saves no" not in reason:
                     break
@@ -372,9 +373,9 @@ def measure_sensitivity(
         points = {}
         for r in prune_points:
             model = copy.deepcopy(teacher)
-            ignored = classifier_layers(model, num_classes) + _unprunable(model)
+            ignored = classifier_layers(model, num_classes) + unprunable(model)
             try:
-                _tp_prune_(model, example_input[:1], {root: r}, importance, ignored)
+                tp_prune_(model, example_input[:1], {root: r}, importance, ignored)
             except Exception as e:  # noqa: BLE001
                 skipped.append(f"prune_ratio: {root}: {type(e).__name__}")
                 break
@@ -458,9 +459,9 @@ def _which_predicts(
         chosen = rng.sample(prune, k=min(len(prune), rng.randint(0, 3)))
         if chosen:
             ratios = {row["group"]: rng.choice(list(row["points"])) for row in chosen}
-            ignored = classifier_layers(model, num_classes) + _unprunable(model)
+            ignored = classifier_layers(model, num_classes) + unprunable(model)
             try:
-                _tp_prune_(model, example_input[:1], ratios, importance, ignored)
+                tp_prune_(model, example_input[:1], ratios, importance, ignored)
                 for row in chosen:
                     add(total, row, ratios[row["group"]])
                     changed.update(row["layers"])

@@ -1,7 +1,8 @@
-"""Extending tradeoff without touching it: a knob from one file, a figure from the registry.
+"""Extending tradeoff without touching it: a knob or a runtime from one file.
 
-The knob lives in ``tests/knob_plugins/zero_biases.py``; the CLI imports it with ``--plugin``
-(in a subprocess, so this test process's registry stays as shipped).
+The knob lives in ``tests/knob_plugins/zero_biases.py``, the runtime in
+``tests/knob_plugins/eager_runtime.py``; the CLI imports them with ``--plugin`` (in a
+subprocess, so this test process's registries stay as shipped).
 """
 
 from __future__ import annotations
@@ -109,3 +110,41 @@ def test_a_bad_plugin_is_refused_before_anything_is_stored(tmp_path, bad):
         or sqlite3.connect(tmp_path / "tradeoff.db").execute("select count(*) from studies").fetchone()[0]
         == 0
     )
+
+
+def test_a_runtime_from_one_file_measures_the_latency_of_a_search(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = run_tradeoff(
+        "search",
+        "--n-trials",
+        "1",
+        *QUICKER,
+        "--plugin",
+        "eager_runtime",
+        "--runtime",
+        "eager",
+        "--space",
+        "weight_bits=32",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.user_attrs["latency_runtime"] == "eager"
+    assert trial.user_attrs["latency_method"].startswith("PyTorch eager (test plug-in), ")
+    assert trial.user_attrs["latency_ms"] > 0
+    out = tmp_path / "eager"
+    exp = run_tradeoff("export", "--trial", str(trial.number), "--output", str(out), cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    record = json.loads((out / "record.json").read_text())
+    assert record["deployed_file"] == "model.pt" and record["runtime"].startswith("eager ")
+
+
+def test_a_runtime_nobody_registered_is_one_line_naming_the_choices(tmp_path):
+    r = run_tradeoff("search", "--n-trials", "1", *QUICKER, "--runtime", "eager", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (
+        "tradeoff: error: --runtime 'eager': choose one of onnxruntime, openvino, torchscript"
+    )
+    assert not (tmp_path / "tradeoff.db").exists()

@@ -72,3 +72,20 @@ def test_every_import_is_absolute_under_tradeoff():
                 if "sys.path.insert" in stripped and folder == "benchmarks":
                     bad.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
     assert not bad, "\n".join(bad)
+
+
+def test_no_module_imports_another_modules_private_name():
+    """Names used across modules are public: ``from tradeoff.x import _y`` is a hidden contract."""
+    import ast
+
+    bad = []
+    for folder in ("search", "spaces", "storage", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tradeoff"):
+                    bad += [
+                        f"{path.relative_to(ROOT)}: from {node.module} import {a.name}"
+                        for a in node.names
+                        if a.name.startswith("_")
+                    ]
+    assert not bad, "\n".join(bad)

@@ -2,7 +2,7 @@
 
 Every figure is measured on the model in the form a user deploys it (in the study's runtime:
 an ONNX Runtime or OpenVINO session on the ONNX file that ``tradeoff export`` writes, or
-traced and frozen TorchScript, see ``tradeoff.spaces.runtime``), or on its float twin where a
+traced and frozen TorchScript, see ``tradeoff.spaces.runtimes``), or on its float twin where a
 counter cannot follow quantized kernels (FLOPs, parameters, activations).
 The figures and their measuring functions are declared in the modules of this package, one
 :func:`~tradeoff.search.figures.register_figure` each; :func:`measure` runs them all in
@@ -27,7 +27,7 @@ from tradeoff.search.measure.size import SIZE_METHOD, count_params, encoded_size
 from tradeoff.search.measure.size import serialized_size
 from tradeoff.search.measure.size import weight_tensors
 from tradeoff.search.measure.flops import FLOPS_METHOD, count_flops
-from tradeoff.search.measure.latency import cpu_name, deployable, latency
+from tradeoff.search.measure.latency import cpu_name, latency
 from tradeoff.search.measure.energy import activation_elements, cache_bytes, estimated_energy_mj
 from tradeoff.search.measure.energy import layer_traffic, measured_energy_mj
 from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_bytes, weight_bytes
@@ -35,7 +35,7 @@ from tradeoff.search.measure.memory import peak_activation_bytes, peak_memory_by
 # isort: on
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.measure.probe import Probe
-from tradeoff.spaces.runtime import DEFAULT_RUNTIME, RUNTIMES, RuntimeModel, deploy
+from tradeoff.spaces.runtimes import DEFAULT_RUNTIME, RUNTIMES, RuntimeModel, deploy, get_runtime
 from tradeoff.spaces.timing import median_interval, paired_latency
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "count_params",
     "cpu_name",
     "deploy",
-    "deployable",
     "encoded_size",
     "estimated_energy_mj",
     "latency",
@@ -138,8 +137,8 @@ def measure(
     """
     timings = {} if timings is None else timings
     torch.set_flush_denormal(True)
-    if device.startswith("cuda") and runtime != "torchscript":
-        raise ValueError(f"a CUDA device is measured in the torchscript runtime, not {runtime!r}.")
+    if not get_runtime(runtime).runs_on(device):
+        raise ValueError(f"the {runtime} runtime does not run on {device!r}.")
     t = time.perf_counter()
     probe = Probe(
         model=model,

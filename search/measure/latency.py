@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
-from torch import nn
 
 from tradeoff.search.figures import Figure, Tolerance, register_figure
 from tradeoff.search.measure.probe import Probe
+from tradeoff.spaces.runtimes import get_runtime
 from tradeoff.spaces.timing import BLOCK, paired_latency, spread, time_calls
 
 
@@ -24,16 +22,6 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or "unknown"
-
-
-def deployable(model: nn.Module, example_input: torch.Tensor) -> torch.jit.ScriptModule:
-    """The model as traced and frozen TorchScript (batch-norm folded, constants inlined): the
-    ``torchscript`` runtime's form (see ``tradeoff.spaces.runtime`` for the others)."""
-    model = model.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example_input, check_trace=False)
-        return torch.jit.freeze(traced)
 
 
 def latency(
@@ -52,13 +40,8 @@ PAIRED = ("latency_ratio", "latency_ratio_ci", "latency_window_ms", "latency_win
 
 
 def _where(probe: Probe) -> str:
-    threads = torch.get_num_threads()
-    if probe.device.startswith("cuda"):
-        return "TorchScript trace+freeze on CUDA, CUDA events"
-    describe = getattr(probe.deployed, "describe", None)
-    if describe is not None:
-        return f"{describe()}, denormals flushed"
-    return f"TorchScript trace+freeze, {threads} CPU threads, denormals flushed"
+    where = get_runtime(probe.runtime).describe(probe.deployed, probe.device)
+    return where if probe.device.startswith("cuda") else f"{where}, denormals flushed"
 
 
 def _bits_note(probe: Probe) -> str:
@@ -69,7 +52,7 @@ def _bits_note(probe: Probe) -> str:
     if probe.weight_bits < 8:
         return f"; {probe.weight_bits}-bit weights run on the int8 kernels, so this is the 8-bit latency"
     if probe.weight_bits == 8:
-        return "; int8 kernels" + (" (x86/fbgemm)" if probe.runtime == "torchscript" else "")
+        return "; int8 kernels" + get_runtime(probe.runtime).int8_note
     return ""
 
 

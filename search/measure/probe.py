@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tradeoff.spaces.runtimes import PYTORCH_RUNTIME
+
 
 @dataclass(eq=False)
 class Probe:
@@ -37,7 +39,7 @@ class Probe:
     weight_bits: int = 32
     layer_bits: dict[str, int] | None = None  # mixed precision: {conv/linear module: bits}
     sparse: bool = False
-    runtime: str = "torchscript"
+    runtime: str = PYTORCH_RUNTIME
     reference: Any = None
     reference_ms: float | None = None
     values: dict[str, float] = field(default_factory=dict)

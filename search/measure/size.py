@@ -111,7 +111,7 @@ def onnx_encoded_size(onnx: bytes, *, weight_bits: int = 32, sparse: bool = Fals
     import onnx as onnx_lib
     from onnx import numpy_helper
 
-    from tradeoff.spaces.runtime import LAYER_BITS_KEY, layer_bits_of
+    from tradeoff.spaces.runtimes.onnx_quantization import LAYER_BITS_KEY, layer_bits_of
 
     size = len(onnx)
     needs_proto = weight_bits < 8 or sparse or LAYER_BITS_KEY.encode() in onnx

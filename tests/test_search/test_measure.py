@@ -49,11 +49,11 @@ def test_size_is_the_serialized_float32_weights():
 def test_deployable_matches_eager_output():
     net = small_net().eval()
     x = torch.randn(5, 1, 8, 8)
-    torch.testing.assert_close(M.deployable(net, X)(x), net(x))
+    torch.testing.assert_close(M.deploy(net, "torchscript", X)(x), net(x))
 
 
 def test_latency_statistics_are_ordered_and_positive():
-    med, p10, p90 = M.latency(M.deployable(small_net(), X), X, warmup=2, repeats=20)
+    med, p10, p90 = M.latency(M.deploy(small_net(), "torchscript", X), X, warmup=2, repeats=20)
     assert 0 < p10 <= med <= p90
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from tradeoff.spaces import ApplyContext, Plan, PlanError, apply_plan, format_plan, validate_space
 from tradeoff.spaces.allocation import allocate, bit_budgets, grid, plan_from_params
-from tradeoff.spaces.runtime import layer_bits_of, weight_initializers
+from tradeoff.spaces.runtimes.onnx_quantization import layer_bits_of, weight_initializers
 from tradeoff.spaces.sensitivity import SensitivityTable, fake_quantize, measure_sensitivity
 
 WIDTH = 32

@@ -106,11 +106,12 @@ def test_int8_in_onnxruntime_fuses_every_layer_into_int8_kernels(tmp_path):
     """Unsigned activations and per-channel weights: ONNX Runtime turns every conv and the
     linear layer into its int8 kernels (signed activations would leave convolutions in float)."""
     from tradeoff.search.measure import RuntimeModel, onnx_encoded_size
-    from tradeoff.spaces.runtime import _pre_process, _quantize_static, onnx_bytes
+    from tradeoff.spaces.runtimes import onnx_bytes
+    from tradeoff.spaces.runtimes.onnx_quantization import pre_process, quantize_static_qdq
 
     net, x = conv_net(), torch.randn(1, 8, 8, 8)
-    _pre_process(onnx_bytes(net, x), str(tmp_path), str(tmp_path / "p.onnx"))
-    proto = _quantize_static([torch.randn(16, 8, 8, 8)], str(tmp_path), str(tmp_path / "p.onnx"))
+    pre_process(onnx_bytes(net, x), str(tmp_path), str(tmp_path / "p.onnx"))
+    proto = quantize_static_qdq([torch.randn(16, 8, 8, 8)], str(tmp_path), str(tmp_path / "p.onnx"))
     ops = _optimized_ops(proto.SerializeToString(), tmp_path)
     assert ops.count("QLinearConv") == 2 and "Conv" not in ops
     assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulInteger" in ops
@@ -127,7 +128,8 @@ def test_int8_keeps_the_faster_of_int8_kernels_and_int8_weights_on_float_kernels
     folded weights, so its outputs are the float network's with weights rounded to int8."""
     import onnx
 
-    from tradeoff.spaces.runtime import RuntimeModel, onnx_bytes, quantize_weights
+    from tradeoff.spaces.runtimes import RuntimeModel, onnx_bytes
+    from tradeoff.spaces.runtimes.onnx_quantization import quantize_weights
 
     c, x = quantized_onnx(8)
     assert c.model.form_note.startswith(("int8 kernels", "int8 weights on float kernels"))
@@ -150,7 +152,7 @@ def test_int8_keeps_the_faster_of_int8_kernels_and_int8_weights_on_float_kernels
 
 
 def _float_onnx(model, x) -> bytes:
-    from tradeoff.spaces.runtime import onnx_bytes
+    from tradeoff.spaces.runtimes import onnx_bytes
 
     return onnx_bytes(model, x)
 
@@ -161,7 +163,7 @@ def test_low_bit_weights_in_onnx_are_exact_levels_counted_packed(bits):
     from onnx import numpy_helper
 
     from tradeoff.search.measure import onnx_encoded_size
-    from tradeoff.spaces.runtime import weight_initializers
+    from tradeoff.spaces.runtimes.onnx_quantization import weight_initializers
 
     c, x = quantized_onnx(bits)
     proto = onnx.load_from_string(c.model.onnx)
@@ -184,7 +186,7 @@ def test_int8_in_openvino_runs_the_same_qdq_file():
     pytest.importorskip("openvino")
     c, x = quantized_onnx(8, runtime="openvino")
     assert c.model.runtime == "openvino"
-    from tradeoff.spaces.runtime import RuntimeModel
+    from tradeoff.spaces.runtimes import RuntimeModel
 
     same = RuntimeModel(c.model.onnx, "onnxruntime")
     torch.testing.assert_close(c.model(x).argmax(1), same(x).argmax(1))

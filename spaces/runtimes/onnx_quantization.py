@@ -1,178 +1,31 @@
-"""Runtimes a plan is deployed, measured and exported in.
+"""Int8 for the ONNX runtimes, made by ONNX Runtime's own tool.
 
-``onnxruntime`` (default) and ``openvino`` run the model as ONNX (the file ``tradeoff export``
-writes is the file that was measured); ``torchscript`` runs PyTorch's traced and frozen
-TorchScript (and PyTorch's own int8 kernels), the only runtime of a CUDA target.
-
-Why ONNX Runtime by default: PyTorch's batch-1 float convolutions on small inputs take a slow
-im2col path on the CPUs people deploy to (the bundled teacher: 8 ms in TorchScript, 0.46 ms in
-ONNX Runtime, identical top-1), so a TorchScript latency says little about a deployed model.
-
-Int8 is made by each runtime's own tool: ONNX Runtime's ``quantize_static`` writes QDQ with
-unsigned activations (``QUInt8``: the form its x86 kernels fuse into QLinearConv; signed
-activations leave most convolutions in float) and symmetric per-channel int8 weights,
-calibrated on training images; OpenVINO reads the same QDQ file and runs it on its int8
-kernels. Below 8 bits the weights of that file are re-quantized per channel to the
-``2^(b-1)-1`` symmetric levels of b bits (exact b-bit values, stored in int8 and run on the
-int8 kernels: emulated in time, packed in size, see ``search.measure.size``).
+ONNX Runtime's ``quantize_static`` writes QDQ with unsigned activations (``QUInt8``: the form its
+x86 kernels fuse into QLinearConv; signed activations leave most convolutions in float) and
+symmetric per-channel int8 weights, calibrated on training images; OpenVINO reads the same QDQ
+file and runs it on its int8 kernels. Below 8 bits the weights of that file are re-quantized per
+channel to the ``2^(b-1)-1`` symmetric levels of b bits (exact b-bit values, stored in int8 and
+run on the int8 kernels: emulated in time, packed in size, see ``search.measure.size``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-RUNTIMES = ("onnxruntime", "openvino", "torchscript")
+from tradeoff.spaces.runtimes.onnx import RuntimeModel, onnx_bytes
+
 # ONNX metadata key of a mixed-precision file: {weight initializer: bits}, read by the size count
 LAYER_BITS_KEY = "tradeoff.weight_bits"
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
-DEFAULT_RUNTIME = "onnxruntime"
-ONNX_OPSET = 17
-
-
-def available(runtime: str) -> str | None:
-    """None when ``runtime`` can run here, else what to install."""
-    if runtime == "openvino":
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "OpenVINO is not installed: pip install 'tradeoff[openvino]' (or openvino)"
-    return None
-
-
-def version(runtime: str) -> str:
-    from importlib import metadata
-
-    dist = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torchscript": "torch"}[runtime]
-    try:
-        return f"{runtime} {metadata.version(dist)}"
-    except metadata.PackageNotFoundError:
-        return runtime
-
-
-@torch.no_grad()
-def onnx_bytes(model: nn.Module, example_input: torch.Tensor) -> bytes:
-    """``model`` as ONNX (opset 17, dynamic batch, batch-norm folded by the exporter's constant
-    folding). Uses the TorchScript-based exporter: it folds eval-mode batch-norm and covers the
-    torchvision models the dynamo exporter still rejects some of."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(),
-            (example_input,),
-            buf,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
-    return buf.getvalue()
-
-
-class RuntimeModel(nn.Module):
-    """A model held as ONNX bytes and run in ONNX Runtime or OpenVINO on the CPU. ``forward``
-    takes and returns torch tensors, so accuracy, latency and energy code call it like any
-    module. The session is made on first use with ``torch.get_num_threads()`` threads (the
-    worker's share of the cores) and denormals flushed; it is not copied or pickled."""
-
-    def __init__(
-        self,
-        onnx: bytes,
-        runtime: str = DEFAULT_RUNTIME,
-        *,
-        weight_bits: int = 32,
-        int8_kernels: bool | None = None,
-    ):
-        super().__init__()
-        if runtime not in ("onnxruntime", "openvino"):
-            raise ValueError(f"`runtime` must be onnxruntime or openvino, not {runtime!r}.")
-        self.onnx, self.runtime, self.weight_bits = onnx, runtime, weight_bits
-        # whether activations are quantized too (QDQ around them: int8 kernels), or only the
-        # weights are stored in int8 and folded into float weights when the session loads
-        self.int8_kernels = weight_bits <= 8 if int8_kernels is None else int8_kernels
-        self.form_note = ""
-        self._run = None
-        self.threads = 0
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_run"] = None
-        return state
-
-    def _start(self):
-        threads = max(1, torch.get_num_threads())
-        if self.runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.log_severity_level = 3
-            so.add_session_config_entry("session.set_denormal_as_zero", "1")
-            if not self.int8_kernels:  # fold DequantizeLinear(int8 weight) into a float weight once
-                so.add_session_config_entry("session.disable_quant_qdq", "1")
-            session = ort.InferenceSession(self.onnx, so, providers=["CPUExecutionProvider"])
-            self._run = lambda x: session.run(None, {"input": x})[0]
-        else:
-            import openvino as ov
-
-            core = ov.Core()
-            with tempfile.TemporaryDirectory() as d:  # read_model takes a path for ONNX
-                path = os.path.join(d, "model.onnx")
-                with open(path, "wb") as f:
-                    f.write(self.onnx)
-                model = core.read_model(path)
-            compiled = core.compile_model(
-                model,
-                "CPU",
-                {
-                    # without it the CPU plug-in drops to bf16 on CPUs that have it
-                    "INFERENCE_PRECISION_HINT": "f32",
-                    "INFERENCE_NUM_THREADS": threads,
-                    "NUM_STREAMS": 1,
-                    "PERFORMANCE_HINT": "LATENCY",
-                },
-            )
-            request = compiled.create_infer_request()
-            self._run = lambda x: np.asarray(request.infer({0: x})[0]).copy()
-        self.threads = threads
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._run is None:
-            self._start()
-        return torch.from_numpy(self._run(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)))
-
-    def describe(self) -> str:
-        return f"{version(self.runtime)}, CPU, {self.threads or torch.get_num_threads()} threads"
-
-
-def deploy(model: nn.Module, runtime: str, example_input: torch.Tensor) -> nn.Module:
-    """``model`` in the form ``runtime`` runs: a :class:`RuntimeModel` (ONNX) or traced and
-    frozen TorchScript. A model already quantized for an ONNX runtime is returned as it is."""
-    if isinstance(model, RuntimeModel):
-        if model.runtime != runtime:
-            return RuntimeModel(
-                model.onnx, runtime, weight_bits=model.weight_bits, int8_kernels=model.int8_kernels
-            )
-        return model
-    if runtime == "torchscript":
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model.eval(), example_input, check_trace=False)
-            return torch.jit.freeze(traced)
-    return RuntimeModel(onnx_bytes(model, example_input), runtime)
 
 
 class _Calibration:
@@ -226,13 +79,13 @@ def quantize_onnx(
     names = {n for n, _ in model.named_modules()}
     with tempfile.TemporaryDirectory() as d:
         float_onnx, pre = onnx_bytes(model, example_input), os.path.join(d, "pre.onnx")
-        _pre_process(float_onnx, d, pre)
+        pre_process(float_onnx, d, pre)
         bits_of = _bits_of_nodes(onnx.load(pre), bits, names)
         excluded = [name for name, b in bits_of.items() if b > 8]
         if len(excluded) == len(bits_of):  # every layer float: nothing to quantize
             return RuntimeModel(float_onnx, runtime, weight_bits=32, int8_kernels=False)
         if form != "weights":  # the weights form needs no calibration
-            protos["kernels"] = _quantize_static(calibration, d, pre, excluded)
+            protos["kernels"] = quantize_static_qdq(calibration, d, pre, excluded)
         if form != "kernels":
             protos["weights"] = quantize_weights(onnx.load(pre), skip=excluded)
     low = max((b for b in bits_of.values() if b <= 8), default=8)
@@ -274,7 +127,7 @@ def _quiet():
         root.setLevel(level)
 
 
-def _pre_process(float_onnx: bytes, d: str, pre: str) -> None:
+def pre_process(float_onnx: bytes, d: str, pre: str) -> None:
     """Shape inference and ONNX Runtime's basic graph optimisations, written to ``pre``: without
     them the quantizer leaves 16 of resnet18's 20 convolutions at 224 px in float (DQ -> Conv ->
     Q, 1.1x slower than fp32); with them all 20 fuse into QLinearConv (3.5x faster)."""
@@ -287,7 +140,7 @@ def _pre_process(float_onnx: bytes, d: str, pre: str) -> None:
         quant_pre_process(raw, pre, skip_symbolic_shape=False)
 
 
-def _quantize_static(calibration, d: str, pre: str, excluded: Sequence[str] = ()):
+def quantize_static_qdq(calibration, d: str, pre: str, excluded: Sequence[str] = ()):
     """ONNX Runtime's static QDQ quantization of the pre-processed file ``pre``; the nodes named
     in ``excluded`` stay float."""
     import onnx
