@@ -26,7 +26,7 @@ import torch
 
 from tradeoff.search.measure import cpu_name
 from tradeoff.search.records import TEACHER_ATTR
-from tradeoff.search.report import format_figure, baseline_of, front
+from tradeoff.search.report import baseline_of, format_figure, front
 from tradeoff.spaces import KNOBS, Plan, format_plan
 from tradeoff.storage import open_storage
 

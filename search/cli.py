@@ -9,10 +9,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tradeoff.search.data import NORMALIZATIONS
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
 from tradeoff.search.sampler import SAMPLERS
 from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS
+from tradeoff.spaces.allocation import GRANULARITIES
 from tradeoff.spaces.runtimes import RUNTIMES
 from tradeoff.storage import DEFAULT_URL, ENV_ARTIFACTS, ENV_URL, TradeoffError
 
@@ -381,7 +383,7 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--normalize",
-        choices=("data", "imagenet"),
+        choices=NORMALIZATIONS,
         help="image folders: per-channel statistics of the training split (data, the default) or "
         "ImageNet's (for ImageNet-trained checkpoints)",
     )
@@ -449,7 +451,7 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--granularity",
-        choices=("global", "allocated", "layer"),
+        choices=GRANULARITIES,
         help="how finely a plan is searched: allocated (the default: per technique a budget and an "
         "allocation sharpness, made per-layer values by the study's measured sensitivity table), global "
         "(one value per knob for the whole network) or layer (one searched value per layer group and "
@@ -486,32 +488,21 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     )
 
 
+_PARSED = {"objectives", "constraints", "space", "knob_options", "plugins", "scalarize"}
+
+
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The search settings the user typed; the rest come from the stored study or defaults."""
+    import dataclasses
+
+    from tradeoff.search.config import SearchConfig
+
     given: dict[str, Any] = {}
-    for name in (
-        "task",
-        "data_root",
-        "model",
-        "checkpoint",
-        "image_size",
-        "normalize",
-        "target",
-        "runtime",
-        "student_steps",
-        "finetune_steps",
-        "teacher_epochs",
-        "latency_repeats",
-        "sampler",
-        "population_size",
-        "seed",
-        "keep_weights",
-        "reuse",
-        "early_stop",
-        "granularity",
-    ):
-        if getattr(args, name) is not None:
-            given[name] = getattr(args, name)
+    # every setting whose flag stores the config field's own value; the ones parsed from text
+    # (lists, mappings, knob options) follow
+    for f in dataclasses.fields(SearchConfig):
+        if f.name not in _PARSED and getattr(args, f.name, None) is not None:
+            given[f.name] = getattr(args, f.name)
     if args.objectives is not None:
         given["objectives"] = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
         if not given["objectives"]:

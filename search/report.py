@@ -117,7 +117,9 @@ def format_front(study: optuna.Study) -> str:
         ]
         for name in shown:
             v = t.user_attrs.get(name)
-            row.append("-" if v is None else format_figure(name, v) + _vs(name, v, base.get(name) if base else None))
+            row.append(
+                "-" if v is None else format_figure(name, v) + _vs(name, v, base.get(name) if base else None)
+            )
         row.append(format_plan(plan_of(t)))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -180,7 +182,8 @@ def progress_line(
         return f"{head}: {reason}" if reason else head
     base = baseline_of(study) or {}
     figs = " ".join(
-        f"{FIGURES[n].short}={format_figure(n, trial.user_attrs[n])}{_vs(n, trial.user_attrs[n], base.get(n))}"
+        f"{FIGURES[n].short}={format_figure(n, trial.user_attrs[n])}"
+        f"{_vs(n, trial.user_attrs[n], base.get(n))}"
         for n in objectives_of(study)
         if n in trial.user_attrs
     )
@@ -311,7 +314,10 @@ def figure(study: optuna.Study):
     cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
     for o in objectives:
         cells.append(
-            [f"{format_figure(o, t.user_attrs[o])}{_vs(o, t.user_attrs[o], base.get(o))}" for t in front_trials]
+            [
+                f"{format_figure(o, t.user_attrs[o])}{_vs(o, t.user_attrs[o], base.get(o))}"
+                for t in front_trials
+            ]
         )
     fig.add_trace(
         go.Table(header=dict(values=header, align="left"), cells=dict(values=cells, align="left")),
