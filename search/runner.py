@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 import torch
@@ -91,6 +93,32 @@ def baseline_latency(study: optuna.Study) -> float | None:
     return float(baseline["latency_ms"])
 
 
+@dataclass(eq=False)
+class BuildState:
+    """What the runner knows about the plan it is building, from :meth:`Runner.build` to the
+    trial's record: the structure's key, its plan and parameters; the final fine-tune asked for
+    (``final_steps``, told how it goes through ``progress``) and what it took; the untrained
+    variants' measurements (``cheap``) and the function that makes them (``preview``); where
+    the float weights came from (``reused``: the trial whose kept model was loaded) or how they
+    were trained (``from_scratch``, ``steps``, the validation ``curve`` at the checkpoints);
+    the fine-tuned float weights to keep (``trained``); seconds per step (``times``)."""
+
+    key: str
+    plan: Plan
+    params: dict[str, Any]
+    final_steps: int = 0
+    progress: Callable[[str], None] | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    cheap: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preview: Callable[[str], nn.Module] | None = None
+    reused: int | None = None
+    from_scratch: bool = False
+    steps: int | None = None
+    curve: list[list[float]] = field(default_factory=list)
+    trained: dict[str, torch.Tensor] | None = None
+    final_seconds: float = 0.0
+
+
 class Runner:
     """Callable objective for ``study.optimize``. Owns the teacher and its cached logits, the
     study's kept weights (``weights``: fine-tuned float models per structure, deployed models) and
@@ -114,7 +142,7 @@ class Runner:
         self._reference = None
         self._trial: optuna.Trial | None = None  # the trial being built (its study: history, store)
         self._read_study: optuna.Study | None = None  # a study whose kept weights a rebuild reads
-        self._state: dict = {}
+        self._state: BuildState | None = None  # the plan being built
         # final fine-tunes made by this runner, per (structure, steps): an export of the front
         # trains each structure once and quantizes it for each of its bit-widths
         self._finals: dict[tuple[str, int], tuple[dict, float]] = {}
@@ -132,7 +160,7 @@ class Runner:
     def final_seconds(self) -> float:
         """Seconds the last build's final fine-tune took (for a structure trained before by this
         runner, what that one took)."""
-        return float(self._state.get("final_seconds", 0.0))
+        return self._state.final_seconds if self._state is not None else 0.0
 
     @property
     def reference(self) -> nn.Module:
@@ -164,11 +192,11 @@ class Runner:
         checked on it; a broken constraint raises :class:`BrokenBeforeTraining` (nothing is
         trained). ``preview`` is kept for the stopping rule."""
         c, state = self.config, self._state
-        if self.config.reuse and self.weights.get_float(self._study, state["key"]) is not None:
+        if self.config.reuse and self.weights.get_float(self._study, state.key) is not None:
             return  # nothing to train: the stored float model is quantized
         cheap = {f.constraint for f in FIGURES.values() if not f.needs_training}
         checks = {k: v for k, v in c.constraints.items() if k in cheap}
-        state["preview"] = preview  # the stopping rule measures the same way, when it needs to
+        state.preview = preview  # the stopping rule measures the same way, when it needs to
         if not checks:
             return
         figures = self._cheap(None)
@@ -181,18 +209,18 @@ class Runner:
         of its structure, measured on the network as it stands; seconds added to ``cheap_s``."""
         state = self._state
         key = "plan" if variant is None else json.dumps(variant.to_dict(), sort_keys=True)
-        if key not in state["cheap"]:
+        if key not in state.cheap:
             t = time.perf_counter()
-            m = self.measure(state["preview"](variant), baseline_ms=self._baseline_ms, trained=False)
-            state["cheap"][key] = m.to_dict()
-            state["times"]["cheap_s"] = state["times"].get("cheap_s", 0.0) + time.perf_counter() - t
-        return state["cheap"][key]
+            m = self.measure(state.preview(variant), baseline_ms=self._baseline_ms, trained=False)
+            state.cheap[key] = m.to_dict()
+            state.times["cheap_s"] = state.times.get("cheap_s", 0.0) + time.perf_counter() - t
+        return state.cheap[key]
 
     def _candidates(self) -> list[dict]:
         """Untrained figures of every model the running fine-tune would make: the plan's, and with
         reuse its queued bit-widths'."""
         state = self._state
-        variants = self.siblings(state["params"], state["plan"]) if self.config.reuse else []
+        variants = self.siblings(state.params, state.plan) if self.config.reuse else []
         return [self._cheap(None), *(self._cheap(self.plan_of(v)) for v in variants)]
 
     def _finetune(self, model: nn.Module, from_scratch: bool) -> nn.Module:
@@ -202,21 +230,21 @@ class Runner:
         c, state = self.config, self._state
         # a search reuses only with --reuse; a rebuild (export) takes whatever float model was kept
         reuse = c.reuse or self._trial is None
-        stored = self.weights.get_float(self._study, state["key"]) if reuse else None
+        stored = self.weights.get_float(self._study, state.key) if reuse else None
         if stored is not None:
             try:
                 model.load_state_dict(stored[0])
-                state["reused"] = stored[1].get("trial")
+                state.reused = stored[1].get("trial")
             except RuntimeError:  # a different network for the same key (a changed knob): train
                 pass
             else:
-                if state.get("final_steps"):
+                if state.final_steps:
                     return self._final_finetune(model)
                 return model.eval()
-        state["from_scratch"] = from_scratch
-        state["curve"] = []
+        state.from_scratch = from_scratch
+        state.curve = []
         steps = c.student_steps if from_scratch else c.finetune_steps
-        state["steps"] = steps
+        state.steps = steps
         model = finetune_kd(
             model,
             self.task.finetune,
@@ -230,8 +258,8 @@ class Runner:
             checkpoints=CHECKPOINTS,
             on_checkpoint=self._checkpoint,
         )
-        state["trained"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if state.get("final_steps"):  # no kept weights: the search-time fine-tune again, then the final
+        state.trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if state.final_steps:  # no kept weights: the search-time fine-tune again, then the final
             return self._final_finetune(model)
         return model
 
@@ -240,14 +268,14 @@ class Runner:
         split, distilling from the teacher run on each batch, at the search's fine-tuning rate
         with a cosine schedule."""
         c, state = self.config, self._state
-        steps = state["final_steps"]
-        done = self._finals.get((state["key"], steps))
+        steps = state.final_steps
+        done = self._finals.get((state.key, steps))
         if done is not None:  # another bit-width of this structure: the same float model, quantized
             model.load_state_dict(done[0])
-            state["final_seconds"] = done[1]
+            state.final_seconds = done[1]
             return model.eval()
         recipe = self.task.recipe
-        progress = state.get("progress") or (lambda _msg: None)
+        progress = state.progress or (lambda _msg: None)
         t0 = time.perf_counter()
 
         def report(step: int, loss: float) -> None:
@@ -279,9 +307,9 @@ class Runner:
             device=self.device,
             on_progress=report,
         )
-        state["final_seconds"] = time.perf_counter() - t0
+        state.final_seconds = time.perf_counter() - t0
         state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self._finals[(state["key"], steps)] = (state_dict, state["final_seconds"])
+        self._finals[(state.key, steps)] = (state_dict, state.final_seconds)
         return model
 
     @torch.no_grad()
@@ -290,15 +318,15 @@ class Runner:
         x, y = self.task.val.x[:CURVE_IMAGES], self.task.val.y[:CURVE_IMAGES]
         acc = float((logits_of(model, x, device=self.device).argmax(1) == y).float().mean())
         model.to(self.device)
-        state["curve"].append([fraction, round(acc, 6)])
-        if self.config.early_stop and not self.config.scalarize and state.get("preview") is not None:
+        state.curve.append([fraction, round(acc, 6)])
+        if self.config.early_stop and not self.config.scalarize and state.preview is not None:
             reason = judge(
                 self._history(),
                 self.config.objectives,
                 self._candidates,
                 fraction=fraction,
                 accuracy=acc,
-                from_scratch=state["from_scratch"],
+                from_scratch=state.from_scratch,
             )
             if reason:
                 raise StopTraining(reason, fraction, step, acc)
@@ -327,8 +355,9 @@ class Runner:
         told how it goes; ``finetune_s`` is then its time."""
         self._trial, self._read_study = trial, study
         params = dict(trial.params) if trial is not None else plan.params()
-        self._state = {"key": structure_key(plan), "plan": plan, "params": params, "times": {}, "cheap": {}}
-        self._state.update(final_steps=final_steps, progress=progress)
+        self._state = BuildState(
+            key=structure_key(plan), plan=plan, params=params, final_steps=final_steps, progress=progress
+        )
         self._baseline_ms = baseline_latency(trial.study) if trial is not None else None
         ctx = ApplyContext(
             example_input=self.task.example_input,
@@ -344,7 +373,7 @@ class Runner:
         torch.manual_seed(self.config.seed)
         compressed = apply_plan(self.teacher, plan, ctx)
         finetune = compressed.timings.get("finetune_s", 0.0)
-        cheap = self._state["times"].get("cheap_s", 0.0)
+        cheap = self._state.times.get("cheap_s", 0.0)
         times = {"finetune_s": finetune, "apply_s": time.perf_counter() - t0 - finetune - cheap}
         if cheap:
             times["cheap_s"] = cheap
@@ -533,21 +562,21 @@ class Runner:
                 "when": "during fine-tuning",
                 "checkpoint": e.checkpoint,
                 "step": e.step,
-                "of_steps": state.get("steps"),
+                "of_steps": state.steps,
                 "accuracy": round(e.accuracy, 6),
                 "reason": e.reason,
             }
             trial.set_user_attr(f"{TIME_PREFIX}total_s", round(time.perf_counter() - t0, 3))
-            self._prune(trial, state["cheap"].get("plan", {}), record)
+            self._prune(trial, state.cheap.get("plan", {}), record)
         state = self._state
         trial.set_user_attr(SKIPPED_ATTR, list(compressed.skipped))
         if isinstance(compressed.model, RuntimeModel):  # which int8 form was faster: a rebuild takes it
             trial.set_user_attr(INT8_FORM_ATTR, "kernels" if compressed.model.int8_kernels else "weights")
         trial.set_user_attr(FACTS_ATTR, dict(vars(compressed.facts)))
-        if state.get("curve"):
+        if state.curve:
             trial.set_user_attr(CURVE_ATTR, self._curve_record())
-        if state.get("reused") is not None:
-            trial.set_user_attr(REUSED_ATTR, state["reused"])
+        if state.reused is not None:
+            trial.set_user_attr(REUSED_ATTR, state.reused)
         t1 = time.perf_counter()
         measure_times: dict[str, float] = {}
         m = self.measure(compressed, measure_times, baseline_ms=baseline_latency(trial.study))
@@ -578,23 +607,23 @@ class Runner:
     def _curve_record(self) -> dict:
         state = self._state
         return {
-            "from_scratch": bool(state.get("from_scratch")),
-            "steps": state.get("steps"),
+            "from_scratch": bool(state.from_scratch),
+            "steps": state.steps,
             "images": min(CURVE_IMAGES, len(self.task.val)),
-            "points": state.get("curve", []),
+            "points": state.curve,
         }
 
-    def _keep(self, trial: optuna.Trial, plan: Plan, compressed: Compressed, state: dict) -> None:
+    def _keep(self, trial: optuna.Trial, plan: Plan, compressed: Compressed, state: BuildState) -> None:
         """The work this trial leaves for later ones: its fine-tuned float model (per structure),
         its deployed model, and its structure's other post-training variants, queued."""
         c, study = self.config, trial.study
-        if (c.reuse or c.keep_weights != "none") and state.get("trained") is not None:
-            self.weights.put_float(study, state["key"], state["trained"], trial.number)
+        if (c.reuse or c.keep_weights != "none") and state.trained is not None:
+            self.weights.put_float(study, state.key, state.trained, trial.number)
         kept = get_runtime(c.runtime).kept(compressed.model)
         if kept is not None:
             data, file, extra = kept
             self.weights.put_trial(trial, data, file=file, extra=extra)
-        if c.reuse and state.get("reused") is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
+        if c.reuse and state.reused is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
             # this trial made its structure's float model: the other bit-widths only quantize it
             for sibling in self.siblings(trial.params, plan):
                 study.enqueue_trial(
