@@ -81,7 +81,9 @@ def report(study: optuna.Study, command: str) -> str:
     lines += [
         "",
         "Baseline: "
-        + ", ".join(f"{n} {format_figure(n, base[n])}" for n in ("accuracy", "size_bytes", "latency_ms", "energy_mj")),
+        + ", ".join(
+            f"{n} {format_figure(n, base[n])}" for n in ("accuracy", "size_bytes", "latency_ms", "energy_mj")
+        ),
         "",
     ]
     lines += ["### Pareto front", "", HEADER] + [row(t, base) for t in front(study)]

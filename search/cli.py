@@ -654,7 +654,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from tradeoff.search.export import verify
+    from tradeoff.search.verify import verify
 
     torch.set_flush_denormal(True)
     problems = verify(args.directory, data=args.data, data_root=args.data_root, log=_log)

@@ -26,7 +26,8 @@ from tradeoff.search.cli import _finite, _port, _positive_int, _space_entry, mai
 from tradeoff.search.config import SearchConfig
 from tradeoff.search.cost import check_constraints, parse_weights
 from tradeoff.search.errors import UsageError
-from tradeoff.search.export import ExportError, load, write_manifest
+from tradeoff.search.export import ExportError, write_manifest
+from tradeoff.search.verify import load
 from tradeoff.storage import StorageError, open_storage, redact
 from tradeoff.storage.urls import permanent_fault
 

@@ -1,4 +1,4 @@
-"""`tradeoff export` / `verify` and `search.export.load`, on a real finished study."""
+"""`tradeoff export` / `verify` and `search.verify.load`, on a real finished study."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from tradeoff.search.cli import main
-from tradeoff.search.export import ExportError, load, write_manifest
+from tradeoff.search.export import ExportError, write_manifest
 from tradeoff.search.measure import accuracy
 from tradeoff.search.tasks import get_task
+from tradeoff.search.verify import load
 
 
 @pytest.fixture
