@@ -7,7 +7,8 @@ import shutil
 
 import optuna
 
-from tradeoff.search.report import figure, front
+from tradeoff.search.plots import figure
+from tradeoff.search.report import front
 
 
 def test_report_writes_self_contained_html_and_png(finished_study, cli, tmp_path):
