@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_wheel_has_no_generic_top_level_package(tmp_path):
+    # built from a copy of the sources: a build/ folder left by an earlier build would hide a
+    # module the package list misses
+    src = tmp_path / "src"
+    for name in ("search", "spaces", "storage"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     r = subprocess.run(
         [
             sys.executable,
@@ -24,7 +32,7 @@ def test_the_wheel_has_no_generic_top_level_package(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         capture_output=True,
         text=True,
@@ -36,6 +44,14 @@ def test_the_wheel_has_no_generic_top_level_package(tmp_path):
     assert tops == {"tradeoff", next(t for t in tops if t.endswith(".dist-info"))}
     for package in ("search", "spaces", "storage"):
         assert f"tradeoff/{package}/__init__.py" in names
+    # every module of the source tree, sub-packages included (a non-editable install, as the
+    # Docker image makes, has only what the wheel holds)
+    modules = {
+        f"tradeoff/{p.relative_to(ROOT).as_posix()}"
+        for folder in ("search", "spaces", "storage")
+        for p in (ROOT / folder).rglob("*.py")
+    }
+    assert modules - set(names) == set()
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "tradeoff = tradeoff.search.cli:main" in entry
 
