@@ -123,7 +123,12 @@ class SearchConfig:
             space = validate_space(self.space)
         except SpaceError as e:
             raise UsageError(f"search space: {e}") from None
-        runtime = self.runtime or default_runtime(self.target)
+        if not (self.target == "cpu" or self.target.startswith("cuda")):
+            raise UsageError(f"unknown measurement target {self.target!r}; use cpu or cuda[:N]")
+        try:
+            runtime = self.runtime or default_runtime(self.target)
+        except ValueError as e:
+            raise UsageError(f"--target {self.target}: {e}") from None
         if runtime not in RUNTIMES:
             raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if not RUNTIMES[runtime].runs_on(self.target):
@@ -163,8 +168,6 @@ class SearchConfig:
             raise UsageError("`latency_repeats` must be >= 3 and <= 1000000.")
         if self.teacher_epochs is not None and not 1 <= self.teacher_epochs <= 10**4:
             raise UsageError("`teacher_epochs` must be >= 1 and <= 10000.")
-        if not (self.target == "cpu" or self.target.startswith("cuda")):
-            raise UsageError(f"unknown measurement target {self.target!r}; use cpu or cuda[:N]")
         if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0:
             raise UsageError("`kd_alpha` must be in [0, 1] and `kd_temperature` > 0.")
         scalarize = {}
