@@ -247,8 +247,8 @@ def queued_line(study, mode: str, *, budget: int | None, stopped: bool) -> str:
 def report(
     url: str | None, study_name: str, output: str, *, log: Log, artifacts: str | None = None
 ) -> tuple[str, str]:
-    from tradeoff.search.records import SENSITIVITY_ATTR
     from tradeoff.search.plots import write_report
+    from tradeoff.search.records import SENSITIVITY_ATTR
 
     if not output or not output.strip():
         raise UsageError("--output is empty; name the HTML file to write, e.g. report.html")
