@@ -34,8 +34,8 @@ import torch
 from cheaper import QUICK, hypervolume, tradeoff  # beside this script
 
 from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR
-from tradeoff.search.report import baseline_of, front
+from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR, baseline_of
+from tradeoff.search.report import front
 from tradeoff.spaces import Plan, format_plan
 
 ARMS = ("global", "allocated")

@@ -42,8 +42,15 @@ import torch
 from optuna._hypervolume import compute_hypervolume
 
 from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import CURVE_ATTR, DUPLICATE_ATTR, ROLE_ATTR, SIBLING_ROLE, STOPPED_ATTR
-from tradeoff.search.report import baseline_of, front
+from tradeoff.search.records import (
+    CURVE_ATTR,
+    DUPLICATE_ATTR,
+    ROLE_ATTR,
+    SIBLING_ROLE,
+    STOPPED_ATTR,
+    baseline_of,
+)
+from tradeoff.search.report import front
 from tradeoff.search.stopping import judge
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")

@@ -25,8 +25,8 @@ import optuna
 import torch
 
 from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import TEACHER_ATTR
-from tradeoff.search.report import baseline_of, format_figure, front
+from tradeoff.search.records import TEACHER_ATTR, baseline_of
+from tradeoff.search.report import format_figure, front
 from tradeoff.spaces import KNOBS, Plan, format_plan
 from tradeoff.storage import open_storage
 

@@ -129,8 +129,8 @@ def _tradeoff(*argv: str) -> subprocess.CompletedProcess:
 
 def part_search(args) -> dict:
     from tradeoff.search.measure.accuracy import differ_beyond_noise
-    from tradeoff.search.records import TEACHER_ATTR
-    from tradeoff.search.report import baseline_of, front
+    from tradeoff.search.records import TEACHER_ATTR, baseline_of
+    from tradeoff.search.report import front
 
     os.makedirs(WORK, exist_ok=True)
     for name in ("tradeoff.db",):

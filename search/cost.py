@@ -24,7 +24,7 @@ import optuna
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
-from tradeoff.search.records import BASELINE_ATTR, DUPLICATE_ATTR, FAIL_ATTR, broken_constraints, plan_of
+from tradeoff.search.records import DUPLICATE_ATTR, FAIL_ATTR, baseline_of, broken_constraints, plan_of
 from tradeoff.search.records import feasible as is_feasible
 from tradeoff.spaces import format_plan
 
@@ -295,7 +295,7 @@ def ranking(study: optuna.Study, config, *, weights: str | None, constraints: Ma
     study's own constraints always hold, the ones given can only tighten them."""
     parsed = parse_weights(weights)
     merged = merge_constraints(config.constraints, check_constraints(constraints))
-    baseline = study.user_attrs.get(BASELINE_ATTR)
+    baseline = baseline_of(study)
     if baseline is None:
         raise UsageError(f"study {study.study_name!r} has no measured baseline yet; run `tradeoff search`")
     ranked = rank(

@@ -199,14 +199,20 @@ def export_trial(
     more first (:meth:`Runner.build`'s final fine-tune) and write that model; the record's
     ``final_finetune`` holds both accuracies, search-time and final, with their intervals."""
     from tradeoff.search.measure.accuracy import differ_beyond_noise
-    from tradeoff.search.records import CONFIG_ATTR, INT8_FORM_ATTR, TEACHER_ATTR, constraints_of, feasible
-    from tradeoff.search.report import baseline_of
+    from tradeoff.search.records import (
+        CONFIG_ATTR,
+        INT8_FORM_ATTR,
+        TEACHER_ATTR,
+        baseline_latency,
+        baseline_of,
+        constraints_of,
+        feasible,
+    )
     from tradeoff.spaces import format_plan
 
     check_target(out_dir, force, protected=protected)
     plan = runner.plan_of(trial.params)
     task = runner.task
-    from tradeoff.search.runner import baseline_latency
 
     log(f"restoring trial #{trial.number} ({format_plan(plan)}) ...")
     compressed, times, source = runner.restore(study, trial)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import optuna
 
 from tradeoff.search.figures import FIGURES
-from tradeoff.search.records import ROLE_ATTR, feasible, plan_of
-from tradeoff.search.report import baseline_of, format_figure, front, front_of, objectives_of, versus
+from tradeoff.search.records import ROLE_ATTR, baseline_of, feasible, plan_of
+from tradeoff.search.report import format_figure, front, front_of, objectives_of, versus
 from tradeoff.spaces import format_plan
 
 

@@ -79,3 +79,18 @@ def feasible(trial: optuna.trial.FrozenTrial | Any) -> bool:
 def plan_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The trial's plan as stored (``plan``), else its Optuna params."""
     return dict(trial.user_attrs.get(PLAN_ATTR) or trial.params)
+
+
+def baseline_of(study: optuna.Study) -> dict | None:
+    """The baseline trial's record (every figure and its trial number), None until it is measured."""
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    return baseline if isinstance(baseline, dict) else None
+
+
+def baseline_latency(study: optuna.Study) -> float | None:
+    """The baseline trial's latency, which every later latency is scaled by (None until the
+    baseline is measured, or for a study made before the runtimes)."""
+    baseline = baseline_of(study)
+    if baseline is None or baseline.get("latency_ratio") is None:
+        return None
+    return float(baseline["latency_ms"])

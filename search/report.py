@@ -7,7 +7,6 @@ import optuna
 
 from tradeoff.search.figures import FIGURES
 from tradeoff.search.records import (
-    BASELINE_ATTR,
     CONFIG_ATTR,
     DUPLICATE_ATTR,
     FAIL_ATTR,
@@ -15,15 +14,12 @@ from tradeoff.search.records import (
     SIBLING_OF_ATTR,
     SIBLING_ROLE,
     STOPPED_ATTR,
+    baseline_of,
     broken_constraints,
     feasible,
     plan_of,
 )
 from tradeoff.spaces import format_plan
-
-
-def baseline_of(study: optuna.Study) -> dict | None:
-    return study.user_attrs.get(BASELINE_ATTR)
 
 
 def objectives_of(study: optuna.Study) -> tuple[str, ...]:

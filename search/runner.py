@@ -48,6 +48,8 @@ from tradeoff.search.records import (
     TIME_PREFIX,
     WEIGHTS_ATTR,
     WORKER_ATTR,
+    baseline_latency,
+    baseline_of,
 )
 from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, StopTraining, judge
 from tradeoff.search.tasks import Task
@@ -82,15 +84,6 @@ class BrokenBeforeTraining(Exception):
             "with training)"
         )
         self.figures, self.constraints = figures, constraints
-
-
-def baseline_latency(study: optuna.Study) -> float | None:
-    """The baseline trial's latency, which every later latency is scaled by (None until the
-    baseline is measured, or for a study made before the runtimes)."""
-    baseline = study.user_attrs.get(BASELINE_ATTR)
-    if not isinstance(baseline, dict) or baseline.get("latency_ratio") is None:
-        return None
-    return float(baseline["latency_ms"])
 
 
 @dataclass(eq=False)
@@ -593,12 +586,12 @@ class Runner:
         for name, value in times.items():
             trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
         if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:
-            if BASELINE_ATTR not in trial.study.user_attrs:
+            if baseline_of(trial.study) is None:
                 trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
         if self.config.scalarize:
             from tradeoff.search.cost import cost
 
-            baseline = trial.study.user_attrs.get(BASELINE_ATTR)
+            baseline = baseline_of(trial.study)
             if baseline is None:
                 raise PlanError("a scalarized study needs the baseline measured first (trial 0)")
             return [cost(m.to_dict(), baseline, self.config.scalarize)]
