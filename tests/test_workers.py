@@ -52,8 +52,11 @@ def start(args: list[str], url: str, tmp_path) -> subprocess.Popen:
 def create(url: str, tmp_path, budget: int, *extra: str) -> None:
     args = compose_command("create")
     args[args.index("--n-trials") + 1] = str(budget)
-    # how workers share a study does not depend on the granularity: one value per knob, fewer variants
-    p = start([*args, *QUICK, "--granularity", "global", *extra], url, tmp_path)
+    # how workers share a study does not depend on the granularity or the bit-widths: one value per
+    # knob and int8 alone (one queued variant per trained structure, which workers still share)
+    p = start(
+        [*args, *QUICK, "--granularity", "global", "--space", "weight_bits=32,8", *extra], url, tmp_path
+    )
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
 

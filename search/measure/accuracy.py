@@ -21,13 +21,17 @@ def accuracy(
 
 
 def binomial_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of an accuracy of ``correct`` of ``n`` images."""
-    from scipy.stats import binomtest
+    """The exact (Clopper-Pearson) interval of an accuracy of ``correct`` of ``n`` images: the
+    beta quantiles scipy's ``binomtest(...).proportion_ci(method="exact")`` gives, from
+    ``scipy.special`` (a tenth of the import time of ``scipy.stats``, which every command paid)."""
+    from scipy.special import betaincinv
 
     if n <= 0:
         return 0.0, 1.0
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="exact")
-    return float(ci.low), float(ci.high)
+    k, n, alpha = int(correct), int(n), 1.0 - confidence
+    low = float(betaincinv(k, n - k + 1, alpha / 2)) if k > 0 else 0.0
+    high = float(betaincinv(k + 1, n - k, 1 - alpha / 2)) if k < n else 1.0
+    return low, high
 
 
 def differ_beyond_noise(a: float, b: float, n: int, z: float = 1.96) -> bool:

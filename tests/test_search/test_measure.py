@@ -4,6 +4,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from tradeoff.search import measure as M
@@ -251,3 +253,17 @@ def test_energy_is_measured_where_rapl_is_readable(monkeypatch, tmp_path):
     e, method = M.measured_energy_mj(lambda x: x, X, device="cpu")
     assert e == pytest.approx(0.5)  # 5000 uJ / 10 runs = 0.5 mJ
     assert method.startswith("measured: RAPL")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 20_000).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))))
+def test_the_accuracy_interval_is_scipys_clopper_pearson(n_and_k):
+    from scipy.stats import binomtest
+
+    from tradeoff.search.measure.accuracy import binomial_interval
+
+    n, k = n_and_k
+    exact = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    lo, hi = binomial_interval(k, n)
+    assert lo == pytest.approx(exact.low, abs=1e-9) and hi == pytest.approx(exact.high, abs=1e-9)
+    assert lo <= k / n <= hi
