@@ -4,7 +4,8 @@
     python benchmarks/fashion.py teacher            # one part (stems, teacher, search, final, report)
     python benchmarks/fashion.py search --n-trials 20 --redo
 
-stems: what one training epoch costs with the CIFAR stem and the strided one, float32 and bf16.
+stems: what one training epoch costs with the CIFAR stem, the strided one and the pooled one, float32
+  and bf16.
 teacher: trains (or loads from the cache) the task's resnet18 teacher as `tradeoff search`
   does, and records its validation and test accuracy with their 95 % intervals and the training
   time (only when it trained here: a cached teacher keeps the figure of the run that trained it).
@@ -36,6 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 WORK = os.path.join(HERE, "work", "fashion")
 PARTS = ("stems", "teacher", "search", "final")
+STEM_WORDS = {
+    "small": "3x3 stride-1 stem without max-pool",
+    "strided": "7x7 stride-2 stem without max-pool",
+    "pooled": "3x3 stride-1 stem with a 2x2 max-pool",
+}
 
 
 def _path(part: str) -> str:
@@ -64,7 +70,7 @@ def part_stems(args) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     out: dict = {"machine": _machine(), "method": "median of 4 SGD steps, batch 128, after 1 warm-up"}
-    for stem in ("small", "strided"):
+    for stem in ("small", "strided", "pooled"):
         for bf16 in (False, True):
             model = model_builder("resnet18", 1, 28, 10, stem=stem)().train()
             x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
@@ -106,6 +112,7 @@ def part_teacher(args) -> dict:
 
     model, path, seconds = train_teacher(task, log=log)
     out = {"machine": _machine(), "fingerprint": task.fingerprint(), "epochs": task.teacher_epochs}
+    out["stem"] = task.settings["stem"]
     out["recipe"] = task.recipe
     for split in ("val", "test"):
         s = getattr(task, split)
@@ -236,7 +243,7 @@ def report() -> str:
             f"Command: `python benchmarks/fashion.py teacher`. Machine: {m['cpu']}, {m['cores']} cores, "
             f"torch {m['torch']}, bf16 {'native' if m['bf16'] else 'not available'}.",
             "",
-            f"resnet18, 7x7 stride-2 stem without max-pool, {t['epochs']} epochs, recipe {t['recipe']}: "
+            f"resnet18, {STEM_WORDS[t.get('stem', 'strided')]}, {t['epochs']} epochs, recipe {t['recipe']}: "
             f"validation {_pct(t['val_accuracy'])} ({_pct(t['val_interval'][0])}-{_pct(t['val_interval'][1])}), "
             f"test {_pct(t['test_accuracy'])} ({_pct(t['test_interval'][0])}-{_pct(t['test_interval'][1])}); "
             + (

@@ -45,19 +45,35 @@ def _strided_stem_(model: nn.Module, in_channels: int) -> nn.Module:
     return model
 
 
-STEMS = ("auto", "small", "strided")
+def _pooled_stem_(model: nn.Module, in_channels: int) -> nn.Module:
+    """Adapt a torchvision ResNet to 28-64 px images on a CPU budget, keeping detail: a 3x3
+    stride-1 first conv at full resolution, then a 2x2 max-pool, so a 28x28 image enters the
+    first block at 14x14 as with the strided stem (the same blocks, the same cost per epoch) but
+    from features that saw every pixel. On Fashion-MNIST it trains a 0.47-point better teacher
+    than the strided stem with the same recipe (BENCHMARKS.md, "Fashion-MNIST")."""
+    model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, 1, 1, bias=False)
+    model.maxpool = nn.MaxPool2d(2)
+    return model
+
+
+STEMS = ("auto", "small", "strided", "pooled")
 
 
 @register_model
 def resnet18(in_channels: int, image_size: int, num_classes: int, stem: str = "auto") -> nn.Module:
     """torchvision's resnet18 with a stem for the input: ``small`` (3x3 stride 1, no max-pool),
-    ``strided`` (7x7 stride 2, no max-pool), or ``auto``: small below 64 px or for grey images,
-    ImageNet's own otherwise. A task may name the stem it is sized for (fashion-mnist: strided)."""
+    ``strided`` (7x7 stride 2, no max-pool), ``pooled`` (3x3 stride 1, 2x2 max-pool), or
+    ``auto``: small below 64 px or for grey images, ImageNet's own otherwise. A task may name
+    the stem it is sized for (fashion-mnist: pooled)."""
     import torchvision  # here, not at import: torchvision costs a second that `front` has no use for
 
     model = torchvision.models.resnet18(num_classes=num_classes)
+    if stem not in STEMS:
+        raise UsageError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
     if stem == "strided":
         _strided_stem_(model, in_channels)
+    elif stem == "pooled":
+        _pooled_stem_(model, in_channels)
     elif stem == "small" or (stem == "auto" and (image_size <= 64 or in_channels != 3)):
         _small_input_stem_(model, in_channels)
     return model

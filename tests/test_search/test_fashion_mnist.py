@@ -14,6 +14,7 @@ from conftest import QUICKER, run_tradeoff
 from tradeoff.search import data as data_module
 from tradeoff.search.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FASHION_MNIST_FILES, read_idx
 from tradeoff.search.errors import UsageError
+from tradeoff.search.models import resnet18
 from tradeoff.search.tasks import get_task
 
 HAVE_PACKAGE = os.path.isfile(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
@@ -74,21 +75,27 @@ def test_a_slice_loads_the_same_from_gzipped_and_plain_files(tmp_path):
     assert a.train.x.shape[1:] == (1, 28, 28)
     assert abs(float(a.train.x.mean())) < 1e-4 and abs(float(a.train.x.std()) - 1) < 1e-3
     assert set(torch.unique(a.val.y).tolist()) == set(torch.unique(a.train.y).tolist())  # per class
-    # the task's recipe decides the teacher: in its fingerprint, as the strided stem is
-    assert a.settings["stem"] == "strided" and "flip=True" in a.settings["teacher_recipe"]
+    # the task's recipe decides the teacher: in its fingerprint, as the pooled stem is
+    assert a.settings["stem"] == "pooled" and "flip=True" in a.settings["teacher_recipe"]
 
 
 @needs_package
 def test_the_resnet18_teacher_takes_28px_in_at_14x14():
     task = get_task("fashion-mnist", "resnet18")
     model = task.build()
-    assert model.conv1.stride == (2, 2) and isinstance(model.maxpool, torch.nn.Identity)
+    # the pooled stem: a 3x3 stride-1 conv at full resolution, then a 2x2 max-pool to 14x14
+    assert model.conv1.stride == (1, 1) and model.conv1.kernel_size == (3, 3)
+    assert isinstance(model.maxpool, torch.nn.MaxPool2d)
+    stem = torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    assert stem(torch.zeros(1, 1, 28, 28)).shape == (1, 64, 14, 14)
     assert len(task.train) == 55_000 and len(task.val) == 5_000 and len(task.test) == 10_000
     assert len(task.finetune) == 10_000  # trials fine-tune on a fixed stratified sample
     counts = torch.bincount(task.finetune.y, minlength=10)
     assert int(counts.min()) >= 950 and int(counts.max()) <= 1050
     digits = get_task("digits", "resnet18").build()  # the bundled default keeps its own stem
-    assert digits.conv1.stride == (1, 1)
+    assert digits.conv1.stride == (1, 1) and isinstance(digits.maxpool, torch.nn.Identity)
+    with pytest.raises(UsageError, match="unknown stem 'wide': choose one of auto, small, strided, pooled"):
+        resnet18(1, 28, 10, stem="wide")
 
 
 def test_without_the_files_the_error_names_the_package(tmp_path, monkeypatch):
