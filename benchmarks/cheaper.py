@@ -8,7 +8,7 @@ teacher trained once before both), one after the other on the same machine, each
 ``--minutes`` after its first trial started (SIGINT: the running trial finishes; trials that
 end after the budget are not counted):
 
-- ``before``: ``--no-reuse --no-early-stop --keep-weights none``: every plan fine-tuned from
+- ``before``: ``--no-reuse --no-early-stop --keep-models none``: every plan fine-tuned from
   the teacher, every fine-tune finished, nothing kept (what the search did before; it still
   records the checkpoint accuracies, two evaluations of the validation split per fine-tune);
 - ``after``: the defaults: float models reused per structure with the other bit-widths of a new
@@ -56,7 +56,7 @@ from tradeoff.search.stopping import judge
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 REFERENCE = np.array([10.0, 0.0, 0.0])
 ARMS = {
-    "before": ["--no-reuse", "--no-early-stop", "--keep-weights", "none"],
+    "before": ["--no-reuse", "--no-early-stop", "--keep-models", "none"],
     "after": [],
 }
 QUICK = [

@@ -66,7 +66,8 @@ from tradeoff.search.sampler import make_sampler
 from tradeoff.search.study import study_sampler, study_start
 from tradeoff.search.worker import MAX_REPEATS
 from tradeoff.spaces import Plan, probe_plans, space_filling_plans, suggest_plan
-from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, bit_budgets, suggest_values
+from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, suggest_values
+from tradeoff.spaces.quantization import bit_budgets
 from tradeoff.spaces.sensitivity import SensitivityTable
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms", "energy_mj")

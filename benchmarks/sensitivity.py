@@ -62,7 +62,7 @@ def main() -> None:
         with torch.no_grad():
             y = model(x).argmax(1)
         t = time.perf_counter()
-        table = measure_sensitivity(model, x, y, example_input=x[:1], num_classes=10, bits=(8, 4, 2))
+        table = measure_sensitivity(model, x, y, example_input=x[:1], num_classes=10)
         total = time.perf_counter() - t
         space = validate_space({})
         plan = plan_from_params(

@@ -11,8 +11,8 @@ from typing import Any
 
 from tradeoff.search.data import NORMALIZATIONS
 from tradeoff.search.figures import FIGURES, by_constraint, by_weight
+from tradeoff.search.kept import KEEP_MODELS
 from tradeoff.search.sampler import SAMPLERS
-from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS
 from tradeoff.spaces.allocation import GRANULARITIES
 from tradeoff.spaces.runtimes import RUNTIMES
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: _whole(text, high=10**7, what="a number of fine-tuning batches"),
         default=0,
         metavar="N",
-        help="train the chosen plan N batches more before it is written, from the study's kept weights, "
+        help="train the chosen plan N batches more before it is written, from the study's kept models, "
         "distilling from the teacher on batches of the whole training split; the record keeps "
         "both accuracies, search-time and final, with their 95%% intervals (default: 0, the search-time "
         "model)",
@@ -458,11 +458,19 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         "technique, for large budgets); stored with the study",
     )
     g.add_argument(
-        "--keep-weights",
-        choices=KEEP_WEIGHTS,
+        "--keep-models",
+        choices=KEEP_MODELS,
         help="deployed models and fine-tuned float models kept in the artifact store, so that export "
         "does not train again and plans that differ only in bit-width share one fine-tune: front "
         "(default: the current front's), all, or none; stored with the study",
+    )
+    g.add_argument(  # its name until 2026-12: "weights" now means the cost weights of `select` only
+        "--keep-weights",
+        dest="keep_models",
+        choices=KEEP_MODELS,
+        action=_Renamed,
+        new="--keep-models",
+        help=argparse.SUPPRESS,
     )
     g.add_argument(
         "--no-reuse",
@@ -486,6 +494,22 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         help="search one objective, the weighted cost of `tradeoff select` (e.g. "
         "accuracy=0.6,size=0.2,latency=0.1,energy=0.1), with TPE",
     )
+
+
+class _Renamed(argparse.Action):
+    """A flag's old name, accepted for one release: it sets the new one and says so."""
+
+    def __init__(self, *args, new: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"tradeoff: note: {option_string} is now {self.new} "
+            "(the old name is accepted until the next release)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 _PARSED = {"objectives", "constraints", "space", "knob_options", "plugins", "scalarize"}

@@ -94,12 +94,12 @@ def run_trials(
     import optuna
     import torch
 
+    from tradeoff.search.kept import KeptModels
     from tradeoff.search.report import progress_line
     from tradeoff.search.runner import Runner
     from tradeoff.search.study import open_study, sampler_line
     from tradeoff.search.tasks import task_for
     from tradeoff.search.teacher import cache_dir, ensure_teacher
-    from tradeoff.search.weights import WeightStore
     from tradeoff.search.worker import (
         NothingMeetsBounds,
         Stopper,
@@ -152,7 +152,7 @@ def run_trials(
     task = tasks[0] if tasks else task_for(config, log=log)
     store = open_artifact_store(artifacts)
     teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
-    weights = WeightStore(store, keep=config.keep_weights)
+    kept_models = KeptModels(store, keep=config.keep_models)
     table = None
     if config.granularity != "global":
         from tradeoff.search.sensitivity import ensure_sensitivity
@@ -160,10 +160,12 @@ def run_trials(
         if threads:
             torch.set_num_threads(threads)
         table = ensure_sensitivity(study, storage, config, task, teacher, store, log=log)
-    runner = Runner(config, task, teacher, device=device, weights=weights, table=table)
+    runner = Runner(config, task, teacher, device=device, kept=kept_models, table=table)
 
     def tidy() -> dict[str, int]:
-        return weights.tidy(study, config.objectives, lambda params: structure_key(runner.plan_of(params)))
+        return kept_models.tidy(
+            study, config.objectives, lambda params: structure_key(runner.plan_of(params))
+        )
 
     start, done = time.perf_counter(), 0
     total = to_run or max(0, (budget or 0) - complete)
@@ -204,7 +206,7 @@ def run_trials(
         log("stopped: no trial of this worker is left running")
     kept = tidy()
     log(
-        f"weights kept ({config.keep_weights}): {kept['trials']} deployed models, "
+        f"models kept ({config.keep_models}): {kept['trials']} deployed models, "
         f"{kept['trial_bytes'] / 1e6:.1f} MB; {kept['floats']} fine-tuned float models, "
         f"{kept['float_bytes'] / 1e6:.1f} MB"
     )
@@ -327,7 +329,7 @@ def export(
         chosen_trials = [
             choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
         ]
-    from tradeoff.search.weights import WeightStore
+    from tradeoff.search.kept import KeptModels
 
     task = task_for(config, log=log)
     store = open_artifact_store(artifacts)
@@ -339,7 +341,7 @@ def export(
         task,
         teacher,
         device=device,
-        weights=WeightStore(store, keep=config.keep_weights),
+        kept=KeptModels(store, keep=config.keep_models),
         table=load_sensitivity(study, store),
     )
     if not front:

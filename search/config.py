@@ -13,18 +13,18 @@ from tradeoff.search.cost import check_constraints, check_weights, constraint_va
 from tradeoff.search.data import NORMALIZATIONS, TASKS_WITH_ROOT, data_kind
 from tradeoff.search.errors import UsageError
 from tradeoff.search.figures import FIGURES
+from tradeoff.search.kept import KEEP_MODELS
 from tradeoff.search.models import MODELS, torchvision_models
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
 from tradeoff.search.sampler import SAMPLERS, fitted_population
-from tradeoff.search.weights import KEEP_WEIGHTS
 from tradeoff.spaces import KNOBS, SpaceError, validate_options, validate_space
-from tradeoff.spaces.allocation import GRANULARITIES
+from tradeoff.spaces.allocation import GRANULARITIES, check_granularity
 from tradeoff.spaces.runtimes import PYTORCH_RUNTIME, RUNTIMES, default_runtime
 from tradeoff.storage.artifacts import sha256_file
 
 # 1: prune_mode as a field of its own. 2: knob options (knob_options) and plug-ins (plugins).
 # 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
-# studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_weights): an older
+# studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_models): an older
 # tradeoff would run them without. 6: the granularity (global | allocated | layer); older studies
 # searched one value per knob.
 CONFIG_VERSION = 6
@@ -74,7 +74,7 @@ class SearchConfig:
     scalarize: dict[str, float] = field(default_factory=dict)  # weights: one objective, the cost
     reuse: bool = True  # a fine-tuned float model per structure; other bit-widths of a new one queued
     early_stop: bool = True  # stop a fine-tune that cannot reach the front (search.stopping)
-    keep_weights: str = "front"  # search.weights.KEEP_WEIGHTS
+    keep_models: str = "front"  # search.kept.KEEP_MODELS
     granularity: str = "allocated"  # spaces.allocation.GRANULARITIES
     version: int = CONFIG_VERSION
 
@@ -173,10 +173,14 @@ class SearchConfig:
         scalarize = {}
         if self.scalarize:
             scalarize = check_weights(self.scalarize)
-        if self.keep_weights not in KEEP_WEIGHTS:
-            raise UsageError(f"--keep-weights {self.keep_weights!r}: choose one of {', '.join(KEEP_WEIGHTS)}")
+        if self.keep_models not in KEEP_MODELS:
+            raise UsageError(f"--keep-models {self.keep_models!r}: choose one of {', '.join(KEEP_MODELS)}")
         if self.granularity not in GRANULARITIES:
             raise UsageError(f"--granularity {self.granularity!r}: choose one of {', '.join(GRANULARITIES)}")
+        try:
+            check_granularity(self.granularity, space)
+        except SpaceError as e:
+            raise UsageError(f"search space: {e}") from None
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         population = self.population_size
@@ -242,6 +246,8 @@ class SearchConfig:
             data["runtime"] = PYTORCH_RUNTIME  # what every study made before runtimes measured
         if int(data.get("version", 1)) < 6:
             data["granularity"] = "global"  # one value per knob: what every older study searched
+        if "keep_weights" in data:  # the field's name until 2026-12
+            data.setdefault("keep_models", data.pop("keep_weights"))
         names = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives") or LEGACY_OBJECTIVES)

@@ -183,18 +183,16 @@ def sensitivity_figure(table):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    techniques = [t for t in ("prune_ratio", "rank_ratio", "weight_bits") if table.rows.get(t)]
-    titles = {
-        "prune_ratio": "pruned at ratio",
-        "rank_ratio": "low-rank at rank ratio",
-        "weight_bits": "weight bits",
-    }
+    from tradeoff.search.sensitivity import title
+    from tradeoff.spaces.sensitivity import compression_order
+
+    techniques = [t for t, rows in table.rows.items() if rows]
     metric = table.metric
     scale = 1.0 if metric == "loss" else 100.0
-    fig = make_subplots(rows=1, cols=len(techniques), subplot_titles=[titles[t] for t in techniques])
+    fig = make_subplots(rows=1, cols=len(techniques), subplot_titles=[title(t) for t in techniques])
     for i, technique in enumerate(techniques, 1):
         rows = table.rows[technique]
-        values = sorted({v for r in rows for v in r["points"]}, reverse=technique != "prune_ratio")
+        values = compression_order(technique, {v for r in rows for v in r["points"]})
         z = [[r["points"][v][metric] * scale if v in r["points"] else None for v in values] for r in rows]
         fig.add_trace(
             go.Heatmap(

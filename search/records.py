@@ -13,10 +13,11 @@ space-filling for enqueued plans), ``duplicate_of`` (a re-proposed plan: the tri
 figures it copied), ``fail_reason``, ``skipped_layers``, ``int8_form`` (``kernels`` or
 ``weights``: which int8 form an ONNX runtime ran, so that export rebuilds that one),
 ``worker`` and ``time_*`` (seconds per step), ``finetune_curve`` (validation accuracy at the
-fine-tune's checkpoints), ``stopped`` (a pruned plan: where and why), ``weights`` (the deployed
-model in the artifact store), ``facts``, ``reused_float`` (the trial that trained the float model
-it quantized). Study attributes ``tradeoff:float:<structure>`` (a fine-tuned float model per
-structure) and ``tradeoff:dropped:<trial>`` (kept weights removed). Constraints are Optuna's own
+fine-tune's checkpoints), ``stopped`` (a pruned plan: where and why), ``kept_model`` (the
+deployed model in the artifact store; ``weights`` in older studies), ``facts``, ``reused_float``
+(the trial that trained the float model it quantized). Study attributes
+``tradeoff:float:<structure>`` (a fine-tuned float model per structure) and
+``tradeoff:dropped:<trial>`` (a trial's kept model removed). Constraints are Optuna's own
 (``trial.set_constraint``): <= 0 is feasible.
 """
 
@@ -48,11 +49,12 @@ SIBLING_ROLE = "sibling"  # role of a queued post-training variant (other bit-wi
 SIBLING_OF_ATTR = "sibling_of"  # the trial whose fine-tuned float model a variant quantizes
 CURVE_ATTR = "finetune_curve"  # accuracy of the float model at the fine-tune's checkpoints
 STOPPED_ATTR = "stopped"  # why a plan was pruned: before fine-tuning (a constraint), or at a checkpoint
-WEIGHTS_ATTR = "weights"  # the deployed model kept in the artifact store: id, SHA-256, bytes
+KEPT_ATTR = "kept_model"  # the deployed model kept in the artifact store: id, SHA-256, bytes
+LEGACY_KEPT_ATTR = "weights"  # its name in studies made before 2026-12: read, never written
 FACTS_ATTR = "facts"  # what the knobs made of the model (weight bits, sparse, from scratch)
 REUSED_ATTR = "reused_float"  # the trial quantized a fine-tuned float model stored by another trial
 FLOAT_PREFIX = "tradeoff:float:"  # study attribute per structure: its fine-tuned float model
-DROPPED_PREFIX = "tradeoff:dropped:"  # study attribute per trial whose kept weights were removed
+DROPPED_PREFIX = "tradeoff:dropped:"  # study attribute per trial whose kept model was removed
 
 
 def constraints_of(trial: optuna.trial.FrozenTrial | Any) -> dict[str, float]:

@@ -17,6 +17,7 @@ return m.values(config.objectives)
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from torch import nn
 
 from tradeoff.search.config import SearchConfig
 from tradeoff.search.figures import FIGURES
+from tradeoff.search.kept import KeptModels
 from tradeoff.search.measure import Measurement, RuntimeModel, deploy, measure
 from tradeoff.search.records import (
     BASELINE_ATTR,
@@ -37,6 +39,8 @@ from tradeoff.search.records import (
     FACTS_ATTR,
     FAIL_ATTR,
     INT8_FORM_ATTR,
+    KEPT_ATTR,
+    LEGACY_KEPT_ATTR,
     PLAN_ATTR,
     PLAN_TEXT_ATTR,
     REUSED_ATTR,
@@ -46,7 +50,6 @@ from tradeoff.search.records import (
     SKIPPED_ATTR,
     STOPPED_ATTR,
     TIME_PREFIX,
-    WEIGHTS_ATTR,
     WORKER_ATTR,
     baseline_latency,
     baseline_of,
@@ -54,7 +57,6 @@ from tradeoff.search.records import (
 from tradeoff.search.stopping import CHECKPOINTS, CURVE_IMAGES, StopTraining, judge
 from tradeoff.search.tasks import Task
 from tradeoff.search.training import distill, finetune_kd, logits_of
-from tradeoff.search.weights import WeightStore
 from tradeoff.spaces import (
     ApplyContext,
     Compressed,
@@ -63,10 +65,11 @@ from tradeoff.spaces import (
     PlanError,
     apply_plan,
     format_plan,
+    ordered_knobs,
     post_training_siblings,
     structure_key,
 )
-from tradeoff.spaces.allocation import SHARPNESS, bit_budgets, plan_from_params, suggest_values
+from tradeoff.spaces.allocation import SHARPNESS, budget_space, plan_from_params, suggest_values
 from tradeoff.spaces.runtimes import get_runtime
 from tradeoff.spaces.sensitivity import SensitivityTable
 
@@ -114,7 +117,7 @@ class BuildState:
 
 class Runner:
     """Callable objective for ``study.optimize``. Owns the teacher and its cached logits, the
-    study's kept weights (``weights``: fine-tuned float models per structure, deployed models) and
+    study's kept models (``kept``: fine-tuned float models per structure, deployed models) and
     its sensitivity table (``table``: how an allocated trial's numbers become per-layer values)."""
 
     def __init__(
@@ -124,17 +127,17 @@ class Runner:
         teacher: nn.Module,
         *,
         device: str = "cpu",
-        weights: WeightStore | None = None,
+        kept: KeptModels | None = None,
         table: SensitivityTable | None = None,
     ):
         self.config, self.task, self.device = config, task, device
         self.table = table  # the study's sensitivity table (granularity allocated or layer)
         self.teacher = teacher.eval().cpu()
-        self.weights = weights if weights is not None else WeightStore(keep=config.keep_weights)
+        self.kept = kept if kept is not None else KeptModels(keep=config.keep_models)
         self._teacher_logits = None
         self._reference = None
         self._trial: optuna.Trial | None = None  # the trial being built (its study: history, store)
-        self._read_study: optuna.Study | None = None  # a study whose kept weights a rebuild reads
+        self._read_study: optuna.Study | None = None  # a study whose kept models a rebuild reads
         self._state: BuildState | None = None  # the plan being built
         # final fine-tunes made by this runner, per (structure, steps): an export of the front
         # trains each structure once and quantizes it for each of its bit-widths
@@ -185,7 +188,7 @@ class Runner:
         checked on it; a broken constraint raises :class:`BrokenBeforeTraining` (nothing is
         trained). ``preview`` is kept for the stopping rule."""
         c, state = self.config, self._state
-        if self.config.reuse and self.weights.get_float(self._study, state.key) is not None:
+        if self.config.reuse and self.kept.get_float(self._study, state.key) is not None:
             return  # nothing to train: the stored float model is quantized
         cheap = {f.constraint for f in FIGURES.values() if not f.needs_training}
         checks = {k: v for k, v in c.constraints.items() if k in cheap}
@@ -223,7 +226,7 @@ class Runner:
         c, state = self.config, self._state
         # a search reuses only with --reuse; a rebuild (export) takes whatever float model was kept
         reuse = c.reuse or self._trial is None
-        stored = self.weights.get_float(self._study, state.key) if reuse else None
+        stored = self.kept.get_float(self._study, state.key) if reuse else None
         if stored is not None:
             try:
                 model.load_state_dict(stored[0])
@@ -252,7 +255,7 @@ class Runner:
             on_checkpoint=self._checkpoint,
         )
         state.trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if state.final_steps:  # no kept weights: the search-time fine-tune again, then the final
+        if state.final_steps:  # no kept model: the search-time fine-tune again, then the final
             return self._final_finetune(model)
         return model
 
@@ -381,8 +384,8 @@ class Runner:
         plan = self.plan_of(trial.params)
         form = trial.user_attrs.get(INT8_FORM_ATTR, "auto")
         trains = any(k.structural and not k.is_off(cfg.value) for k, cfg in plan.configs())
-        kept = not trains or self.weights.get_float(study, structure_key(plan)) is not None
-        deployed = self.weights.get_trial(study, trial) if kept else None
+        kept = not trains or self.kept.get_float(study, structure_key(plan)) is not None
+        deployed = self.kept.get_trial(study, trial) if kept else None
         facts = trial.user_attrs.get(FACTS_ATTR)
         model = None
         if deployed is not None and isinstance(facts, dict):
@@ -407,7 +410,7 @@ class Runner:
             return (
                 restored,
                 times,
-                f"the trial's kept weights (artifact {meta['artifact_id']}, SHA-256 checked)",
+                f"the trial's kept model (artifact {meta['artifact_id']}, SHA-256 checked)",
             )
         compressed, times = self.build(plan, int8_form=form, study=study)
         how = (
@@ -416,7 +419,7 @@ class Runner:
             if trains and kept
             else "rebuilt (the teacher needs no training)"
             if not trains
-            else "rebuilt and fine-tuned (no weights kept)"
+            else "rebuilt and fine-tuned (no model kept)"
         )
         return compressed, times, how
 
@@ -444,9 +447,12 @@ class Runner:
             if granularity == "layer":
                 return []
             return [s.params() for s in post_training_siblings(plan, c.space, limit)]
+        # the budgets of the post-training knobs an allocated study searches (average bits)
+        budgets = budget_space(c.space)
+        knobs = [k.name for k in ordered_knobs() if not k.structural and "choices" in budgets.get(k.name, {})]
         out, seen = [], {json.dumps(plan.to_dict(), sort_keys=True)}
-        for budget in bit_budgets(c.space.get("weight_bits", {}).get("choices", [32])):
-            variant = dict(params, weight_bits=budget)
+        for values in itertools.product(*(budgets[k]["choices"] for k in knobs)):
+            variant = dict(params, **dict(zip(knobs, values)))
             key = json.dumps(self.plan_of(variant).to_dict(), sort_keys=True)
             if key not in seen:
                 seen.add(key)
@@ -524,30 +530,57 @@ class Runner:
         raise optuna.TrialPruned(record["reason"])
 
     def _run(self, trial: optuna.Trial) -> list[float]:
+        """A trial's life, step by step: make the plan; repeat a twin's figures, or build the
+        plan (fine-tune it, or stop it and prune the trial); measure it; keep what later trials
+        reuse and queue its siblings; record the baseline; return the objectives."""
         t0 = time.perf_counter()
+        plan = self._make_plan(trial)
+        twin = self._measured_twin(trial, plan)
+        if twin is not None:
+            return self._repeat(trial, twin)
+        compressed, times = self._build_or_stop(trial, plan, t0)
+        measured = self._measure(trial, compressed, times)
+        t = time.perf_counter()
+        self._keep(trial, plan, compressed, self._state)
+        times["keep_s"] = time.perf_counter() - t
+        times["total_s"] = time.perf_counter() - t0
+        for name, value in times.items():
+            trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
+        self._note_baseline(trial, plan, measured)
+        return self._objectives(trial, measured)
+
+    def _make_plan(self, trial: optuna.Trial) -> Plan:
+        """The sampler's numbers for this trial, made a plan (allocated per layer where the
+        study is), stored on the trial as data and in words."""
         c = self.config
         suggest_values(trial, c.space, c.granularity, self.table)
         plan = self.plan_of(trial.params)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))
-        twin = self._measured_twin(trial, plan)
-        if twin is not None:
-            # NSGA-II proposes a plan it has already measured; reuse the figures, say so.
-            for name, value in twin.user_attrs.items():
-                # not its worker: this trial is this worker's (a dead worker's name would get it failed)
-                if name not in (ROLE_ATTR, FAIL_ATTR, WEIGHTS_ATTR, SIBLING_OF_ATTR, WORKER_ATTR):
-                    trial.set_user_attr(name, value)
-            for name, value in twin.constraints.items():
-                trial.set_constraint(name, value)
-            trial.set_user_attr(DUPLICATE_ATTR, twin.number)
-            if twin.state == optuna.trial.TrialState.PRUNED:
-                raise optuna.TrialPruned(f"repeats #{twin.number}, which was stopped")
-            return list(twin.values)
+        return plan
+
+    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> list[float]:
+        """A plan already run (NSGA-II proposes a plan it has measured): its figures again, said
+        so; pruned again where it was stopped."""
+        for name, value in twin.user_attrs.items():
+            # not its worker: this trial is this worker's (a dead worker's name would get it failed)
+            if name not in (ROLE_ATTR, FAIL_ATTR, KEPT_ATTR, LEGACY_KEPT_ATTR, SIBLING_OF_ATTR, WORKER_ATTR):
+                trial.set_user_attr(name, value)
+        for name, value in twin.constraints.items():
+            trial.set_constraint(name, value)
+        trial.set_user_attr(DUPLICATE_ATTR, twin.number)
+        if twin.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(f"repeats #{twin.number}, which was stopped")
+        return list(twin.values)
+
+    def _build_or_stop(self, trial: optuna.Trial, plan: Plan, t0: float) -> tuple[Compressed, dict]:
+        """The plan applied to the teacher and fine-tuned, with what the build did on record; or
+        the trial pruned where the plan was stopped (a bound broken before training, or a
+        learning curve that cannot reach the front)."""
         try:
             compressed, times = self.build(plan, trial=trial)
         except BrokenBeforeTraining as e:
-            record = {"when": "before fine-tuning", "reason": str(e)}
-            self._prune(trial, e.figures, record)
+            self._prune(trial, e.figures, {"when": "before fine-tuning", "reason": str(e)})
         except StopTraining as e:
             state = self._state
             trial.set_user_attr(CURVE_ATTR, self._curve_record())
@@ -570,24 +603,30 @@ class Runner:
             trial.set_user_attr(CURVE_ATTR, self._curve_record())
         if state.reused is not None:
             trial.set_user_attr(REUSED_ATTR, state.reused)
-        t1 = time.perf_counter()
+        return compressed, times
+
+    def _measure(self, trial: optuna.Trial, compressed: Compressed, times: dict) -> Measurement:
+        """Every figure of the built plan in the study's runtime, and its constraints, on record."""
+        t = time.perf_counter()
         measure_times: dict[str, float] = {}
         m = self.measure(compressed, measure_times, baseline_ms=baseline_latency(trial.study))
-        times["measure_s"] = time.perf_counter() - t1
+        times["measure_s"] = time.perf_counter() - t
         times.update({f"measure_{k}": v for k, v in measure_times.items()})
         for name, value in m.to_dict().items():
             trial.set_user_attr(name, value)
         for name, value in self.config.constraint_values(m.to_dict()).items():
             trial.set_constraint(name, value)
-        t2 = time.perf_counter()
-        self._keep(trial, plan, compressed, state)
-        times["keep_s"] = time.perf_counter() - t2
-        times["total_s"] = time.perf_counter() - t0
-        for name, value in times.items():
-            trial.set_user_attr(f"{TIME_PREFIX}{name}", round(value, 3))
+        return m
+
+    @staticmethod
+    def _note_baseline(trial: optuna.Trial, plan: Plan, m: Measurement) -> None:
+        """The first measured baseline is the study's: the reference of relative figures."""
         if trial.user_attrs.get(ROLE_ATTR) == "baseline" or plan.is_baseline:
             if baseline_of(trial.study) is None:
                 trial.study.set_user_attr(BASELINE_ATTR, {"trial": trial.number, **m.to_dict()})
+
+    def _objectives(self, trial: optuna.Trial, m: Measurement) -> list[float]:
+        """The trial's values: the objectives' figures, or one cost against the baseline."""
         if self.config.scalarize:
             from tradeoff.search.cost import cost
 
@@ -610,12 +649,12 @@ class Runner:
         """The work this trial leaves for later ones: its fine-tuned float model (per structure),
         its deployed model, and its structure's other post-training variants, queued."""
         c, study = self.config, trial.study
-        if (c.reuse or c.keep_weights != "none") and state.trained is not None:
-            self.weights.put_float(study, state.key, state.trained, trial.number)
+        if (c.reuse or c.keep_models != "none") and state.trained is not None:
+            self.kept.put_float(study, state.key, state.trained, trial.number)
         kept = get_runtime(c.runtime).kept(compressed.model)
         if kept is not None:
             data, file, extra = kept
-            self.weights.put_trial(trial, data, file=file, extra=extra)
+            self.kept.put_trial(trial, data, file=file, extra=extra)
         if c.reuse and state.reused is None and trial.user_attrs.get(ROLE_ATTR) != SIBLING_ROLE:
             # this trial made its structure's float model: the other bit-widths only quantize it
             for sibling in self.siblings(trial.params, plan):

@@ -16,9 +16,10 @@ import json
 import optuna
 
 from tradeoff.search.errors import UsageError
+from tradeoff.search.kept import read_bytes, upload_bytes
 from tradeoff.search.records import SENSITIVITY_ATTR
-from tradeoff.search.weights import read_bytes, upload_bytes
-from tradeoff.spaces.sensitivity import SensitivityTable, measure_sensitivity
+from tradeoff.spaces import KNOBS, allocatable_knobs
+from tradeoff.spaces.sensitivity import SensitivityTable, compression_order, measure_sensitivity
 
 
 def load_sensitivity(study: optuna.Study, store) -> SensitivityTable | None:
@@ -43,15 +44,21 @@ def load_sensitivity(study: optuna.Study, store) -> SensitivityTable | None:
 
 def measure_for_study(config, task, teacher, *, log=lambda _msg: None) -> SensitivityTable:
     """The sensitivity table of ``teacher`` on ``task`` as a study of ``config`` measures it: on
-    the validation split, at the space's bit-widths, with the study's distillation temperature."""
-    bits = [int(b) for b in config.space.get("weight_bits", {}).get("choices", [8]) if int(b) < 32]
+    the validation split, for every per-layer knob the space can switch on, at its settings for
+    the space (``Knob.sensitivity_values``: the space's bit-widths, say), with the study's
+    distillation temperature."""
+    settings = {
+        k.name: k.sensitivity_values(config.space[k.name])
+        for k in allocatable_knobs()
+        if k.name in config.space and k.can_switch_on(config.space[k.name])
+    }
     return measure_sensitivity(
         teacher,
         task.val.x,
         task.val.y,
         example_input=task.example_input,
         num_classes=task.num_classes,
-        bits=bits or [8],
+        settings=settings,
         temperature=config.kd_temperature,
         seed=config.seed,
         log=log,
@@ -87,6 +94,12 @@ def ensure_sensitivity(
     return table
 
 
+def title(technique: str) -> str:
+    """What a knob's column of the sensitivity table is (``Knob.title``), for people."""
+    knob = KNOBS.get(technique)
+    return (knob.title if knob else "") or technique
+
+
 def table_text(table: SensitivityTable) -> str:
     """The table for people: per technique and layer group, the effect at each measured value
     (the study's metric), with the layer's share of parameters, MACs and latency."""
@@ -103,19 +116,14 @@ def table_text(table: SensitivityTable) -> str:
         f"(the better predictor: Spearman {rho} over {p.get('combinations', 0)} random combinations); "
         f"measured in {sum(table.seconds.values()):.1f} s",
     ]
-    names = {
-        "prune_ratio": "pruned at ratio",
-        "rank_ratio": "low-rank at rank ratio",
-        "weight_bits": "weights at bits",
-    }
     for technique, rows in table.rows.items():
         if not rows:
             continue
-        values = sorted({v for r in rows for v in r["points"]}, reverse=technique != "prune_ratio")
+        values = compression_order(technique, {v for r in rows for v in r["points"]})
         head = f"{'layer group':<34} {'params':>7} {'MACs':>6} {'latency':>7}  " + " ".join(
             f"{v:>7g}" for v in values
         )
-        lines += ["", f"{technique}: {names[technique]} (shares of the teacher: params, MACs, latency)", head]
+        lines += ["", f"{technique}: {title(technique)} (shares of the teacher: params, MACs, latency)", head]
         for r in rows:
             share = {
                 k: sum(table.layers.get(n, {}).get(k, 0) for n in r["layers"]) / totals[k]

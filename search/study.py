@@ -31,13 +31,10 @@ def study_start(config: SearchConfig) -> list[tuple[dict, str]]:
     average bits, not only the uniform widths), and sharpness values spread evenly over [0, 1]
     (the baseline none: it compresses nothing). In the per-layer replay (BENCHMARKS.md) this
     design is what lifts the allocated search above random search at 20-80 plans."""
-    from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, bit_budgets
+    from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, budget_space
 
     allocated = config.granularity == "allocated"
-    space = dict(config.space)
-    bits = space.get("weight_bits", {})
-    if allocated and "choices" in bits and any(int(b) <= 8 for b in bits["choices"]):
-        space["weight_bits"] = {**bits, "choices": bit_budgets(list(bits["choices"]))}
+    space = budget_space(config.space) if allocated else dict(config.space)
     design = start_design(space, config.sampler, population=config.population_size, seed=config.seed)
     out = [(plan.params(), role) for plan, role in design]
     if allocated:

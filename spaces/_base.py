@@ -14,13 +14,25 @@ the next knob reads the facts so far from ``ctx.facts`` and never writes them.
 
 A value is one number for the whole network, or, for a knob with ``per_layer``, a mapping from
 layer group (a module name, which covers the modules under it; ``*`` for the rest) to number.
+
+Per-layer search (``--granularity allocated`` and ``layer``) asks a per-layer knob five more
+things, all on the knob (see "per-layer search" in :class:`Knob`): its layer groups in a model
+(``layer_groups``), how to change a few groups of a model at given values (``probe_``; the
+sensitivity pass measures each group alone at ``sensitivity_values``), whether a larger value
+compresses more (``compresses_upward``: then a budget is a floor), the budgets an allocated
+study searches and the grid a group's value is chosen from (``budget_choices``, ``layer_grid``),
+and a ``title`` for the tables. A knob that says ``per_layer`` without ``layer_groups`` is
+refused at those granularities (``allocatable``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -162,6 +174,34 @@ def unknown_groups(knob: str, value: Any, model: nn.Module) -> None:
 
 
 @dataclass(frozen=True)
+class LayerGroup:
+    """One unit of per-layer search: ``name`` is its key in a per-layer value (a module name),
+    ``layers`` the conv/linear (or other) modules it changes, ``params`` the parameters it weighs
+    in a budget (the allocation's budgets are parameter-weighted means)."""
+
+    name: str
+    layers: tuple[str, ...]
+    params: int
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeContext:
+    """What a sensitivity probe may use: an example input, the class count, and ``cache``, a
+    dict the knob keeps between the probes of one table (the SVDs of the layers, say): the
+    groups are probed on the teacher, then combined on copies of it."""
+
+    example_input: torch.Tensor
+    num_classes: int
+    cache: dict = field(default_factory=dict)
+
+
+class Unmeasured(PlanError):
+    """Raised by ``Knob.probed`` for a setting that does not change this group (a rank that
+    would save nothing, say): the next setting is tried; the message is the reason listed when
+    no setting of the group could be measured."""
+
+
+@dataclass(frozen=True)
 class Option:
     """A non-searched knob option the command line sets (``flag``), stored with the study."""
 
@@ -257,6 +297,12 @@ class Knob:
             raise PlanError(f"{self.name}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
         return self.config(value=value, **options)
 
+    def can_switch_on(self, spec: Mapping[str, Any]) -> bool:
+        """Whether the (validated) space entry ``spec`` holds any value but the off value."""
+        if "choices" in spec:
+            return any(c != self.off for c in spec["choices"])
+        return not spec["low"] == spec["high"] == self.off
+
     def is_off(self, value: Any) -> bool:
         if isinstance(value, Mapping):
             return all(v == self.off for v in value.values())
@@ -293,6 +339,72 @@ class Knob:
     def finalize_(self, model: nn.Module) -> nn.Module:
         """Make this knob's change permanent after fine-tuning (default: nothing to do)."""
         return model
+
+    # -- per-layer search (--granularity allocated and layer) ---------------------------------
+
+    title: ClassVar[str] = ""  # what a column of the sensitivity table is: "pruned at ratio"
+    compresses_upward: ClassVar[bool] = False  # a larger value compresses more: a budget is a floor
+    sensitivity_points: ClassVar[tuple[float, ...]] = ()  # the settings each group is measured at
+
+    @classmethod
+    def allocatable(cls) -> bool:
+        """Whether allocated and per-layer studies can search this knob layer by layer: it takes
+        per-layer values and lists its groups."""
+        return cls.per_layer and cls.layer_groups is not Knob.layer_groups
+
+    def layer_groups(self, model: nn.Module, ctx: ProbeContext) -> tuple[list[LayerGroup], list[str]]:
+        """The groups of ``model`` a per-layer value of this knob sets one by one, and a
+        ``knob: layer: reason`` note for every layer it cannot change. Implement it (with
+        ``probe_``) to make a per-layer knob allocatable."""
+        raise NotImplementedError
+
+    def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
+        """``model`` (a copy the caller owns) with each named group changed to its value, a
+        value the sensitivity table measured; the sensitivity pass combines several groups of
+        several knobs this way to check which of its effect metrics predicts better."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def probed(
+        self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
+    ) -> Iterator[tuple[nn.Module, float]]:
+        """``model`` with ``group`` alone at ``value`` (a setting of ``sensitivity_values``)
+        while the block runs, and the value the group really took (what the table records: a
+        rank rounded to a multiple of 8, say); ``model`` itself is unchanged afterwards. Raise
+        :class:`Unmeasured` for a setting that changes nothing. The default works on a copy;
+        a knob that can change a group and undo it in place overrides this for speed."""
+        yield self.probe_(copy.deepcopy(model), {group.name: value}, ctx), value
+
+    def sensitivity_values(self, spec: Mapping[str, Any] | None) -> list[float]:
+        """The settings the sensitivity pass measures each group at, for the space entry
+        ``spec`` (default: ``sensitivity_points``)."""
+        return [float(v) for v in self.sensitivity_points]
+
+    def combination_size(self, rng: random.Random, groups: int) -> int:
+        """How many of ``groups`` one random combination of the sensitivity check changes
+        (default: up to half)."""
+        return round(rng.uniform(0, 0.5) * groups)
+
+    def budget_choices(self, spec: Mapping[str, Any]) -> list[Any] | None:
+        """The budgets an allocated study searches for this knob, when they differ from the
+        space's own values (average bits between two widths, say); None: the space's."""
+        return None
+
+    def layer_grid(self, spec: Mapping[str, Any], step: float) -> list[float]:
+        """The values one group may take in an allocation: the space's choices, or its range on
+        its step (``step`` where it has none); the off value is always one."""
+        if "choices" in spec:
+            values = [float(c) for c in spec["choices"]]
+        else:
+            low, high = spec["low"], spec["high"]
+            step = spec.get("step") or step
+            n = int(round((high - low) / step))
+            values = [round(low + i * step, 10) for i in range(n + 1)]
+        return sorted({*values, float(self.off)})
+
+    def unmeasured_value(self, budget: float, grid: Sequence[float]) -> Any:
+        """The value an allocation gives the layers the table has no row for (``*``)."""
+        return float(self.off)
 
 
 def _number(value: Any) -> bool:
@@ -337,3 +449,8 @@ def apply_config(model: nn.Module, config: KnobConfig, ctx: ApplyContext) -> App
 
 def ordered_knobs() -> list[Knob]:
     return sorted(KNOBS.values(), key=lambda k: (k.order, k.name))
+
+
+def allocatable_knobs() -> list[Knob]:
+    """The knobs per-layer search sets layer by layer, in application order."""
+    return [k for k in ordered_knobs() if k.allocatable()]

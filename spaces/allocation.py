@@ -1,10 +1,11 @@
 """Granularity: how a trial's searched numbers become a plan's per-layer values.
 
 - ``global``: one value per knob for the whole network (the searched numbers are the plan).
-- ``allocated``: per technique the sampler searches a budget in the knob's own units (the
-  parameter-weighted mean pruning ratio, the parameter-weighted mean rank ratio, the average
-  weight bits) and one ``allocation`` sharpness in [0, 1]; the study's sensitivity table
-  (``spaces.sensitivity``) turns them into per-layer values with :func:`allocate`.
+- ``allocated``: per per-layer knob (``Knob.allocatable``) the sampler searches a budget in the
+  knob's own units (``Knob.budget_choices``; the parameter-weighted mean over the knob's layer
+  groups: the mean pruning ratio, the mean rank ratio, the average weight bits) and one
+  ``allocation`` sharpness in [0, 1]; the study's sensitivity table (``spaces.sensitivity``)
+  turns them into per-layer values with :func:`allocate`.
 - ``layer``: one searched value per layer group and technique (``knob[group]`` params), for
   large budgets.
 
@@ -39,7 +40,7 @@ from typing import Any
 
 import optuna
 
-from tradeoff.spaces._base import KNOBS, ordered_knobs
+from tradeoff.spaces._base import KNOBS, Knob, SpaceError, allocatable_knobs, ordered_knobs
 from tradeoff.spaces.plan import Plan
 from tradeoff.spaces.sensitivity import SensitivityTable
 
@@ -47,39 +48,45 @@ GRANULARITIES = ("global", "allocated", "layer")
 DEFAULT_GRANULARITY = "allocated"
 SHARPNESS = "allocation"  # the sharpness param of an allocated plan
 SHARPNESS_STEP = 0.1
-ALLOCATED = ("prune_ratio", "rank_ratio", "weight_bits")  # the knobs the table covers
 GRID_STEP = 0.05  # a continuous knob's per-layer grid when its space has no step
-# the budget is a floor (more is more compression) for pruning, a ceiling for the others
-FLOOR = {"prune_ratio": True, "rank_ratio": False, "weight_bits": False}
-
-
-def bit_budgets(choices: list[int]) -> list[int | float]:
-    """The average-bits budgets an allocated study searches: the bit-widths of the space and the
-    midpoints between neighbouring sub-8-bit ones (4 and 2 give 3), so a mixed plan can sit
-    between two uniform ones; 32 (float) as it is."""
-    low = sorted(c for c in choices if c <= 8)
-    mids = [(a + b) / 2 for a, b in zip(low, low[1:])]
-    out = sorted({*choices, *(int(m) if float(m).is_integer() else m for m in mids)}, reverse=True)
-    return out
 
 
 def grid(knob: str, spec: Mapping[str, Any]) -> list[float]:
-    """The values a layer may take: the space's choices, or its range on its step; the off value
-    is always one (a layer may be left alone), but for bits (see below)."""
-    k = KNOBS[knob]
-    if "choices" in spec:
-        values = [float(c) for c in spec["choices"]]
-        if knob == "weight_bits" and any(v <= 8 for v in values):
-            # the allocation mixes the quantized widths: a float layer among int8 ones costs a
-            # dequantize/quantize pair and float kernels, a latency the table does not see (a plan
-            # by hand, or --granularity layer, may still keep a layer in float)
-            return sorted(v for v in values if v <= 8)
-    else:
-        low, high = spec["low"], spec["high"]
-        step = spec.get("step") or GRID_STEP
-        n = int(round((high - low) / step))
-        values = [round(low + i * step, 10) for i in range(n + 1)]
-    return sorted({*values, float(k.off)})
+    """The values a layer group may take (``Knob.layer_grid``): the space's choices, or its
+    range on its step; the off value is one (a layer may be left alone), but for bits."""
+    return KNOBS[knob].layer_grid(spec, GRID_STEP)
+
+
+def check_granularity(granularity: str, space: Mapping[str, Any]) -> None:
+    """SpaceError when a knob ``space`` can switch on says it takes per-layer values but cannot
+    list its layer groups: at ``allocated`` or ``layer`` granularity it would silently stay
+    uniform. (A knob without ``per_layer``, the student's width, is one number at any.)"""
+    if granularity == "global":
+        return
+    for knob in ordered_knobs():
+        if (
+            knob.name in space
+            and knob.per_layer
+            and not knob.allocatable()
+            and knob.can_switch_on(space[knob.name])
+        ):
+            raise SpaceError(
+                f"knob `{knob.name}` takes per-layer values but does not list its layer groups "
+                f"(Knob.layer_groups and Knob.probe_), so --granularity {granularity} cannot set it "
+                "layer by layer: use --granularity global, or implement them"
+            )
+
+
+def budget_space(space: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``space`` as an allocated study searches it: each knob's budgets where they differ from
+    its values (``Knob.budget_choices``: 8, 6, 4, 3, 2 average bits, not only the widths)."""
+    out = {name: dict(spec) for name, spec in space.items()}
+    for knob in allocatable_knobs():
+        if knob.name in out:
+            budgets = knob.budget_choices(out[knob.name])
+            if budgets is not None:
+                out[knob.name] = {**out[knob.name], "choices": budgets}
+    return out
 
 
 def allocate(
@@ -89,10 +96,10 @@ def allocate(
     the table; ``*`` (the layers the table lacks) gets the off value, or for bits the budget."""
     k = KNOBS[knob]
     rows = table.rows.get(knob, [])
-    rest = _rest(knob, budget, values)
+    rest = k.unmeasured_value(budget, values)
     if not rows or float(budget) == float(k.off):
         return {"*": float(k.off)} if float(budget) == float(k.off) else {"*": rest}
-    floor = FLOOR[knob]
+    floor = k.compresses_upward  # more is more compression: the budget is a floor
     weights = [max(1, int(r["params"])) for r in rows]
     total = float(sum(weights))
     span = max(values) - min(values) or 1.0
@@ -133,7 +140,7 @@ def allocate(
                 break
         picks = choose(hi)
         picks = _fill(picks, weights, values, budget, floor, objective, lambda layer, i: effects[layer][i])
-    out = {r["group"]: _number(knob, values[i]) for r, i in zip(rows, picks)}
+    out = {r["group"]: _number(k, values[i]) for r, i in zip(rows, picks)}
     out["*"] = rest
     return out
 
@@ -173,14 +180,8 @@ def _fill(picks, weights, values, budget, floor, objective, damage) -> list[int]
         picks[best] += direction
 
 
-def _rest(knob: str, budget: float, values: list[float]) -> float:
-    if knob == "weight_bits":  # the layers the table lacks: the nearest bit-width at or above the budget
-        return _number(knob, min((v for v in values if v >= budget), default=max(values)))
-    return float(KNOBS[knob].off)
-
-
-def _number(knob: str, v: float):
-    return int(v) if isinstance(KNOBS[knob].off, int) else round(float(v), 10)
+def _number(knob: Knob, v: float):
+    return int(v) if isinstance(knob.off, int) else round(float(v), 10)
 
 
 # -- the search space at each granularity ---------------------------------------------------
@@ -201,15 +202,16 @@ def suggest_values(
     per knob (the baseline, the start design) gives that value to every group of the knob."""
     fixed = getattr(trial, "_fixed_params", None)
     if granularity == "layer" and isinstance(fixed, dict):
-        for knob in ALLOCATED:
-            if knob in fixed:
-                for g in _layer_groups(table, knob):
-                    fixed.setdefault(f"{knob}[{g}]", fixed[knob])
+        for knob in allocatable_knobs():
+            if knob.name in fixed:
+                for g in _layer_groups(table, knob.name):
+                    fixed.setdefault(f"{knob.name}[{g}]", fixed[knob.name])
     for knob in ordered_knobs():
         if knob.name not in space:
             continue
         spec = space[knob.name]
-        groups = _layer_groups(table, knob.name) if knob.name in ALLOCATED else []
+        groups = _layer_groups(table, knob.name) if knob.allocatable() else []
+        budgets = knob.budget_choices(spec) if knob.allocatable() else None
         if granularity == "layer" and groups:
             for g in groups:
                 name = f"{knob.name}[{g}]"
@@ -217,10 +219,10 @@ def suggest_values(
                     trial.suggest_categorical(name, spec["choices"])
                 else:
                     trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"))
-        elif granularity == "allocated" and knob.name == "weight_bits" and "choices" in spec:
+        elif granularity == "allocated" and budgets is not None:
             # the budgets whether or not the table could measure a layer: without rows a budget
-            # is a uniform bit-width (6 and 3 bits are real widths), as the start design expects
-            trial.suggest_categorical(knob.name, bit_budgets(spec["choices"]))
+            # is a uniform value (6 and 3 bits are real widths), as the start design expects
+            trial.suggest_categorical(knob.name, budgets)
         else:
             knob.suggest(trial, spec)
     if granularity == "allocated" and table is not None:
@@ -246,7 +248,8 @@ def plan_from_params(
     for name, value in params.items():
         # a technique the table could not measure (torch-pruning cannot trace the whole graph, say)
         # stays uniform at its budget, as a global plan would be
-        if name in ALLOCATED and name in space and not KNOBS[name].is_off(value) and table.rows.get(name):
+        knob = KNOBS.get(name)
+        if knob and knob.allocatable() and name in space and not knob.is_off(value) and table.rows.get(name):
             values[name] = allocate(table, name, float(value), sharpness, grid(name, space[name]))
         else:
             values[name] = value
@@ -270,12 +273,12 @@ def summary(knob: str, value: Any) -> str:
 
 
 __all__ = [
-    "ALLOCATED",
     "DEFAULT_GRANULARITY",
     "GRANULARITIES",
     "SHARPNESS",
     "allocate",
-    "bit_budgets",
+    "budget_space",
+    "check_granularity",
     "grid",
     "plan_from_params",
     "suggest_values",

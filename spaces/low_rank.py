@@ -11,8 +11,9 @@ skipped (their per-group kernels are already thin).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,10 @@ from tradeoff.spaces._base import (
     ApplyContext,
     Knob,
     KnobConfig,
+    LayerGroup,
     PlanError,
+    ProbeContext,
+    Unmeasured,
     register_knob,
     skip_note,
     unknown_groups,
@@ -95,8 +99,29 @@ def factor_conv(conv: nn.Conv2d, k: int, svd=None) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
+def full_rank(m: nn.Module) -> int:
+    """The rank of ``m``'s weight as it is factored (a conv's kernel reshaped to (C*kh, O*kw))."""
+    if isinstance(m, nn.Linear):
+        return min(m.in_features, m.out_features)
+    o, c, kh, kw = m.weight.shape
+    return min(c * kh, o * kw)
+
+
+def unfactorable(m: nn.Module) -> str:
+    """Why ``m`` (a conv or linear layer) cannot be factored at any rank; "" when it can."""
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            return "grouped or depthwise convolution"
+        if isinstance(m.padding, str):
+            return f"padding={m.padding!r}"
+    return ""
+
+
 def plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
     """(rank, "") to factor this layer, or (None, reason) to skip it."""
+    reason = unfactorable(m)
+    if reason:
+        return None, reason
     if isinstance(m, nn.Linear):
         full, dense, per_rank = (
             min(m.in_features, m.out_features),
@@ -104,10 +129,6 @@ def plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
             m.in_features + m.out_features,
         )
     else:
-        if m.groups != 1:
-            return None, "grouped or depthwise convolution"
-        if isinstance(m.padding, str):
-            return None, f"padding={m.padding!r}"
         o, c, kh, kw = m.weight.shape
         full, dense, per_rank = min(c * kh, o * kw), o * c * kh * kw, c * kh + o * kw
     k = target_rank(ratio, full)
@@ -164,9 +185,63 @@ class RankRatio(Knob):
     default_space = {"low": 0.1, "high": 1.0, "step": 0.05}
     probe_value = 0.25
     help = "rank kept by low-rank factorization of linear and conv layers, as a fraction of full rank"
+    # per-layer search: each factorable layer alone at half, a quarter and an eighth of its rank
+    title = "low-rank at rank ratio"
+    sensitivity_points = (0.5, 0.25, 0.125)
 
     def apply(self, model: nn.Module, config: RankConfig, ctx: ApplyContext) -> Applied:
         skipped: list[str] = []
         unknown_groups(self.name, config.value, model)
         ratio = config.value if isinstance(config.value, Mapping) else float(config.value)
         return Applied(factorize_(model, ratio, ctx, skipped), skipped=tuple(skipped))
+
+    # -- per-layer search -------------------------------------------------------------------
+
+    def layer_groups(self, model: nn.Module, ctx: ProbeContext) -> tuple[list[LayerGroup], list[str]]:
+        groups, notes = [], []
+        for n, m in model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                reason = unfactorable(m)
+                if reason:
+                    notes.append(skip_note(self.name, n, reason))
+                else:
+                    groups.append(LayerGroup(n, (n,), int(m.weight.numel())))
+        return groups, notes
+
+    def _svd(self, m: nn.Module, name: str, ctx: ProbeContext):
+        """One SVD per layer of the teacher, every rank cut from it; a layer another knob of a
+        combination changed (pruned: another shape) gets its own."""
+        shape, svd = ctx.cache.get(name, (None, None))
+        if shape != tuple(m.weight.shape):
+            return None
+        return svd
+
+    @contextlib.contextmanager
+    def probed(
+        self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
+    ) -> Iterator[tuple[nn.Module, float]]:
+        m = model.get_submodule(group.name)
+        k, reason = plan_layer(group.name, m, value)
+        if k is None:
+            raise Unmeasured(reason)
+        if group.name not in ctx.cache:
+            ctx.cache[group.name] = (tuple(m.weight.shape), layer_svd(m))
+        factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
+        _set(model, group.name, factor(m, k, self._svd(m, group.name, ctx)))
+        try:
+            yield model, round(k / full_rank(m), 4)  # ranks round up to multiples of 8: the rank kept
+        finally:
+            _set(model, group.name, m)
+
+    def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
+        for name, ratio in values.items():
+            m = model.get_submodule(name)
+            k = max(1, round(ratio * full_rank(m)))  # a measured ratio is k / full rank
+            factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
+            _set(model, name, factor(m, k, self._svd(m, name, ctx)))
+        return model
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)

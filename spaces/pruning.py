@@ -13,8 +13,10 @@ counted by its non-zeros and a sparse encoding (see ``search.measure``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +29,10 @@ from tradeoff.spaces._base import (
     ApplyContext,
     Knob,
     KnobConfig,
+    LayerGroup,
     Option,
     PlanError,
+    ProbeContext,
     register_knob,
     skip_note,
     unknown_groups,
@@ -308,3 +312,37 @@ class PruneRatio(Knob):
 
     def finalize_(self, model: nn.Module) -> nn.Module:
         return make_permanent_(model)
+
+    # -- per-layer search: each coupled channel group alone, by the surgery plans use -------------
+
+    title = "pruned at ratio"
+    compresses_upward = True
+    sensitivity_points = (0.25, 0.5, 0.75)
+
+    def layer_groups(self, model: nn.Module, ctx: ProbeContext) -> tuple[list[LayerGroup], list[str]]:
+        try:
+            groups = prune_groups(model, ctx.example_input[:1], ctx.num_classes)
+        except Exception as e:  # noqa: BLE001 - torch-pruning cannot trace this model whole
+            return [], [skip_note(self.name, "*", f"torch-pruning's graph failed ({type(e).__name__})")]
+        return [LayerGroup(root, tuple(layers), params) for root, layers, params in groups], []
+
+    def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
+        importance = tp.importance.GroupMagnitudeImportance(p=2)
+        ignored = classifier_layers(model, ctx.num_classes) + unprunable(model)
+        tp_prune_(model, ctx.example_input[:1], dict(values), importance, ignored)
+        return model
+
+    @contextlib.contextmanager
+    def probed(
+        self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
+    ) -> Iterator[tuple[nn.Module, float]]:
+        pruned = self.probe_(copy.deepcopy(model), {group.name: value}, ctx)
+        for name, m in pruned.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
+                raise PlanError(f"at {value:g} layer {name} keeps no channel")
+        # channels round to multiples of 8: the fraction the root layer actually lost
+        before = model.get_submodule(group.name).weight.shape[0]
+        yield pruned, round(1 - pruned.get_submodule(group.name).weight.shape[0] / before, 4)
+
+    def combination_size(self, rng: random.Random, groups: int) -> int:
+        return min(groups, rng.randint(0, 3))  # a few: one channel group couples many layers

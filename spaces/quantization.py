@@ -24,9 +24,13 @@ records each weight's bits, and size, energy and memory count each layer at its 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from tradeoff.spaces._base import (
@@ -34,7 +38,9 @@ from tradeoff.spaces._base import (
     ApplyContext,
     Knob,
     KnobConfig,
+    LayerGroup,
     PlanError,
+    ProbeContext,
     SpaceError,
     register_knob,
     unknown_groups,
@@ -42,6 +48,26 @@ from tradeoff.spaces._base import (
 )
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+
+
+def bit_budgets(choices: list[int]) -> list[int | float]:
+    """The average-bits budgets an allocated study searches: the bit-widths of the space and the
+    midpoints between neighbouring sub-8-bit ones (4 and 2 give 3), so a mixed plan can sit
+    between two uniform ones; 32 (float) as it is."""
+    low = sorted(c for c in choices if c <= 8)
+    mids = [(a + b) / 2 for a, b in zip(low, low[1:])]
+    out = sorted({*choices, *(int(m) if float(m).is_integer() else m for m in mids)}, reverse=True)
+    return out
+
+
+@torch.no_grad()
+def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """``w`` at the symmetric per-output-channel levels of ``bits`` bits (what the runtime's
+    file stores: ``spaces.runtimes.onnx_quantization.restrict_weights``; 8 bits: 127 levels)."""
+    levels = 2 ** (bits - 1) - 1
+    peak = w.detach().abs().flatten(1).max(dim=1).values.clamp_min(1e-12)
+    scale = (peak / levels).view(-1, *([1] * (w.dim() - 1)))
+    return (w / scale).round().clamp(-levels, levels) * scale
 
 
 def quantize(
@@ -84,6 +110,9 @@ class WeightBits(Knob):
     default_space = {"choices": [32, 8, 4, 2]}
     probe_value = 8
     help = "weight bit-width: 32 (float), 8 (int8 kernels), 2-7 (packed, computed on int8 kernels)"
+    # per-layer search: each conv/linear layer's weights at the space's bit-widths (activations
+    # stay float: they are 8-bit for every layer alike, so they do not tell layers apart)
+    title = "weights at bits"
 
     def validate(self, spec):
         if "choices" not in spec and spec.get("low") is not None and spec.get("low") == spec.get("high"):
@@ -119,3 +148,58 @@ class WeightBits(Knob):
         low = max((b for b in per_layer.values() if b <= 8), default=32)
         facts = {"weight_bits": low, "layer_bits": per_layer}
         return Applied(quantize(model, dict(config.value), ctx, skipped), facts=facts, skipped=tuple(skipped))
+
+    # -- per-layer search -------------------------------------------------------------------
+
+    def layer_groups(self, model: nn.Module, ctx: ProbeContext) -> tuple[list[LayerGroup], list[str]]:
+        return [
+            LayerGroup(n, (n,), int(m.weight.numel()))
+            for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+        ], []
+
+    def sensitivity_values(self, spec: Mapping[str, Any] | None) -> list[float]:
+        bits = sorted({int(b) for b in (spec or {}).get("choices", [8]) if int(b) < 32}, reverse=True)
+        return [float(b) for b in bits or [8]]
+
+    @torch.no_grad()
+    def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
+        for group, bits in values.items():
+            for m in model.get_submodule(group).modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.weight.data.copy_(fake_quantize(m.weight.data, int(bits)))
+        return model
+
+    @contextlib.contextmanager
+    def probed(
+        self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
+    ) -> Iterator[tuple[nn.Module, float]]:
+        m = model.get_submodule(group.name)
+        original = m.weight.data.clone()
+        try:
+            m.weight.data.copy_(fake_quantize(original, int(value)))
+            yield model, value
+        finally:
+            m.weight.data.copy_(original)
+
+    def combination_size(self, rng: random.Random, groups: int) -> int:
+        return max(1, round(rng.uniform(0.25, 0.75) * groups))
+
+    def budget_choices(self, spec: Mapping[str, Any]) -> list[Any] | None:
+        choices = spec.get("choices")
+        if choices and any(int(b) <= 8 for b in choices):
+            return bit_budgets(list(choices))
+        return None
+
+    def layer_grid(self, spec: Mapping[str, Any], step: float) -> list[float]:
+        values = super().layer_grid(spec, step)
+        if any(v <= 8 for v in values if v != self.off):
+            # the allocation mixes the quantized widths: a float layer among int8 ones costs a
+            # dequantize/quantize pair and float kernels, a latency the table does not see (a plan
+            # by hand, or --granularity layer, may still keep a layer in float)
+            return [v for v in values if v <= 8]
+        return values
+
+    def unmeasured_value(self, budget: float, grid: Sequence[float]) -> Any:
+        # the layers the table lacks: the nearest bit-width at or above the budget
+        return int(min((v for v in grid if v >= budget), default=max(grid)))

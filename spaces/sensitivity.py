@@ -1,26 +1,29 @@
 """Sensitivity analysis: what compressing one layer group alone does to the teacher.
 
-For every coupled channel group (pruning: removed at a few ratios by the same torch-pruning
-surgery a plan uses), every conv/linear layer that low-rank can factor (at a few rank ratios,
-the same SVD), and every conv/linear layer (its weights quantized per output channel to each
-bit-width's symmetric levels, the levels the runtime's file stores; activations left float:
-they are 8-bit for every layer alike, so they do not tell layers apart), with the rest of the
-network intact, two effects are measured on a fixed held-out batch:
+For every per-layer knob (``Knob.allocatable``) and every one of its layer groups, at each of
+the knob's settings (``Knob.sensitivity_values``), with the rest of the network intact
+(``Knob.probed``), two effects are measured on a fixed held-out batch. The built-in knobs:
+pruning removes each coupled channel group at a few ratios by the same torch-pruning surgery a
+plan uses; low-rank factors each layer it can at a few rank ratios by the same SVD;
+quantization restricts each conv/linear layer's weights per output channel to each bit-width's
+symmetric levels, the levels the runtime's file stores (activations left float: they are 8-bit
+for every layer alike, so they do not tell layers apart). The effects:
 
 - ``loss``: the increase of the distillation loss (KL divergence from the teacher's soft
   predictions, the quantity fine-tuning minimises) and
 - ``drop``: the loss of top-1 accuracy (points of a fraction).
 
 Which one predicts better is measured too, the way an allocation uses them: random combinations
-of the table's single-group changes (pruning, quantization and low-rank) are applied together,
+of the table's single-group changes (of every knob: ``Knob.probe_``) are applied together,
 and the metric whose per-group effects, summed, rank those combinations closer to their
 measured accuracy (Spearman) is the study's ``metric`` (the drop, mostly 0 for one layer on a
 few hundred images, only when it is better by more than the correlation's standard error). Each
 layer's share of parameters, MACs and of the float teacher's latency in ONNX Runtime (its
 profiler's per-node times) completes the table.
 
-The table is data (``to_dict``/JSON), computed once per study and stored with it. Grouped and
-depthwise convolutions are listed as skipped for low-rank (their kernels are already thin).
+The table is data (``to_dict``/JSON), computed once per study and stored with it. What a knob
+cannot change is listed as skipped (low-rank: grouped and depthwise convolutions, whose kernels
+are already thin).
 """
 
 from __future__ import annotations
@@ -38,21 +41,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from tradeoff.spaces._base import each_layer_call, macs_per_output
-from tradeoff.spaces.low_rank import factor_conv, factor_linear, layer_svd, plan_layer
-from tradeoff.spaces.pruning import classifier_layers, prune_groups, tp_prune_, unprunable
+from tradeoff.spaces._base import (
+    KNOBS,
+    Knob,
+    LayerGroup,
+    PlanError,
+    ProbeContext,
+    Unmeasured,
+    allocatable_knobs,
+    each_layer_call,
+    macs_per_output,
+    skip_note,
+)
 
 TABLE_VERSION = 1
-PRUNE_POINTS = (0.25, 0.5, 0.75)
-RANK_POINTS = (0.5, 0.25, 0.125)
 EVAL_IMAGES = 256  # the held-out batch, at most
 EVAL_PIXELS = 2**20  # ... and at most this many pixels (at least 32 images): 256 at 64 px, 32 at 224 px
 COMBINATIONS = 16  # random multi-group changes that check which metric predicts better
 METRICS = ("loss", "drop")
-TECHNIQUES = ("prune_ratio", "rank_ratio", "weight_bits")
 
 
 @dataclass
@@ -133,14 +141,19 @@ def _key(v: float) -> str:
     return f"{v:g}"
 
 
-OFF = {"prune_ratio": 0.0, "rank_ratio": 1.0, "weight_bits": 32.0}
+def compression_order(technique: str, values) -> list[float]:
+    """``values`` of a knob from the least to the most compression (rank ratios and bits
+    descending, pruning ratios ascending)."""
+    knob = KNOBS.get(technique)
+    return sorted(values, reverse=knob is not None and not knob.compresses_upward)
 
 
 def _interpolate(
     points: Mapping[float, Mapping[str, float]], technique: str, value: float, metric: str
 ) -> float:
-    off = OFF[technique]
-    toward = -1 if technique in ("rank_ratio", "weight_bits") else 1  # the sign of more compression
+    knob = KNOBS[technique]
+    off = float(knob.off)
+    toward = 1 if knob.compresses_upward else -1  # the sign of more compression
     xs = sorted({off, *points}, key=lambda v: v * toward)
     ys = [0.0 if x == off else float(points[x][metric]) for x in xs]
     t, ts = value * toward, [x * toward for x in xs]
@@ -176,27 +189,6 @@ class _Scorer:
         kl = torch.nn.functional.kl_div(log_p, self.soft, log_target=True, reduction="batchmean")
         acc = float((logits.argmax(1) == self.y).float().mean())
         return {"loss": round(float(kl) * self.t**2, 6), "drop": round(self.acc - acc, 6)}
-
-
-def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """``w`` at the symmetric per-output-channel levels of ``bits`` bits (what the runtime's
-    file stores: ``spaces.runtimes.onnx_quantization.restrict_weights``; 8 bits: 127 levels)."""
-    levels = 2 ** (bits - 1) - 1
-    peak = w.detach().abs().flatten(1).max(dim=1).values.clamp_min(1e-12)
-    scale = (peak / levels).view(-1, *([1] * (w.dim() - 1)))
-    return (w / scale).round().clamp(-levels, levels) * scale
-
-
-def _full_rank(m: nn.Module) -> int:
-    if isinstance(m, nn.Linear):
-        return min(m.in_features, m.out_features)
-    o, c, kh, kw = m.weight.shape
-    return min(c * kh, o * kw)
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 @torch.no_grad()
@@ -267,16 +259,22 @@ def measure_sensitivity(
     *,
     example_input: torch.Tensor,
     num_classes: int,
-    bits: Sequence[int] = (8, 4, 2),
-    prune_points: Sequence[float] = PRUNE_POINTS,
-    rank_points: Sequence[float] = RANK_POINTS,
+    settings: Mapping[str, Sequence[float]] | None = None,
     temperature: float = 4.0,
     seed: int = 0,
     log=lambda _msg: None,
 ) -> SensitivityTable:
-    """The table of the module docstring for ``teacher`` (never changed: copies are)."""
+    """The table of the module docstring for ``teacher`` (never changed: copies are).
+    ``settings``: {knob: the values each of its groups is measured at}, for per-layer knobs
+    (``Knob.allocatable``); None: every such knob at its ``sensitivity_values``."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
+    if settings is None:
+        settings = {k.name: k.sensitivity_values(k.default_space) for k in allocatable_knobs()}
+    knobs = [k for k in allocatable_knobs() if k.name in settings]
+    unknown = set(settings) - {k.name for k in knobs}
+    if unknown:
+        raise ValueError(f"no per-layer knob is registered as {sorted(unknown)}")
     teacher = teacher.eval()
     images = min(EVAL_IMAGES, max(32, EVAL_PIXELS // max(1, x[0, 0].numel())))
     x, y = x[:images], y[:images]
@@ -304,115 +302,76 @@ def measure_sensitivity(
     progress = getattr(log, "progress", log)  # a line that updates in place on a terminal
     progress(f"sensitivity: {len(layers)} layers' MACs and latency shares in {seconds['shares_s']:.0f} s")
 
-    # quantization: one layer's weights at a time, swapped in place and back
-    t = time.perf_counter()
-    quant_rows = []
-    for name in layers:
-        m = modules[name]
-        original = m.weight.data.clone()
-        points = {}
-        for b in sorted(set(bits), reverse=True):
-            if b >= 32:
-                continue
-            m.weight.data.copy_(fake_quantize(original, b))
-            points[float(b)] = score(work)
-            m.weight.data.copy_(original)
-        quant_rows.append(
-            {"group": name, "layers": [name], "params": table_layers[name]["params"], "points": points}
-        )
-    seconds["weight_bits_s"] = round(time.perf_counter() - t, 2)
-    progress(
-        f"sensitivity: weight_bits: {len(quant_rows)} layers at {len(bits)} bit-widths "
-        f"in {seconds['weight_bits_s']:.0f} s"
-    )
-
-    # low-rank: one layer factored at a time, swapped in and back
-    t = time.perf_counter()
-    rank_rows = []
-    svds: dict[str, tuple] = {}  # one SVD per layer, every rank cut from it (the predictor's too)
-    for name in layers:
-        m = modules[name]
-        points = {}
-        reason = ""
-        for r in rank_points:
-            k, reason = plan_layer(name, m, r)
-            if k is None:
-                if not points and "saves no" not in reason:
-                    break
-                continue
-            actual = round(k / _full_rank(m), 4)  # ranks round up to multiples of 8: the rank kept
-            if actual in points:
-                continue
-            if name not in svds:
-                svds[name] = layer_svd(m)
-            factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
-            _set(work, name, factor(m, k, svds[name]))
-            points[actual] = score(work)
-            _set(work, name, m)
-        if points:
-            rank_rows.append(
-                {"group": name, "layers": [name], "params": table_layers[name]["params"], "points": points}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    contexts = {k.name: ProbeContext(example_input, num_classes) for k in knobs}
+    for knob in knobs:
+        t = time.perf_counter()
+        groups, notes = knob.layer_groups(work, contexts[knob.name])
+        skipped += notes
+        rows[knob.name] = []
+        for group in groups:
+            points = _measure_group(
+                knob, work, group, settings[knob.name], score, contexts[knob.name], skipped
             )
-        else:
-            skipped.append(f"rank_ratio: {name}: {reason}")
-    seconds["rank_ratio_s"] = round(time.perf_counter() - t, 2)
-    progress(
-        f"sensitivity: rank_ratio: {len(rank_rows)} factorable layers in {seconds['rank_ratio_s']:.0f} s"
-    )
-
-    # pruning: one coupled group at a time, by the surgery plans use, on a copy
-    t = time.perf_counter()
-    prune_rows = []
-    try:
-        groups = prune_groups(work, example_input[:1], num_classes)
-    except Exception as e:  # noqa: BLE001 - torch-pruning cannot trace this model whole
-        groups = []
-        skipped.append(f"prune_ratio: *: torch-pruning's graph failed ({type(e).__name__})")
-    importance = tp.importance.GroupMagnitudeImportance(p=2)
-    for root, members, params in groups:
-        points = {}
-        for r in prune_points:
-            model = copy.deepcopy(teacher)
-            ignored = classifier_layers(model, num_classes) + unprunable(model)
-            try:
-                tp_prune_(model, example_input[:1], {root: r}, importance, ignored)
-            except Exception as e:  # noqa: BLE001
-                skipped.append(f"prune_ratio: {root}: {type(e).__name__}")
-                break
-            if any(isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape for m in model.modules()):
-                break
-            # channels round to multiples of 8: the fraction the root layer actually lost
-            before = teacher.get_submodule(root).weight.shape[0]
-            actual = round(1 - model.get_submodule(root).weight.shape[0] / before, 4)
-            if actual > 0 and actual not in points:
-                points[actual] = score(model)
-        if points:
-            prune_rows.append({"group": root, "layers": members, "params": params, "points": points})
-    seconds["prune_ratio_s"] = round(time.perf_counter() - t, 2)
-    progress(
-        f"sensitivity: prune_ratio: {len(prune_rows)} channel groups in {seconds['prune_ratio_s']:.0f} s"
-    )
+            if points:
+                row = {"group": group.name, "layers": list(group.layers), "params": group.params}
+                rows[knob.name].append(dict(row, points=points))
+        seconds[f"{knob.name}_s"] = round(time.perf_counter() - t, 2)
+        progress(
+            f"sensitivity: {knob.name}: {len(rows[knob.name])} layer groups at {len(settings[knob.name])} "
+            f"settings in {seconds[f'{knob.name}_s']:.0f} s"
+        )
 
     table = SensitivityTable(
-        rows={"prune_ratio": prune_rows, "rank_ratio": rank_rows, "weight_bits": quant_rows},
+        rows=rows,
         layers=table_layers,
         skipped=skipped,
         baseline={"accuracy": round(score.acc, 6)},
         images=len(x),
     )
     t = time.perf_counter()
-    table.predictor = _which_predicts(
-        table, teacher, score, seed=seed, svds=svds, example_input=example_input, num_classes=num_classes
-    )
+    table.predictor = _which_predicts(table, teacher, score, seed=seed, contexts=contexts)
     table.metric = table.predictor.get("metric", "loss")
     seconds["predictor_s"] = round(time.perf_counter() - t, 2)
     table.seconds = seconds
+    counts = ", ".join(f"{len(rs)} {name} groups" for name, rs in rows.items())
     log(
-        f"sensitivity: {len(prune_rows)} channel groups, {len(rank_rows)} factorable and {len(quant_rows)} "
-        f"quantizable layers measured on {len(x)} held-out images in {time.perf_counter() - t0:.1f} s; "
-        f"{table.metric} predicts better ({_predictor_text(table.predictor)})"
+        f"sensitivity: {counts or 'no per-layer knob'} measured on {len(x)} held-out images in "
+        f"{time.perf_counter() - t0:.1f} s; {table.metric} predicts better "
+        f"({_predictor_text(table.predictor)})"
     )
     return table
+
+
+def _measure_group(
+    knob: Knob,
+    work: nn.Module,
+    group: LayerGroup,
+    values: Sequence[float],
+    score: _Scorer,
+    ctx: ProbeContext,
+    skipped: list[str],
+) -> dict[float, dict[str, float]]:
+    """{value the group really took: its effects} for ``group`` alone at each of ``values``;
+    a setting that changes nothing is passed over, a failure ends the group (listed)."""
+    points: dict[float, dict[str, float]] = {}
+    reason = "no setting changed it"
+    for value in values:
+        try:
+            with knob.probed(work, group, value, ctx) as (model, actual):
+                actual = float(actual)
+                if actual != float(knob.off) and actual not in points:
+                    points[actual] = score(model)
+        except Unmeasured as e:
+            reason = str(e)
+        except Exception as e:  # noqa: BLE001 - a group this knob cannot change: listed, not fatal
+            message = str(e).splitlines()[0] if str(e) else ""
+            reason = message if isinstance(e, PlanError) else f"{type(e).__name__}: {message}".rstrip(": ")
+            skipped.append(skip_note(knob.name, group.name, reason))
+            return points
+    if not points:
+        skipped.append(skip_note(knob.name, group.name, reason))
+    return points
 
 
 def _predictor_text(p: Mapping[str, Any]) -> str:
@@ -430,57 +389,36 @@ def _which_predicts(
     score: _Scorer,
     *,
     seed: int,
-    svds: dict,
-    example_input: torch.Tensor,
-    num_classes: int,
+    contexts: Mapping[str, ProbeContext],
 ) -> dict[str, Any]:
-    """Apply random combinations of the table's single-group changes together (a few channel
-    groups pruned, a quarter to three quarters of the layers quantized, some layers factored) and
-    compare each metric's summed per-group prediction with the combination's measured accuracy
-    drop (Spearman's rank correlation); the better one is the table's metric."""
+    """Apply random combinations of the table's single-group changes together (per knob, in
+    application order: ``Knob.combination_size`` of its groups, each at one of its measured
+    values) and compare each metric's summed per-group prediction with the combination's
+    measured accuracy drop (Spearman's rank correlation); the better one is the table's metric."""
     from scipy.stats import spearmanr
 
     rng = random.Random(seed)
-    prune, rank, quant = (table.rows[t] for t in TECHNIQUES)
-    if len(quant) < 2:
-        return {"metric": "loss", "combinations": 0, "spearman": {}, "why": "too few layers to compare"}
-    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    knobs = [KNOBS[name] for name in table.rows if name in contexts]
+    if sum(len(table.rows[k.name]) for k in knobs) < 2:
+        return {"metric": "loss", "combinations": 0, "spearman": {}, "why": "too few layer groups to compare"}
     predicted = {m: [] for m in METRICS}
     measured = []
-
-    def add(total, row, value):
-        for m in METRICS:
-            total[m] += row["points"][value][m]
-
     for _ in range(COMBINATIONS):
         model = copy.deepcopy(teacher)
         total = dict.fromkeys(METRICS, 0.0)
-        changed: set[str] = set()
-        chosen = rng.sample(prune, k=min(len(prune), rng.randint(0, 3)))
-        if chosen:
-            ratios = {row["group"]: rng.choice(list(row["points"])) for row in chosen}
-            ignored = classifier_layers(model, num_classes) + unprunable(model)
+        for knob in knobs:
+            rows = table.rows[knob.name]
+            chosen = rng.sample(rows, k=knob.combination_size(rng, len(rows)))
+            values = {row["group"]: rng.choice(list(row["points"])) for row in chosen}
+            if not values:
+                continue
             try:
-                tp_prune_(model, example_input[:1], ratios, importance, ignored)
-                for row in chosen:
-                    add(total, row, ratios[row["group"]])
-                    changed.update(row["layers"])
-            except Exception:  # noqa: BLE001 - this combination without pruning
-                model = copy.deepcopy(teacher)
-        modules = dict(model.named_modules())
-        for row in rng.sample(quant, k=max(1, round(rng.uniform(0.25, 0.75) * len(quant)))):
-            b = rng.choice(list(row["points"]))
-            w = modules[row["group"]].weight
-            w.data.copy_(fake_quantize(w.data, int(b)))
-            add(total, row, b)
-        for row in rng.sample(rank, k=round(rng.uniform(0, 0.5) * len(rank))):
-            r = rng.choice(list(row["points"]))
-            m_ = modules[row["group"]]
-            k = max(1, round(r * _full_rank(m_)))
-            factor = factor_linear if isinstance(m_, nn.Linear) else factor_conv
-            svd = None if row["group"] in changed else svds.get(row["group"])  # a pruned layer: its own SVD
-            _set(model, row["group"], factor(m_, k, svd))
-            add(total, row, r)
+                model = knob.probe_(copy.deepcopy(model), values, contexts[knob.name])
+            except Exception:  # noqa: BLE001 - this combination without this knob
+                continue
+            for row in chosen:
+                for m in METRICS:
+                    total[m] += row["points"][values[row["group"]]][m]
         measured.append(score(model)["drop"])
         for m in METRICS:
             predicted[m].append(total[m])
@@ -499,7 +437,7 @@ def _which_predicts(
         "combinations": COMBINATIONS,
         "spearman": rho,
         "why": "Spearman correlation of the summed per-group effects with the measured accuracy drop of "
-        "random combinations (pruning, quantization and low-rank together); the drop is chosen only when "
+        "random combinations (every per-layer knob together); the drop is chosen only when "
         f"its correlation is higher by more than {margin:.2f} (the standard error of a rank correlation of "
         f"{COMBINATIONS} pairs)",
     }

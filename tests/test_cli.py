@@ -159,3 +159,19 @@ def test_the_sampler_is_chosen_stored_printed_and_front_works(tmp_path):
     assert front.returncode == 0 and "Pareto-optimal" in front.stdout, front.stderr
     again = tradeoff("search", "--n-trials", "1", *QUICKER, cwd=tmp_path)
     assert again.returncode == 2 and "sampler (stored 'nsga2', given 'tpe')" in again.stderr
+
+
+def test_the_kept_models_flag_has_its_own_name_and_the_old_one_still_works(capsys):
+    from tradeoff.search.cli import _given_config, build_parser
+
+    args = build_parser().parse_args(["search", "--keep-models", "all"])
+    assert _given_config(args)["keep_models"] == "all" and capsys.readouterr().err == ""
+    args = build_parser().parse_args(["search", "--keep-weights", "none"])  # its name until 2026-12
+    assert _given_config(args)["keep_models"] == "none"
+    assert capsys.readouterr().err.strip() == (
+        "tradeoff: note: --keep-weights is now --keep-models "
+        "(the old name is accepted until the next release)"
+    )
+    assert "--keep-weights" not in build_parser().format_help()
+    with pytest.raises(SystemExit):  # its choices are checked as the new flag's are
+        build_parser().parse_args(["search", "--keep-weights", "some"])

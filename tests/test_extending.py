@@ -1,6 +1,7 @@
 """Extending tradeoff without touching it: a knob or a runtime from one file.
 
-The knob lives in ``tests/knob_plugins/zero_biases.py``, the runtime in
+The knob lives in ``tests/knob_plugins/zero_biases.py``, a per-layer knob (with a model of known
+per-layer sensitivity) in ``tests/knob_plugins/zero_layer_biases.py``, the runtime in
 ``tests/knob_plugins/eager_runtime.py``; the CLI imports them with ``--plugin`` (in a
 subprocess, so this test process's registries stay as shipped).
 """
@@ -81,6 +82,100 @@ def test_a_knob_from_one_file_is_proposed_applied_shown_and_exported(tmp_path, m
     graph = onnx.load(str(out / "model.onnx")).graph
     bias = next(numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith("fc.bias"))
     assert bias.shape == (10,) and int(np.sum(bias == 0)) == 5
+
+
+def test_a_per_layer_knob_from_one_file_is_measured_allocated_shown_and_exported(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # bias_net: `hidden`'s biases are trained, `idle`'s frozen at zero (zeroing them costs nothing)
+    r = run_tradeoff(
+        "search",
+        "--n-trials",
+        "2",
+        "--plugin",
+        "zero_layer_biases",
+        "--model",
+        "zero_layer_biases:bias_net",
+        "--objectives",
+        "accuracy,params",
+        *OTHERS_OFF[2:],  # student_width is one number at any granularity: it may stay
+        "--space",
+        "student_width=1",
+        "--granularity",
+        "allocated",
+        "--finetune-steps",
+        "5",
+        "--latency-repeats",
+        "3",
+        "--sampler",
+        "tpe",  # its start design: the baseline and the knob alone at 0.5 with sharpness 0.5
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
+    # the sensitivity pass measured the plug-in's groups, and only the knobs the space switches on
+    groups = study.user_attrs["sensitivity"]["groups"]
+    assert groups == {"zero_layer_biases": 3}, groups
+    table = run_tradeoff("sensitivity", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "zero_layer_biases: biases zeroed at fraction" in table.stdout
+    rows = {
+        line.split()[0]: line.split()
+        for line in table.stdout.splitlines()
+        if line.startswith(("idle", "hidden"))
+    }
+    assert float(rows["idle"][-1]) == 0 < float(rows["hidden"][-1])  # the effect of zeroing all
+    # allocated: the insensitive layer is zeroed more than the sensitive one, at the same budget
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    probe = next(t for t in done if t.params.get("zero_layer_biases") == 0.5)
+    plan = probe.user_attrs["plan"]["zero_layer_biases"]
+    assert isinstance(plan, dict) and plan["idle"] > plan["hidden"], plan
+    assert (plan["idle"] + plan["hidden"] + plan["out"] * 10 / 32) / (2 + 10 / 32) >= 0.5 - 1e-9  # a floor
+    front = run_tradeoff("front", cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    row = next(line for line in front.stdout.splitlines() if line.startswith(f"#{probe.number} "))
+    assert "zero_layer_biases=" in row and "over 3 groups" in row
+    out = tmp_path / "exported"
+    exp = run_tradeoff("export", "--trial", str(probe.number), "--output", str(out), cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    record = json.loads((out / "record.json").read_text())
+    assert record["plan"]["zero_layer_biases"] == plan  # rebuilt from the per-layer plan
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    biases = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(".bias")}
+    zeros = {name.removesuffix(".bias"): float(np.mean(b == 0)) for name, b in biases.items()}
+    assert zeros["idle"] == 1.0 and abs(zeros["hidden"] - plan["hidden"]) < 1 / 32 + 1e-9
+
+
+def test_a_per_layer_knob_without_its_groups_is_refused_where_layers_are_searched(tmp_path, monkeypatch):
+    (tmp_path / "uniform_knob.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from tradeoff.spaces import Applied, Knob, KnobConfig, register_knob\n"
+        "@dataclass(frozen=True)\n"
+        "class C(KnobConfig):\n"
+        "    value: float = 0.0\n"
+        "@register_knob\n"
+        "class K(Knob):\n"
+        "    name, config, off, per_layer, order = 'uniform_knob', C, 0.0, True, 45\n"
+        "    def apply(self, model, config, ctx):\n"
+        "        return Applied(model)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    quicker = QUICKER[:2] + QUICKER[4:]  # without --granularity global
+    r = run_tradeoff("search", "--n-trials", "1", *quicker, "--plugin", "uniform_knob", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (
+        "tradeoff: error: search space: knob `uniform_knob` takes per-layer values but does not list its "
+        "layer groups (Knob.layer_groups and Knob.probe_), so --granularity allocated cannot set it layer by "
+        "layer: use --granularity global, or implement them"
+    )
+    assert (
+        not (tmp_path / "tradeoff.db").exists()
+        or sqlite3.connect(tmp_path / "tradeoff.db").execute("select count(*) from studies").fetchone()[0]
+        == 0
+    )
 
 
 def test_a_study_whose_plugin_is_missing_is_one_clear_line(tmp_path, monkeypatch):

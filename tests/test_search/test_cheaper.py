@@ -1,5 +1,5 @@
 """Cheaper trials (runner, stopping, weights): constraints before fine-tuning, float models
-reused across bit-widths, hopeless fine-tunes stopped, kept weights exported without training."""
+reused across bit-widths, hopeless fine-tunes stopped, kept models exported without training."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import optuna
 import pytest
 
 import tradeoff.search.runner as runner_module
+from tradeoff.search.kept import KeptModels
 from tradeoff.search.records import (
     CURVE_ATTR,
     DROPPED_PREFIX,
+    KEPT_ATTR,
     REUSED_ATTR,
     SIBLING_ROLE,
     STOPPED_ATTR,
-    WEIGHTS_ATTR,
 )
 from tradeoff.search.runner import Runner
 from tradeoff.search.stopping import CHECKPOINTS, MIN_HISTORY, judge
 from tradeoff.search.study import open_study
-from tradeoff.search.weights import WeightStore
 from tradeoff.search.worker import counts, run_worker
 from tradeoff.spaces import Plan
 from tradeoff.storage import open_artifact_store, open_storage
@@ -55,14 +55,14 @@ def _setup(url, tmp_path, task, teacher, *, name="c", keep="front", **given):
         "latency_repeats": 5,
         "sampler": "tpe",
         "space": PRUNE_ONLY,
-        "keep_weights": keep,
+        "keep_models": keep,
         **given,
     }
     study, config, _ = open_study(storage, name, settings, n_trials=8)
     for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,)):  # no start design: the
         storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)  # test's plans
     store = open_artifact_store(str(tmp_path / "artifacts"))
-    runner = Runner(config, task, teacher, weights=WeightStore(store, keep=config.keep_weights))
+    runner = Runner(config, task, teacher, kept=KeptModels(store, keep=config.keep_models))
     return study, storage, runner, store
 
 
@@ -111,8 +111,8 @@ def test_a_bit_width_change_reuses_the_stored_float_model_with_the_figures_of_a_
     first = _run_plan(study, runner, Plan(prune_ratio=0.4))
     assert tunes.calls == 1 and first.state == optuna.trial.TrialState.COMPLETE
     # a new process (nothing in memory) reads the float model from the artifact store
-    fresh_store = WeightStore(open_artifact_store(str(tmp_path / "artifacts")))
-    other = Runner(runner.config, tiny_task, tiny_teacher, weights=fresh_store)
+    fresh_store = KeptModels(open_artifact_store(str(tmp_path / "artifacts")))
+    other = Runner(runner.config, tiny_task, tiny_teacher, kept=fresh_store)
     (queued,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # its 8-bit variant
     study.optimize(other, n_trials=1)
     second = study.trials[queued.number]
@@ -224,7 +224,7 @@ def test_export_of_a_trial_with_kept_weights_does_not_train(tmp_path, tiny_task,
         "latency_repeats": 5,
         "teacher_epochs": 2,
         "space": PRUNE_ONLY,
-        "keep_weights": "all",
+        "keep_models": "all",
     }
     monkeypatch.chdir(tmp_path)
     study = commands.run_trials(
@@ -241,7 +241,7 @@ def test_export_of_a_trial_with_kept_weights_does_not_train(tmp_path, tiny_task,
     quantized = [t for t in done if t.params["weight_bits"] == 8 and t.params["prune_ratio"] > 0]
     assert quantized, [t.params for t in done]  # the start plan and its other bit-width, at least
     chosen = quantized[0]
-    kept = chosen.user_attrs[WEIGHTS_ATTR]
+    kept = chosen.user_attrs[KEPT_ATTR]
     assert kept["bytes"] > 0 and len(kept["sha256"]) == 64
 
     def no_training(*args, **kwargs):
@@ -261,7 +261,7 @@ def test_export_of_a_trial_with_kept_weights_does_not_train(tmp_path, tiny_task,
         device="cpu",
         log=lambda _m: None,
     )
-    assert "kept weights" in record["weights_from"]
+    assert "kept model" in record["weights_from"]
     # the same file, so the same figures; latency is timed again and may move with the machine's load
     assert [d for d in record["differences"] if not d.startswith("latency_ms")] == []
     assert record["measured"]["accuracy"] == chosen.user_attrs["accuracy"]
@@ -275,15 +275,15 @@ def test_keep_front_removes_the_weights_of_trials_off_the_front(tmp_path, tiny_t
     url = f"sqlite:///{tmp_path / 'k.db'}"
     study, _, runner, store = _setup(url, tmp_path, tiny_task, tiny_teacher, space={**PRUNE_ONLY})
     good = _run_plan(study, runner, Plan(prune_ratio=0.2, weight_bits=8))
-    assert runner.weights.tidy(study, runner.config.objectives, lambda p: "x" * 32)["trials"] == 1
+    assert runner.kept.tidy(study, runner.config.objectives, lambda p: "x" * 32)["trials"] == 1
     # a synthetic trial that dominates everything pushes the real one off the front
     n = len(study.directions)
     _history_trial(study, n, accuracy=1.0, size=1.0, latency=1e-6)
-    kept = runner.weights.tidy(study, runner.config.objectives, lambda p: "x" * 32)
+    kept = runner.kept.tidy(study, runner.config.objectives, lambda p: "x" * 32)
     assert kept["trials"] == 0
     assert study.user_attrs[f"{DROPPED_PREFIX}{good.number}"] == "off the front"
     with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
-        store.open_reader(good.user_attrs[WEIGHTS_ATTR]["artifact_id"])
+        store.open_reader(good.user_attrs[KEPT_ATTR]["artifact_id"])
 
 
 def test_a_float_model_file_that_would_run_code_is_not_loaded(tmp_path, tiny_task, tiny_teacher):
@@ -308,6 +308,6 @@ def test_a_float_model_file_that_would_run_code_is_not_loaded(tmp_path, tiny_tas
     )
     key = "ab" * 32
     meta = {"artifact_id": artifact, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    study.set_user_attr(runner.weights._float_attr(key), meta)
-    assert WeightStore(store).get_float(study, key) is None
+    study.set_user_attr(runner.kept._float_attr(key), meta)
+    assert KeptModels(store).get_float(study, key) is None
     assert not marker.exists()

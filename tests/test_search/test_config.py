@@ -79,3 +79,11 @@ def test_a_study_made_before_per_layer_plans_resumes_with_one_value_per_knob():
     data["version"] = 5
     data.pop("granularity")
     assert SearchConfig.from_json(json.dumps(data)).granularity == "global"
+
+
+def test_a_study_stored_with_keep_weights_resumes_with_the_same_kept_models():
+    import json
+
+    data = json.loads(SearchConfig(keep_models="none").validated().to_json())
+    data["keep_weights"] = data.pop("keep_models")  # as a study made before 2026-12 stored it
+    assert SearchConfig.from_json(json.dumps(data)).keep_models == "none"

@@ -140,7 +140,7 @@ def test_a_new_study_is_seeded_with_the_baseline_and_each_technique_alone(storag
 )
 def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_probes, n_fill):
     from tradeoff.spaces import KNOBS
-    from tradeoff.spaces.allocation import bit_budgets
+    from tradeoff.spaces.quantization import bit_budgets
 
     storage = open_storage(f"sqlite:///{tmp_path / 'lhs.db'}")
     study, config, _ = open_study(storage, "lhs", {"model": "tiny_resnet", "sampler": sampler}, n_trials=40)

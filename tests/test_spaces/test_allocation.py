@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from tradeoff.spaces import ApplyContext, Plan, PlanError, apply_plan, format_plan, validate_space
-from tradeoff.spaces.allocation import allocate, bit_budgets, grid, plan_from_params
+from tradeoff.spaces.allocation import allocate, grid, plan_from_params
+from tradeoff.spaces.quantization import bit_budgets, fake_quantize
 from tradeoff.spaces.runtimes.onnx_quantization import layer_bits_of, weight_initializers
-from tradeoff.spaces.sensitivity import SensitivityTable, fake_quantize, measure_sensitivity
+from tradeoff.spaces.sensitivity import SensitivityTable, measure_sensitivity
 
 WIDTH = 32
 
@@ -59,7 +60,7 @@ def test_sensitivity_of_a_network_built_to_be_known() -> None:
     m = ThreeLayers().eval()
     x = _data()
     y = m(x).argmax(1)
-    table = measure_sensitivity(m, x, y, example_input=x[:1], num_classes=10, bits=(8, 4, 2))
+    table = measure_sensitivity(m, x, y, example_input=x[:1], num_classes=10)
     effect = {
         r["group"]: {int(b): p["loss"] for b, p in r["points"].items()} for r in table.rows["weight_bits"]
     }
@@ -310,3 +311,22 @@ def test_a_bad_per_layer_map_is_a_one_line_error(plan: Plan, message: str) -> No
     with pytest.raises(PlanError, match=message.replace("[", r"\[").replace(".", r"\.")) as e:
         apply_plan(model, plan, ctx)
     assert "\n" not in str(e.value)
+
+
+def test_only_a_per_layer_knob_the_space_switches_on_must_list_its_groups(monkeypatch) -> None:
+    from tradeoff.spaces import KNOBS, Knob, SpaceError
+    from tradeoff.spaces.allocation import check_granularity
+
+    class Uniform(Knob):  # says per_layer, lists no groups
+        name, off, per_layer = "uniform", 0.0, True
+
+    monkeypatch.setitem(KNOBS, "uniform", Uniform())
+    on, off = {"uniform": {"low": 0.0, "high": 0.5, "step": 0.5}}, {"uniform": {"low": 0.0, "high": 0.0}}
+    for granularity in ("allocated", "layer"):
+        with pytest.raises(SpaceError, match=f"knob `uniform` .* --granularity {granularity} cannot set it"):
+            check_granularity(granularity, on)
+        check_granularity(granularity, off)  # never switched on: nothing to set layer by layer
+    check_granularity("global", on)  # one number, as it may be
+    assert not Uniform.allocatable() and KNOBS["prune_ratio"].allocatable()
+    assert not KNOBS["student_width"].allocatable()  # one number at any granularity, not refused
+    check_granularity("allocated", {"student_width": {"low": 0.25, "high": 1.0, "step": 0.25}})

@@ -1,4 +1,4 @@
-"""Weights a study keeps in its artifact store, shared by every worker.
+"""Models a study keeps in its artifact store, shared by every worker.
 
 - A fine-tuned float model per structure (``structure_key``: the structural knobs' configs), as
   a PyTorch state dict read back with ``torch.load(weights_only=True)`` (tensors only: nothing
@@ -6,15 +6,15 @@
   (bit-width) loads it and quantizes, instead of fine-tuning again. The study attribute
   ``tradeoff:float:<key>`` names the artifact, its SHA-256 and size.
 - The deployed model of a complete trial (the ONNX file that was measured, for the ONNX
-  runtimes), named by the trial's ``weights`` attribute with its SHA-256 and size, so that
+  runtimes), named by the trial's ``kept_model`` attribute with its SHA-256 and size, so that
   ``tradeoff export`` writes it without rebuilding.
 
-``--keep-weights`` bounds the disk: ``front`` (default) keeps the deployed models of the
+``--keep-models`` bounds the disk: ``front`` (default) keeps the deployed models of the
 trials on the current front and the float models of their structures (and of structures whose
 post-training variants are still to be measured), removing the rest as the front moves;
 ``all`` keeps everything; ``none`` keeps no deployed model and a float model only until its
-variants are measured. A removed artifact is recorded as ``tradeoff:dropped:<trial>`` (trial
-weights) or as ``removed`` in the structure's attribute; export then rebuilds.
+variants are measured. A removed artifact is recorded as ``tradeoff:dropped:<trial>`` (a
+trial's model) or as ``removed`` in the structure's attribute; export then rebuilds.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ from tradeoff.search.records import (
     DROPPED_PREFIX,
     DUPLICATE_ATTR,
     FLOAT_PREFIX,
+    KEPT_ATTR,
+    LEGACY_KEPT_ATTR,
     PLAN_ATTR,
-    WEIGHTS_ATTR,
     feasible,
 )
 from tradeoff.storage.errors import StorageError
 
-KEEP_WEIGHTS = ("front", "all", "none")
+KEEP_MODELS = ("front", "all", "none")
 MEMORY_SLOTS = 4  # float models a worker keeps in memory (its next trials are often their variants)
 
 
@@ -62,13 +63,18 @@ def upload_bytes(store, target, data: bytes, name: str) -> str:
         return upload_artifact(artifact_store=store, file_path=path, study_or_trial=target)
 
 
-class WeightStore:
-    """The study's kept weights (see the module docstring); ``store`` None keeps float models in
+def kept_meta(trial) -> dict | None:
+    """Where a trial's deployed model is kept (artifact id, SHA-256, bytes), or None."""
+    return trial.user_attrs.get(KEPT_ATTR) or trial.user_attrs.get(LEGACY_KEPT_ATTR)
+
+
+class KeptModels:
+    """The study's kept models (see the module docstring); ``store`` None keeps float models in
     this process's memory only."""
 
     def __init__(self, store=None, *, keep: str = "front"):
-        if keep not in KEEP_WEIGHTS:
-            raise ValueError(f"`keep` must be one of {', '.join(KEEP_WEIGHTS)}, not {keep!r}.")
+        if keep not in KEEP_MODELS:
+            raise ValueError(f"`keep` must be one of {', '.join(KEEP_MODELS)}, not {keep!r}.")
         self.store, self.keep = store, keep
         self._memory: collections.OrderedDict[str, tuple[dict, dict]] = collections.OrderedDict()
 
@@ -141,13 +147,13 @@ class WeightStore:
             "file": file,
             **extra,
         }
-        trial.set_user_attr(WEIGHTS_ATTR, meta)
+        trial.set_user_attr(KEPT_ATTR, meta)
         return meta
 
     def get_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> tuple[bytes, dict] | None:
         """(the kept deployed model's bytes, its record) of ``trial``; None when it kept none or
         it was removed. A file whose SHA-256 differs from the record is refused."""
-        meta = trial.user_attrs.get(WEIGHTS_ATTR)
+        meta = kept_meta(trial)
         if (
             self.store is None
             or not isinstance(meta, Mapping)
@@ -160,7 +166,7 @@ class WeightStore:
             return None
         if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             raise StorageError(
-                f"trial #{trial.number}'s kept weights (artifact {meta['artifact_id']}) do not match their "
+                f"trial #{trial.number}'s kept model (artifact {meta['artifact_id']}) do not match their "
                 "SHA-256: the artifact store was changed; remove the file to make export rebuild it"
             )
         return data, dict(meta)
@@ -187,7 +193,7 @@ class WeightStore:
         if self.store is None:
             return kept
         for t in trials:
-            meta = t.user_attrs.get(WEIGHTS_ATTR)
+            meta = kept_meta(t)
             if not isinstance(meta, Mapping) or DUPLICATE_ATTR in t.user_attrs:
                 continue
             dropped = f"{DROPPED_PREFIX}{t.number}" in attrs
