@@ -33,9 +33,9 @@ import optuna
 import torch
 from cheaper import QUICK, hypervolume, tradeoff  # beside this script
 
-from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR, baseline_of
-from tradeoff.search.report import front
+from tradeoff.search.study.records import DUPLICATE_ATTR, PLAN_ATTR, SENSITIVITY_ATTR, baseline_of
+from tradeoff.search.trial.measure import cpu_name
+from tradeoff.search.views.report import front
 from tradeoff.spaces import Plan, format_plan
 
 ARMS = ("global", "allocated")
@@ -64,7 +64,7 @@ def run(name: str, granularity: str, seed: int, cwd: str, env: dict, base: list[
 
 def finished(cwd: str, name: str, n: int) -> bool:
     """Whether ``name`` already holds ``n`` budgeted plans (a run that ended)."""
-    from tradeoff.search.worker import counts
+    from tradeoff.search.study.worker import counts
 
     try:
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}")

@@ -41,8 +41,7 @@ import optuna
 import torch
 from optuna._hypervolume import compute_hypervolume
 
-from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import (
+from tradeoff.search.study.records import (
     CURVE_ATTR,
     DUPLICATE_ATTR,
     ROLE_ATTR,
@@ -50,8 +49,9 @@ from tradeoff.search.records import (
     STOPPED_ATTR,
     baseline_of,
 )
-from tradeoff.search.report import front
-from tradeoff.search.stopping import judge
+from tradeoff.search.trial.measure import cpu_name
+from tradeoff.search.trial.stopping import judge
+from tradeoff.search.views.report import front
 
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 REFERENCE = np.array([10.0, 0.0, 0.0])
@@ -177,7 +177,7 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
     import samplers as S  # beside this script
     import tabular
 
-    from tradeoff.search.config import SearchConfig
+    from tradeoff.search.study.config import SearchConfig
     from tradeoff.spaces import post_training_siblings, suggest_plan
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -280,7 +280,7 @@ def main() -> None:
     cwd = a.dir or tempfile.mkdtemp(prefix="tradeoff-cheaper-")
     os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ)
-    from tradeoff.search.teacher import cache_dir
+    from tradeoff.search.task.teacher import cache_dir
 
     env.setdefault("TRADEOFF_CACHE", cache_dir())
     # the teacher, trained once before both arms (a one-trial study), so neither arm pays for it

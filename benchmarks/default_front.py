@@ -24,9 +24,9 @@ import tempfile
 import optuna
 import torch
 
-from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import TEACHER_ATTR, baseline_of
-from tradeoff.search.report import format_figure, front
+from tradeoff.search.study.records import TEACHER_ATTR, baseline_of
+from tradeoff.search.trial.measure import cpu_name
+from tradeoff.search.views.report import format_figure, front
 from tradeoff.spaces import KNOBS, Plan, format_plan
 from tradeoff.storage import open_storage
 
@@ -130,11 +130,11 @@ def checks(study: optuna.Study, url: str, artifacts: str) -> str:
     from scipy.stats import spearmanr
 
     from tradeoff.search.commands import load_study
-    from tradeoff.search.measure import deploy, paired_latency
-    from tradeoff.search.measure.accuracy import binomial_interval, differ_beyond_noise
-    from tradeoff.search.runner import Runner
-    from tradeoff.search.tasks import task_for
-    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.search.task.tasks import task_for
+    from tradeoff.search.task.teacher import ensure_teacher
+    from tradeoff.search.trial.measure import deploy, paired_latency
+    from tradeoff.search.trial.measure.accuracy import binomial_interval, differ_beyond_noise
+    from tradeoff.search.trial.runner import Runner
     from tradeoff.storage import open_artifact_store
 
     base = baseline_of(study)

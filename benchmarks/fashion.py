@@ -49,8 +49,8 @@ def _path(part: str) -> str:
 
 
 def _machine() -> dict:
-    from tradeoff.search.measure import cpu_name
-    from tradeoff.search.training import bf16_supported
+    from tradeoff.search.task.training import bf16_supported
+    from tradeoff.search.trial.measure import cpu_name
 
     return {
         "cpu": cpu_name(),
@@ -66,7 +66,7 @@ def part_stems(args) -> dict:
     the median of 4 timed SGD steps of batch 128 (after one warm-up), times the steps."""
     from torch import nn
 
-    from tradeoff.search.models import model_builder
+    from tradeoff.search.task.models import model_builder
 
     torch.set_num_threads(os.cpu_count() or 1)
     out: dict = {"machine": _machine(), "method": "median of 4 SGD steps, batch 128, after 1 warm-up"}
@@ -96,10 +96,10 @@ def part_stems(args) -> dict:
 
 
 def part_teacher(args) -> dict:
-    from tradeoff.search.measure import accuracy
-    from tradeoff.search.measure.accuracy import binomial_interval
-    from tradeoff.search.tasks import get_task
-    from tradeoff.search.teacher import train_teacher
+    from tradeoff.search.task.tasks import get_task
+    from tradeoff.search.task.teacher import train_teacher
+    from tradeoff.search.trial.measure import accuracy
+    from tradeoff.search.trial.measure.accuracy import binomial_interval
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.set_flush_denormal(True)
@@ -135,9 +135,9 @@ def _tradeoff(*argv: str) -> subprocess.CompletedProcess:
 
 
 def part_search(args) -> dict:
-    from tradeoff.search.measure.accuracy import differ_beyond_noise
-    from tradeoff.search.records import TEACHER_ATTR, baseline_of
-    from tradeoff.search.report import front
+    from tradeoff.search.study.records import TEACHER_ATTR, baseline_of
+    from tradeoff.search.trial.measure.accuracy import differ_beyond_noise
+    from tradeoff.search.views.report import front
 
     os.makedirs(WORK, exist_ok=True)
     for name in ("tradeoff.db",):

@@ -13,10 +13,10 @@ import time
 import torch
 from torch import nn
 
-from tradeoff.search.measure import accuracy
-from tradeoff.search.measure.accuracy import binomial_interval
-from tradeoff.search.tasks import get_task
-from tradeoff.search.training import train_classifier
+from tradeoff.search.task.tasks import get_task
+from tradeoff.search.task.training import train_classifier
+from tradeoff.search.trial.measure import accuracy
+from tradeoff.search.trial.measure.accuracy import binomial_interval
 
 torch.set_num_threads(os.cpu_count() or 1)
 torch.set_flush_denormal(True)

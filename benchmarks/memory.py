@@ -18,8 +18,8 @@ import time
 import torch
 import torchvision
 
-from tradeoff.search.measure import cpu_name, peak_activation_bytes, peak_memory_bytes, weight_bytes
-from tradeoff.search.models import model_builder
+from tradeoff.search.task.models import model_builder
+from tradeoff.search.trial.measure import cpu_name, peak_activation_bytes, peak_memory_bytes, weight_bytes
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import time
 import optuna
 from samplers import OBJECTIVES, hypervolume, normalise
 
-from tradeoff.search.measure import cpu_name
-from tradeoff.search.records import BASELINE_ATTR, DUPLICATE_ATTR
+from tradeoff.search.study.records import BASELINE_ATTR, DUPLICATE_ATTR
+from tradeoff.search.trial.measure import cpu_name
 from tradeoff.storage import open_storage
 
 HERE = os.path.dirname(os.path.abspath(__file__))

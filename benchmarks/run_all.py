@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def step(name: str, args: list[str], stdout_to: str | None = None) -> float:
     print(f"== {name}: {' '.join(args)}", file=sys.stderr, flush=True)
-    from tradeoff.search.teacher import cache_dir
+    from tradeoff.search.task.teacher import cache_dir
 
     env = dict(os.environ, TRADEOFF_CACHE=cache_dir())  # one teacher cache for every step
     t = time.perf_counter()

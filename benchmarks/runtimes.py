@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from tradeoff.search.measure import accuracy, count_flops, cpu_name, deploy
-from tradeoff.search.tasks import get_task
-from tradeoff.search.teacher import train_teacher
+from tradeoff.search.task.tasks import get_task
+from tradeoff.search.task.teacher import train_teacher
+from tradeoff.search.trial.measure import accuracy, count_flops, cpu_name, deploy
 from tradeoff.spaces import ApplyContext, Plan, apply_plan
 from tradeoff.spaces.runtimes import RUNTIMES as REGISTERED
 from tradeoff.spaces.runtimes import available, version

@@ -61,10 +61,10 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from tabular import HERE, TABLE, load
 
-from tradeoff.search.config import SearchConfig
-from tradeoff.search.sampler import make_sampler
-from tradeoff.search.study import study_sampler, study_start
-from tradeoff.search.worker import MAX_REPEATS
+from tradeoff.search.study.config import SearchConfig
+from tradeoff.search.study.sampler import make_sampler
+from tradeoff.search.study.study import study_sampler, study_start
+from tradeoff.search.study.worker import MAX_REPEATS
 from tradeoff.spaces import Plan, probe_plans, space_filling_plans, suggest_plan
 from tradeoff.spaces.allocation import SHARPNESS, SHARPNESS_STEP, suggest_values
 from tradeoff.spaces.quantization import bit_budgets

@@ -22,7 +22,7 @@ import time
 import torch
 import torchvision
 
-from tradeoff.search.measure import cpu_name
+from tradeoff.search.trial.measure import cpu_name
 from tradeoff.spaces import ApplyContext, apply_plan, format_plan, validate_space
 from tradeoff.spaces.allocation import plan_from_params
 from tradeoff.spaces.sensitivity import measure_sensitivity

@@ -28,8 +28,8 @@ import time
 import torch
 from tabular import HERE, TABLE, key, load
 
-from tradeoff.search.cost import dominates
-from tradeoff.search.measure import cpu_name, deploy, latency
+from tradeoff.search.trial.measure import cpu_name, deploy, latency
+from tradeoff.search.views.cost import dominates
 from tradeoff.spaces import Plan, default_space, space_filling_plans
 from tradeoff.spaces.runtimes import PYTORCH_RUNTIME
 

@@ -38,12 +38,12 @@ import time
 
 import torch
 
-from tradeoff.search.config import SearchConfig
-from tradeoff.search.export import versions
-from tradeoff.search.measure import cpu_name
-from tradeoff.search.runner import CALIBRATION_SAMPLES, Runner
-from tradeoff.search.tasks import task_for
-from tradeoff.search.teacher import train_teacher
+from tradeoff.search.study.config import SearchConfig
+from tradeoff.search.task.tasks import task_for
+from tradeoff.search.task.teacher import train_teacher
+from tradeoff.search.trial.measure import cpu_name
+from tradeoff.search.trial.runner import CALIBRATION_SAMPLES, Runner
+from tradeoff.search.views.export import versions
 from tradeoff.spaces import ApplyContext, Compressed, Plan
 from tradeoff.spaces.quantization import quantize
 
@@ -289,7 +289,7 @@ def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, .
 
 
 def build_allocated(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
-    from tradeoff.search.sensitivity import measure_for_study
+    from tradeoff.search.study.sensitivity import measure_for_study
 
     config, task, runner = setup(model, threads, granularity="allocated")
     teacher = runner.teacher

@@ -5,7 +5,7 @@
 
 Part 1 runs `tradeoff create` and then 1 or 2 `tradeoff worker` processes on one SQLite study
 (each worker takes its share of the cores) and reports complete trials per hour.
-Part 2 runs the worker loop (`tradeoff.search.worker.run_worker`: the study lock, stale-trial check, ask,
+Part 2 runs the worker loop (`tradeoff.search.study.worker.run_worker`: the study lock, stale-trial check, ask,
 heartbeat, tell) with an objective that does no work, in 1, 4 and 16 processes at once, on
 SQLite and on PostgreSQL, and reports the median wall time of one trial as each worker sees it.
 """
@@ -59,7 +59,7 @@ def trials_per_hour(n_workers: int, budget: int, extra: list[str], cache: str) -
 
 
 def _noop_worker(url: str, n: int, out: mp.Queue) -> None:
-    from tradeoff.search.worker import run_worker
+    from tradeoff.search.study.worker import run_worker
     from tradeoff.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

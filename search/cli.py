@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tradeoff.search.data import NORMALIZATIONS
-from tradeoff.search.figures import FIGURES, by_constraint, by_weight
-from tradeoff.search.kept import KEEP_MODELS
-from tradeoff.search.sampler import SAMPLERS
+from tradeoff.search.study.sampler import SAMPLERS
+from tradeoff.search.task.data import NORMALIZATIONS
+from tradeoff.search.trial.figures import FIGURES, by_constraint, by_weight
+from tradeoff.search.trial.kept import KEEP_MODELS
 from tradeoff.spaces import KNOBS
 from tradeoff.spaces.allocation import GRANULARITIES
 from tradeoff.spaces.runtimes import RUNTIMES
@@ -519,7 +519,7 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The search settings the user typed; the rest come from the stored study or defaults."""
     import dataclasses
 
-    from tradeoff.search.config import SearchConfig
+    from tradeoff.search.study.config import SearchConfig
 
     given: dict[str, Any] = {}
     # every setting whose flag stores the config field's own value; the ones parsed from text
@@ -548,7 +548,7 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.plugins:
         given["plugins"] = tuple(args.plugins)
     if args.scalarize:
-        from tradeoff.search.cost import parse_weights
+        from tradeoff.search.views.cost import parse_weights
 
         given["scalarize"] = parse_weights(args.scalarize)
     return given
@@ -585,7 +585,7 @@ _log.progress = _progress  # type: ignore[attr-defined]  # what long steps repor
 
 def _run(args: argparse.Namespace, *, mode: str) -> int:
     from tradeoff.search.commands import run_trials
-    from tradeoff.search.report import format_front
+    from tradeoff.search.views.report import format_front
 
     study = run_trials(
         mode,
@@ -619,7 +619,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_front(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import load_study
-    from tradeoff.search.report import format_front
+    from tradeoff.search.views.report import format_front
 
     study, _ = load_study(args.storage, args.study_name)
     print(format_front(study))
@@ -628,7 +628,7 @@ def cmd_front(args: argparse.Namespace) -> int:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import load_study
-    from tradeoff.search.cost import format_ranking, ranking
+    from tradeoff.search.views.cost import format_ranking, ranking
 
     study, config = load_study(args.storage, args.study_name)
     ranked, weights = ranking(study, config, weights=args.weights, constraints=_constraints(args))
@@ -678,7 +678,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import torch
 
-    from tradeoff.search.verify import verify
+    from tradeoff.search.views.verify import verify
 
     torch.set_flush_denormal(True)
     problems = verify(args.directory, data=args.data, data_root=args.data_root, log=_log)

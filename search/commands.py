@@ -36,7 +36,7 @@ def load_study(url: str | None, study_name: str):
     """(study, its stored configuration) of an existing study; UsageError when there is none."""
     import optuna
 
-    from tradeoff.search.study import stored_config
+    from tradeoff.search.study.study import stored_config
     from tradeoff.storage import open_storage
 
     storage = open_storage(storage_url(url), heartbeat_interval=None)
@@ -94,13 +94,8 @@ def run_trials(
     import optuna
     import torch
 
-    from tradeoff.search.kept import KeptModels
-    from tradeoff.search.report import progress_line
-    from tradeoff.search.runner import Runner
-    from tradeoff.search.study import open_study, sampler_line
-    from tradeoff.search.tasks import task_for
-    from tradeoff.search.teacher import cache_dir, ensure_teacher
-    from tradeoff.search.worker import (
+    from tradeoff.search.study.study import open_study, sampler_line
+    from tradeoff.search.study.worker import (
         NothingMeetsBounds,
         Stopper,
         budgeted,
@@ -111,6 +106,11 @@ def run_trials(
         run_worker,
         worker_id,
     )
+    from tradeoff.search.task.tasks import task_for
+    from tradeoff.search.task.teacher import cache_dir, ensure_teacher
+    from tradeoff.search.trial.kept import KeptModels
+    from tradeoff.search.trial.runner import Runner
+    from tradeoff.search.views.report import progress_line
     from tradeoff.spaces import structure_key
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
@@ -155,7 +155,7 @@ def run_trials(
     kept_models = KeptModels(store, keep=config.keep_models)
     table = None
     if config.granularity != "global":
-        from tradeoff.search.sensitivity import ensure_sensitivity
+        from tradeoff.search.study.sensitivity import ensure_sensitivity
 
         if threads:
             torch.set_num_threads(threads)
@@ -224,7 +224,7 @@ ROLE_WORDS = {
 
 def queued_line(study, mode: str, *, budget: int | None, stopped: bool) -> str:
     """The last line of a run: what is left queued in the study, and why it was not run."""
-    from tradeoff.search.worker import counts, left_queued
+    from tradeoff.search.study.worker import counts, left_queued
 
     queued = left_queued(study)
     if not queued:
@@ -249,8 +249,8 @@ def queued_line(study, mode: str, *, budget: int | None, stopped: bool) -> str:
 def report(
     url: str | None, study_name: str, output: str, *, log: Log, artifacts: str | None = None
 ) -> tuple[str, str]:
-    from tradeoff.search.plots import write_report
-    from tradeoff.search.records import SENSITIVITY_ATTR
+    from tradeoff.search.study.records import SENSITIVITY_ATTR
+    from tradeoff.search.views.plots import write_report
 
     if not output or not output.strip():
         raise UsageError("--output is empty; name the HTML file to write, e.g. report.html")
@@ -263,7 +263,7 @@ def report(
         raise UsageError(f"--output {output}: the directory {parent} does not exist")
     table = None
     if SENSITIVITY_ATTR in study.user_attrs:
-        from tradeoff.search.sensitivity import load_sensitivity
+        from tradeoff.search.study.sensitivity import load_sensitivity
         from tradeoff.storage import open_artifact_store
 
         try:
@@ -298,11 +298,11 @@ def export(
     ranks the final one); returns that summary."""
     import torch
 
-    from tradeoff.search.cost import choose
-    from tradeoff.search.export import check_target, export_trial
-    from tradeoff.search.runner import Runner
-    from tradeoff.search.tasks import task_for
-    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.search.task.tasks import task_for
+    from tradeoff.search.task.teacher import ensure_teacher
+    from tradeoff.search.trial.runner import Runner
+    from tradeoff.search.views.cost import choose
+    from tradeoff.search.views.export import check_target, export_trial
     from tradeoff.storage import open_artifact_store
 
     if not 0 <= finetune_steps <= 10**7:
@@ -314,7 +314,7 @@ def export(
     check_target(output, force, protected=protected, front=front)  # before any work
     study, config = load_study(url, study_name)
     if front:
-        from tradeoff.search.report import front as front_of
+        from tradeoff.search.views.report import front as front_of
 
         chosen_trials = front_of(study)
         if not chosen_trials:
@@ -329,12 +329,12 @@ def export(
         chosen_trials = [
             choose(study, config, trial=trial, weights=weights, constraints=constraints, log=log)
         ]
-    from tradeoff.search.kept import KeptModels
+    from tradeoff.search.trial.kept import KeptModels
 
     task = task_for(config, log=log)
     store = open_artifact_store(artifacts)
     teacher = ensure_teacher(study, task, store, train=False, log=log)
-    from tradeoff.search.sensitivity import load_sensitivity
+    from tradeoff.search.study.sensitivity import load_sensitivity
 
     runner = Runner(
         config,
@@ -357,7 +357,7 @@ def export(
         )
         _said_written(output, record, log)
         return record
-    from tradeoff.search.export import FRONT_FILE, write_front
+    from tradeoff.search.views.export import FRONT_FILE, write_front
 
     def one(t, folder: str) -> dict[str, Any]:
         record = export_trial(
@@ -387,7 +387,7 @@ def _said_written(output: str, record: dict[str, Any], log: Log) -> None:
 
 def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_json: bool, log: Log) -> str:
     """The study's sensitivity table as text (or its JSON); UsageError when it has none."""
-    from tradeoff.search.sensitivity import load_sensitivity, table_text
+    from tradeoff.search.study.sensitivity import load_sensitivity, table_text
     from tradeoff.storage import open_artifact_store
 
     study, config = load_study(url, study_name)
@@ -410,7 +410,7 @@ def dashboard(
 ) -> None:
     import socket
 
-    from tradeoff.search.dashboard import exposure_warning, serve
+    from tradeoff.search.views.dashboard import exposure_warning, serve
     from tradeoff.storage import open_artifact_store, open_storage, redact
 
     url = storage_url(url)

@@ -4,7 +4,7 @@ The thin copy is made for any architecture the same way: torch-pruning's depende
 removes ``1 - width`` of every coupled channel group (rounded to multiples of 8), then every
 weight is re-initialised, so the student inherits the teacher's shape, not its weights. The
 runner then trains it with Hinton's soft-target loss against the teacher
-(``search.training.kd_loss``), for ``student_steps`` rather than the short fine-tune.
+(``search.task.training.kd_loss``), for ``student_steps`` rather than the short fine-tune.
 """
 
 from __future__ import annotations

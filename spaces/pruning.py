@@ -8,7 +8,7 @@ oneDNN/fbgemm CPU kernels on their vectorised paths. The classifier keeps all it
 
 Unstructured: the globally smallest-magnitude weights of every conv and linear layer are set
 to zero (``torch.nn.utils.prune``); the mask holds through fine-tuning, and the model is then
-counted by its non-zeros and a sparse encoding (see ``search.measure``).
+counted by its non-zeros and a sparse encoding (see ``search.trial.measure``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ PyTorch's FX graph-mode static quantization on the x86/fbgemm int8 kernels.
 Bits and why these: 32 is float; 8 runs on real int8 kernels (per-channel symmetric weights,
 int8 activations calibrated on training inputs), so its latency is measured, not modelled.
 Below 8 bits (4 and 2 by default; any of 2-7 may be asked for) each weight is restricted per
-channel to the 2^(b-1)-1 symmetric levels of b bits, stored packed (``search.measure`` counts
+channel to the 2^(b-1)-1 symmetric levels of b bits, stored packed (``search.trial.measure`` counts
 b bits a weight plus the scales) and computed on the same int8 kernels: exact arithmetic for
 those values, with latency that is the 8-bit kernels' (recorded on the trial). 16 bits is left
 out: the CPU runtimes have no fast fp16 convolution on these CPUs, so it would only halve the

@@ -33,14 +33,14 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_task():
-    from tradeoff.search.tasks import get_task
+    from tradeoff.search.task.tasks import get_task
 
     return get_task("digits", "tiny_resnet")
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_task):
-    from tradeoff.search.teacher import train_teacher
+    from tradeoff.search.task.teacher import train_teacher
 
     model, _, _ = train_teacher(tiny_task, log=lambda _m: None)
     return model

@@ -33,7 +33,7 @@ def _state_dict_of_another_model(path):
 
 
 def _tiny_resnet_weights(path, fill):
-    from tradeoff.search.models import model_builder
+    from tradeoff.search.task.models import model_builder
 
     state = model_builder("tiny_resnet", 1, 8, 10)().state_dict()
     torch.save({k: torch.full_like(v, fill) if v.is_floating_point() else v for k, v in state.items()}, path)

@@ -18,7 +18,7 @@ QUICK = [
 
 def complete_trials(url: str) -> int:
     """Measured plans the budget counts (the queued other bit-widths of a new structure are not)."""
-    from tradeoff.search.worker import counts
+    from tradeoff.search.study.worker import counts
 
     storage = open_storage(url, heartbeat_interval=None)
     return counts(optuna.load_study(study_name="tradeoff", storage=storage))[0]
@@ -109,7 +109,7 @@ def test_help_explains_every_option(tmp_path):
 def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
     import optuna
 
-    from tradeoff.search.cost import cost
+    from tradeoff.search.views.cost import cost
 
     weights = {"accuracy": 0.5, "size": 0.3, "latency": 0.2}
     text = ",".join(f"{k}={v}" for k, v in weights.items())
@@ -119,11 +119,11 @@ def test_scalarized_search_minimises_the_weighted_cost(tmp_path):
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE] and study.metric_names == ["cost"]
-    from tradeoff.search.study import stored_config, study_sampler
+    from tradeoff.search.study.study import stored_config, study_sampler
 
     assert isinstance(study_sampler(stored_config(study._storage, "tradeoff")), optuna.samplers.TPESampler)
     base = study.user_attrs["tradeoff:baseline"]
-    from tradeoff.search.worker import budgeted
+    from tradeoff.search.study.worker import budgeted
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sum(budgeted(t) for t in complete) == 6

@@ -15,9 +15,9 @@ import pytest
 from conftest import QUICKER, dashboard_server, run_tradeoff
 
 from tradeoff.search.cli import main
-from tradeoff.search.cost import constraint_values
-from tradeoff.search.records import broken_constraints, constraints_of, feasible
-from tradeoff.search.worker import budgeted
+from tradeoff.search.study.records import broken_constraints, constraints_of, feasible
+from tradeoff.search.study.worker import budgeted
+from tradeoff.search.views.cost import constraint_values
 from tradeoff.storage import open_storage
 
 # tiny_resnet's float weights are 1.26 MB: a 1 MB bound leaves the baseline infeasible and the

@@ -167,7 +167,7 @@ def test_writes_through_the_api_are_refused_by_default(finished_study, tmp_path)
 
 
 def test_a_non_loopback_host_is_warned_about():
-    from tradeoff.search.dashboard import exposure_warning
+    from tradeoff.search.views.dashboard import exposure_warning
 
     assert exposure_warning("127.0.0.1", allow_writes=True) is None
     assert exposure_warning("localhost", allow_writes=False) is None

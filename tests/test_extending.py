@@ -113,7 +113,7 @@ def test_a_per_layer_knob_from_one_file_is_measured_allocated_shown_and_exported
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
     # the sensitivity pass measured the plug-in's groups, and only the knobs the space switches on
-    groups = study.user_attrs["sensitivity"]["groups"]
+    groups = study.user_attrs["tradeoff:sensitivity"]["groups"]
     assert groups == {"zero_layer_biases": 3}, groups
     table = run_tradeoff("sensitivity", cwd=tmp_path)
     assert table.returncode == 0, table.stderr

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tradeoff.search.cli import _finite, _port, _positive_int, _space_entry, main
-from tradeoff.search.config import SearchConfig
-from tradeoff.search.cost import check_constraints, parse_weights
 from tradeoff.search.errors import UsageError
-from tradeoff.search.export import ExportError, write_manifest
-from tradeoff.search.verify import load
+from tradeoff.search.study.config import SearchConfig
+from tradeoff.search.views.cost import check_constraints, parse_weights
+from tradeoff.search.views.export import ExportError, write_manifest
+from tradeoff.search.views.verify import load
 from tradeoff.storage import StorageError, open_storage, redact
 from tradeoff.storage.urls import permanent_fault
 
@@ -186,7 +186,7 @@ def test_finding_3_two_searches_on_a_new_study_each_run_their_own_trials(tmp_pat
         assert p.returncode == 0, err
         assert "Traceback" not in err
     study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{tmp_path / 'tradeoff.db'}")
-    from tradeoff.search.worker import counts
+    from tradeoff.search.study.worker import counts
 
     assert counts(study)[0] == 4  # measured plans (the bit-width variants besides)
 
@@ -376,7 +376,7 @@ def _folder(root, make, classes=("a", "b"), n=6):
 def test_finding_6_16_bit_greyscale_keeps_its_contrast(tmp_path):
     from PIL import Image
 
-    from tradeoff.search.data import load_data, to_rgb
+    from tradeoff.search.task.data import load_data, to_rgb
 
     ramp = (np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)  # 0 .. 61,380 of 65,535
     Image.fromarray(ramp).save(tmp_path / "g16.png")
@@ -392,7 +392,7 @@ def test_finding_6_16_bit_greyscale_keeps_its_contrast(tmp_path):
 def test_finding_6_transparency_cmyk_and_orientation_keep_their_meaning():
     from PIL import Image
 
-    from tradeoff.search.data import to_rgb
+    from tradeoff.search.task.data import to_rgb
 
     clear = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     assert np.asarray(to_rgb(clear, "x")).max() == 0  # transparent is background, not red
@@ -416,7 +416,7 @@ def test_finding_6_transparency_cmyk_and_orientation_keep_their_meaning():
 def test_finding_6_a_decompression_bomb_is_one_line(tmp_path, monkeypatch):
     from PIL import Image
 
-    from tradeoff.search.data import load_data
+    from tradeoff.search.task.data import load_data
 
     root = _folder(tmp_path / "data", lambda i, c: Image.new("RGB", (64, 64), (i * 20, 0, 0)))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4,096 pixels: a "bomb" here

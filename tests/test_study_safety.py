@@ -50,7 +50,7 @@ def test_a_short_grace_never_fails_a_trial_whose_worker_beats_more_slowly(finish
     """Two other workers' live trials, last beat 3 s ago: one beats every 60 s, one every second.
     A search started with --heartbeat-interval 1 --grace-period 2 leaves the first running (its
     silence is normal); the second's worker is gone, so that trial is failed and retried."""
-    from tradeoff.search.records import HEARTBEAT_ATTR, WORKER_ATTR
+    from tradeoff.search.study.records import HEARTBEAT_ATTR, WORKER_ATTR
 
     url = _copy(finished_study, tmp_path)
     live = {}
@@ -76,9 +76,9 @@ def test_a_swapped_cached_teacher_is_not_used(finished_study, tmp_path, monkeypa
     """The study's teacher in the local cache is checked against the study's SHA-256 on every
     load: a swapped file is dropped and the study's artifact fetched again."""
     from tradeoff.search.commands import load_study
-    from tradeoff.search.records import TEACHER_ATTR
-    from tradeoff.search.tasks import task_for
-    from tradeoff.search.teacher import ensure_teacher
+    from tradeoff.search.study.records import TEACHER_ATTR
+    from tradeoff.search.task.tasks import task_for
+    from tradeoff.search.task.teacher import ensure_teacher
     from tradeoff.storage import open_artifact_store
 
     url = _copy(finished_study, tmp_path)
@@ -97,7 +97,7 @@ def test_a_swapped_cached_teacher_is_not_used(finished_study, tmp_path, monkeypa
 
 
 def test_a_changed_teacher_in_the_task_cache_is_trained_again(tiny_task, tmp_path, monkeypatch):
-    from tradeoff.search.teacher import train_teacher
+    from tradeoff.search.task.teacher import train_teacher
 
     monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path))
     model, path, seconds = train_teacher(tiny_task, log=lambda _m: None)
@@ -118,7 +118,7 @@ def _killed_create(tmp_path, url: str) -> list[str]:
     import subprocess
     import sys
 
-    from tradeoff.search.records import CONFIG_ATTR, TEACHER_ATTR
+    from tradeoff.search.study.records import CONFIG_ATTR, TEACHER_ATTR
 
     args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "80"]
     p = subprocess.Popen(
@@ -154,8 +154,8 @@ def test_an_interrupted_create_resumes_and_a_killed_baselines_retry_runs_first(t
     import socket
     import subprocess
 
-    from tradeoff.search.records import BASELINE_ATTR, ROLE_ATTR, WORKER_ATTR
-    from tradeoff.search.study import stored_config
+    from tradeoff.search.study.records import BASELINE_ATTR, ROLE_ATTR, WORKER_ATTR
+    from tradeoff.search.study.study import stored_config
     from tradeoff.spaces.allocation import suggest_values
 
     monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path / "cache"))  # no teacher cached by another test

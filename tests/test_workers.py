@@ -67,7 +67,7 @@ def load(url: str) -> optuna.Study:
 
 def complete(study) -> list[optuna.trial.FrozenTrial]:
     """The measured plans the budget counts (not the queued other bit-widths of a structure)."""
-    from tradeoff.search.worker import budgeted
+    from tradeoff.search.study.worker import budgeted
 
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and budgeted(t)]
 
@@ -88,7 +88,7 @@ def test_three_workers_end_with_exactly_the_budget(storage_url, tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len({t.user_attrs["worker"] for t in done[1:]}) >= 2  # the work was shared
     # the bit-width variants of every trained structure were measured before the workers stopped
-    from tradeoff.search.records import ROLE_ATTR, SIBLING_ROLE
+    from tradeoff.search.study.records import ROLE_ATTR, SIBLING_ROLE
 
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     assert not [t for t in waiting if t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE]

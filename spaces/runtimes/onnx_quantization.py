@@ -5,7 +5,7 @@ x86 kernels fuse into QLinearConv; signed activations leave most convolutions in
 symmetric per-channel int8 weights, calibrated on training images; OpenVINO reads the same QDQ
 file and runs it on its int8 kernels. Below 8 bits the weights of that file are re-quantized per
 channel to the ``2^(b-1)-1`` symmetric levels of b bits (exact b-bit values, stored in int8 and
-run on the int8 kernels: emulated in time, packed in size, see ``search.measure.size``).
+run on the int8 kernels: emulated in time, packed in size, see ``search.trial.measure.size``).
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def test_a_float_layer_between_two_int8_layers_runs_and_keeps_top1(convs) -> Non
 
 
 def test_two_layers_at_4_bits_and_one_at_8_have_the_hand_computed_size(convs) -> None:
-    from tradeoff.search.measure.size import onnx_encoded_size
+    from tradeoff.search.trial.measure.size import onnx_encoded_size
 
     model, x, _ = convs
     plan = Plan(weight_bits={"first": 8, "middle": 4, "last": 4, "fc": 32})
@@ -278,7 +278,7 @@ def test_two_layers_at_4_bits_and_one_at_8_have_the_hand_computed_size(convs) ->
 
 
 def test_per_layer_pruning_prunes_each_group_at_its_ratio() -> None:
-    from tradeoff.search.models import MODELS
+    from tradeoff.search.task.models import MODELS
     from tradeoff.spaces.pruning import prune_groups
 
     model = MODELS["tiny_resnet"](1, 8, 10).eval()
@@ -303,7 +303,7 @@ def test_per_layer_pruning_prunes_each_group_at_its_ratio() -> None:
     ],
 )
 def test_a_bad_per_layer_map_is_a_one_line_error(plan: Plan, message: str) -> None:
-    from tradeoff.search.models import MODELS
+    from tradeoff.search.task.models import MODELS
 
     model = MODELS["tiny_resnet"](1, 8, 10).eval()
     x = torch.randn(1, 1, 8, 8)

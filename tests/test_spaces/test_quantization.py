@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tradeoff.search.measure import encoded_size, serialized_size, weight_tensors
+from tradeoff.search.trial.measure import encoded_size, serialized_size, weight_tensors
 from tradeoff.spaces import ApplyContext, Plan, apply_plan
 
 
@@ -105,7 +105,7 @@ def _optimized_ops(onnx_bytes: bytes, tmp_path, **config: str) -> list[str]:
 def test_int8_in_onnxruntime_fuses_every_layer_into_int8_kernels(tmp_path):
     """Unsigned activations and per-channel weights: ONNX Runtime turns every conv and the
     linear layer into its int8 kernels (signed activations would leave convolutions in float)."""
-    from tradeoff.search.measure import RuntimeModel, onnx_encoded_size
+    from tradeoff.search.trial.measure import RuntimeModel, onnx_encoded_size
     from tradeoff.spaces.runtimes import onnx_bytes
     from tradeoff.spaces.runtimes.onnx_quantization import pre_process, quantize_static_qdq
 
@@ -162,7 +162,7 @@ def test_low_bit_weights_in_onnx_are_exact_levels_counted_packed(bits):
     import onnx
     from onnx import numpy_helper
 
-    from tradeoff.search.measure import onnx_encoded_size
+    from tradeoff.search.trial.measure import onnx_encoded_size
     from tradeoff.spaces.runtimes.onnx_quantization import weight_initializers
 
     c, x = quantized_onnx(bits)
