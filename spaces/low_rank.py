@@ -123,14 +123,11 @@ def plan_layer(name: str, m: nn.Module, ratio: float) -> tuple[int | None, str]:
     if reason:
         return None, reason
     if isinstance(m, nn.Linear):
-        full, dense, per_rank = (
-            min(m.in_features, m.out_features),
-            m.in_features * m.out_features,
-            m.in_features + m.out_features,
-        )
+        dense, per_rank = m.in_features * m.out_features, m.in_features + m.out_features
     else:
         o, c, kh, kw = m.weight.shape
-        full, dense, per_rank = min(c * kh, o * kw), o * c * kh * kw, c * kh + o * kw
+        dense, per_rank = o * c * kh * kw, c * kh + o * kw
+    full = full_rank(m)
     k = target_rank(ratio, full)
     if k * per_rank >= dense:
         return None, f"rank {k} of {full} saves no parameters"
@@ -160,8 +157,7 @@ def factorize_(
             skipped.append(skip_note("low_rank", name, reason))
             continue
         new = factor_linear(m, k) if isinstance(m, nn.Linear) else factor_conv(m, k)
-        parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+        model.set_submodule(name, new)
     return model
 
 
@@ -227,21 +223,16 @@ class RankRatio(Knob):
         if group.name not in ctx.cache:
             ctx.cache[group.name] = (tuple(m.weight.shape), layer_svd(m))
         factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
-        _set(model, group.name, factor(m, k, self._svd(m, group.name, ctx)))
+        model.set_submodule(group.name, factor(m, k, self._svd(m, group.name, ctx)))
         try:
             yield model, round(k / full_rank(m), 4)  # ranks round up to multiples of 8: the rank kept
         finally:
-            _set(model, group.name, m)
+            model.set_submodule(group.name, m)
 
     def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
         for name, ratio in values.items():
             m = model.get_submodule(name)
             k = max(1, round(ratio * full_rank(m)))  # a measured ratio is k / full rank
             factor = factor_linear if isinstance(m, nn.Linear) else factor_conv
-            _set(model, name, factor(m, k, self._svd(m, name, ctx)))
+            model.set_submodule(name, factor(m, k, self._svd(m, name, ctx)))
         return model
-
-
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)

@@ -141,11 +141,6 @@ def prune_channels_(
     return model
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
 def _prune_blockwise(
     model: nn.Module,
     ratio: float,
@@ -201,7 +196,7 @@ def _prune_blockwise(
             except Exception:  # noqa: BLE001 - try its children instead
                 pass
             else:
-                _set_submodule(model, name, trial)
+                model.set_submodule(name, trial)
                 pruned += 1
                 return
         children = list(block.named_children())

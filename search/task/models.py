@@ -121,8 +121,7 @@ def _fit_in_channels_(model: nn.Module, in_channels: int) -> nn.Module:
                     bias=m.bias is not None,
                     padding_mode=m.padding_mode,
                 )
-                parent, _, leaf = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, leaf, new)
+                model.set_submodule(name, new)
             break
     return model
 
