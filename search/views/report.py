@@ -150,7 +150,8 @@ def _pruned_summary(study: optuna.Study) -> str:
     ]
     before, during = when.count("before fine-tuning"), when.count("during fine-tuning")
     parts = [f"{before} pruned before fine-tuning (a constraint)"] if before else []
-    parts += [f"{during} fine-tunes stopped (could not reach the front)"] if during else []
+    fine_tunes = "fine-tune" if during == 1 else "fine-tunes"
+    parts += [f"{during} {fine_tunes} stopped (could not reach the front)"] if during else []
     return "; " + ", ".join(parts) if parts else ""
 
 
