@@ -27,14 +27,24 @@ def _shift(x: torch.Tensor, gen: torch.Generator, pad: int = 1) -> torch.Tensor:
     return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, *, shift: int, flip: bool) -> torch.Tensor:
+def _augment(
+    x: torch.Tensor, gen: torch.Generator, *, shift: int, flip: bool, erase: float = 0.0
+) -> torch.Tensor:
     """A batch shifted by up to ``shift`` pixels per image and, with ``flip``, flipped left-right
-    at random per image (the random draws in that order)."""
+    at random per image (the random draws in that order); ``erase``: the probability that an
+    image has a random rectangle set to zero, the data's mean (random erasing, Zhong et al. 2020:
+    torchvision's RandomErasing, applied to each image on its own)."""
     if shift:
         x = _shift(x, gen, pad=shift)
     if flip:
         flipped = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    if erase:
+        from torchvision.transforms import RandomErasing
+
+        # torchvision draws from torch's global generator, which train_classifier seeds
+        eraser = RandomErasing(p=erase, value=0)
+        x = torch.stack([eraser(image) for image in x])
     return x
 
 
@@ -57,15 +67,16 @@ def train_classifier(
     max_lr: float = 0.1,
     shift: int = 1,
     flip: bool = False,
+    erase: float = 0.0,
     bf16: bool = False,
     device: str = "cpu",
     on_epoch: Callable[[int, float, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` from scratch with SGD + one-cycle schedule; returns it in eval mode.
-    Augmentation: a random shift of up to ``shift`` pixels and (``flip``) a random horizontal
-    flip per image. ``bf16``: mixed precision (bfloat16 autocast, float32 weights) where the
-    device runs it natively. ``on_epoch(epoch, mean loss, model)`` after each epoch (model in
-    eval mode; it must not draw random numbers)."""
+    Augmentation: a random shift of up to ``shift`` pixels, (``flip``) a random horizontal flip
+    and (``erase``, a probability) random erasing per image. ``bf16``: mixed precision (bfloat16
+    autocast, float32 weights) where the device runs it natively. ``on_epoch(epoch, mean loss,
+    model)`` after each epoch (model in eval mode; it must not draw random numbers)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
@@ -80,7 +91,7 @@ def train_classifier(
         total, batches = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            x = _augment(data.x[idx], gen, shift=shift, flip=flip).to(device)
+            x = _augment(data.x[idx], gen, shift=shift, flip=flip, erase=erase).to(device)
             if autocast and device == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
