@@ -73,12 +73,14 @@ class Facts:
     length), ``sparse`` (weights hold zeros that a sparse encoding drops), ``weight_bits`` (how
     the weights are stored; of mixed precision, the widest of the quantized layers' bits) and
     ``layer_bits`` (mixed precision: {conv/linear module of the float model: bits}, 32 = float;
-    None when every layer has ``weight_bits``)."""
+    None when every layer has ``weight_bits``) and ``dropped_blocks`` (the residual blocks replaced
+    by the identity)."""
 
     from_scratch: bool = False
     sparse: bool = False
     weight_bits: int = 32
     layer_bits: Mapping[str, int] | None = None
+    dropped_blocks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,6 +223,7 @@ class Knob:
     structural: ClassVar[bool] = False  # changes the architecture: the model is fine-tuned afterwards
     limits: ClassVar[tuple[float, float]] = (0.0, 1.0)  # hard bounds of any user space
     default_space: ClassVar[dict[str, Any]] = {}
+    searched_by_default: ClassVar[bool] = True  # False: in a study's space only where the user names it
     probe_value: ClassVar[Any] = None  # the value tried alone when a study is seeded
     per_layer: ClassVar[bool] = False  # accepts a mapping from layer group to value
     options: ClassVar[dict[str, Option]] = {}  # the config's options that the CLI sets
@@ -302,6 +305,11 @@ class Knob:
         if "choices" in spec:
             return any(c != self.off for c in spec["choices"])
         return not spec["low"] == spec["high"] == self.off
+
+    def value_text(self, value: Any, facts: Facts | Mapping[str, Any] | None = None) -> str | None:
+        """The value in words where the generic form would say too little (the blocks a depth
+        value dropped, by name, from the ``facts`` of the model it made); None: the generic form."""
+        return None
 
     def is_off(self, value: Any) -> bool:
         if isinstance(value, Mapping):

@@ -22,7 +22,8 @@ from typing import Any
 import optuna
 from torch import nn
 
-import tradeoff.spaces.distillation  # noqa: F401 - each import registers its knob
+import tradeoff.spaces.depth  # noqa: F401 - each import registers its knob
+import tradeoff.spaces.distillation  # noqa: F401
 import tradeoff.spaces.low_rank  # noqa: F401
 import tradeoff.spaces.pruning  # noqa: F401
 import tradeoff.spaces.quantization  # noqa: F401
@@ -162,12 +163,14 @@ def _defaults(config: KnobConfig) -> dict[str, Any]:
     }
 
 
-def format_plan(plan: Plan | Mapping[str, Any]) -> str:
+def format_plan(plan: Plan | Mapping[str, Any], facts: Mapping[str, Any] | Facts | None = None) -> str:
     """One line for people: the knobs a plan switches on (``prune_ratio=0.5, weight_bits=8``),
     a per-layer value summarised (``weight_bits=8x3 4x14 32x2, prune_ratio=0.1-0.6 over 12
     groups``; the full map is in ``to_dict()``), options that differ from their defaults in
     brackets; ``baseline (no compression)`` when nothing is on. Takes a Plan or its stored
-    form; a stored plan naming a knob this process does not know is shown as stored."""
+    form; a stored plan naming a knob this process does not know is shown as stored. ``facts``
+    (the built model's, as a trial stores them): what the knobs did, where a knob says it in
+    words (``block_drop=0.4 (layer3.1, layer4.1)``)."""
     if not isinstance(plan, Plan):
         try:
             plan = Plan.from_params(plan)
@@ -178,7 +181,8 @@ def format_plan(plan: Plan | Mapping[str, Any]) -> str:
     for knob, config in plan.configs():
         if knob.is_off(config.value):
             continue
-        text = f"{knob.name}={_value_text(config.value, knob.name)}"
+        words = knob.value_text(config.value, facts)
+        text = f"{knob.name}={words if words is not None else _value_text(config.value, knob.name)}"
         options = {k: v for k, v in config.options().items() if _defaults(config).get(k) != v}
         if options:
             text += " (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
@@ -197,16 +201,23 @@ def _value_text(value: Any, knob: str = "") -> str:
 
 
 def default_space() -> dict[str, dict[str, Any]]:
-    return {k.name: dict(k.default_space) for k in ordered_knobs()}
+    """The space a study searches when the user narrows nothing: every knob searched by default
+    at its default bounds."""
+    return {k.name: dict(k.default_space) for k in ordered_knobs() if k.searched_by_default}
 
 
 def validate_space(space: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
-    """A complete, checked space: every knob's bounds, the user's where given."""
+    """A complete, checked space: every knob searched by default at its bounds, the user's where
+    given; a knob not searched by default (``block_drop``) only where the user names it."""
     space = dict(space or {})
     unknown = set(space) - set(KNOBS)
     if unknown:
         raise SpaceError(f"unknown knob(s) {sorted(unknown)}; known: {sorted(KNOBS)}")
-    return {k.name: k.validate(dict(space.get(k.name, k.default_space))) for k in ordered_knobs()}
+    return {
+        k.name: k.validate(dict(space.get(k.name, k.default_space)))
+        for k in ordered_knobs()
+        if k.searched_by_default or k.name in space
+    }
 
 
 def validate_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:

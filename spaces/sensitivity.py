@@ -266,11 +266,14 @@ def measure_sensitivity(
 ) -> SensitivityTable:
     """The table of the module docstring for ``teacher`` (never changed: copies are).
     ``settings``: {knob: the values each of its groups is measured at}, for per-layer knobs
-    (``Knob.allocatable``); None: every such knob at its ``sensitivity_values``."""
+    (``Knob.allocatable``); None: every such knob searched by default at its
+    ``sensitivity_values``."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     if settings is None:
-        settings = {k.name: k.sensitivity_values(k.default_space) for k in allocatable_knobs()}
+        settings = {
+            k.name: k.sensitivity_values(k.default_space) for k in allocatable_knobs() if k.searched_by_default
+        }
     knobs = [k for k in allocatable_knobs() if k.name in settings]
     unknown = set(settings) - {k.name for k in knobs}
     if unknown:

@@ -83,6 +83,15 @@ def plan_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return dict(trial.user_attrs.get(PLAN_ATTR) or trial.params)
 
 
+def plan_words(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's plan in one line, with what its knobs did where they say it in words (the
+    blocks a depth value dropped, from the trial's ``facts``)."""
+    from tradeoff.spaces import format_plan
+
+    facts = trial.user_attrs.get(FACTS_ATTR)
+    return format_plan(plan_of(trial), facts if isinstance(facts, Mapping) else None)
+
+
 def baseline_of(study: optuna.Study) -> dict | None:
     """The baseline trial's record (every figure and its trial number), None until it is measured."""
     baseline = study.user_attrs.get(BASELINE_ATTR)

@@ -68,6 +68,7 @@ def train_classifier(
     shift: int = 1,
     flip: bool = False,
     erase: float = 0.0,
+    ema: float = 0.0,
     bf16: bool = False,
     device: str = "cpu",
     on_epoch: Callable[[int, float, nn.Module], None] | None = None,
@@ -76,7 +77,9 @@ def train_classifier(
     Augmentation: a random shift of up to ``shift`` pixels, (``flip``) a random horizontal flip
     and (``erase``, a probability) random erasing per image. ``bf16``: mixed precision (bfloat16
     autocast, float32 weights) where the device runs it natively. ``on_epoch(epoch, mean loss,
-    model)`` after each epoch (model in eval mode; it must not draw random numbers)."""
+    model)`` after each epoch (model in eval mode; it must not draw random numbers). ``ema``: the
+    decay of an exponential moving average of the weights and batch-norm statistics, updated
+    every step (torch's ``AveragedModel``), which is returned instead of the last weights."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
@@ -86,6 +89,11 @@ def train_classifier(
     steps_per_epoch = (len(data) + batch_size - 1) // batch_size
     opt = torch.optim.SGD(model.parameters(), lr=max_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * steps_per_epoch)
+    averaged = None
+    if ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
     for epoch in range(epochs):
         order = torch.randperm(len(data), generator=gen)
         total, batches = 0.0, 0
@@ -100,11 +108,16 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total, batches = total + loss.item(), batches + 1
         if on_epoch is not None:
-            model.eval()
-            on_epoch(epoch + 1, total / max(1, batches), model)
+            shown = model if averaged is None else averaged.module
+            shown.eval()
+            on_epoch(epoch + 1, total / max(1, batches), shown)
             model.train()
+    if averaged is not None:
+        model = averaged.module
     return model.to(memory_format=torch.contiguous_format).cpu().eval()
 
 

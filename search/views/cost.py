@@ -23,10 +23,15 @@ from dataclasses import dataclass
 import optuna
 
 from tradeoff.search.errors import UsageError
-from tradeoff.search.study.records import DUPLICATE_ATTR, FAIL_ATTR, baseline_of, broken_constraints, plan_of
+from tradeoff.search.study.records import (
+    DUPLICATE_ATTR,
+    FAIL_ATTR,
+    baseline_of,
+    broken_constraints,
+    plan_words,
+)
 from tradeoff.search.study.records import feasible as is_feasible
 from tradeoff.search.trial.figures import FIGURES, by_constraint, by_weight
-from tradeoff.spaces import format_plan
 
 DEFAULT_WEIGHTS = {"accuracy": 0.6, "size": 0.2, "latency": 0.1, "energy": 0.1}
 
@@ -275,7 +280,7 @@ def format_ranking(ranked: Sequence[Ranked], weights: Mapping[str, float], *, li
                 f"#{r.trial.number}",
                 f"{r.cost:.4f}",
                 *[f"{weights[n]:g} x {r.terms[n]:.4g} = {weights[n] * r.terms[n]:.4f}" for n in names],
-                format_plan(plan_of(r.trial)),
+                plan_words(r.trial),
             ]
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

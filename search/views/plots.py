@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import optuna
 
-from tradeoff.search.study.records import ROLE_ATTR, baseline_of, feasible, plan_of
+from tradeoff.search.study.records import ROLE_ATTR, baseline_of, feasible, plan_words
 from tradeoff.search.trial.figures import FIGURES
 from tradeoff.search.views.report import format_figure, front, front_of, objectives_of, versus
-from tradeoff.spaces import format_plan
 
 
 def _label(name: str) -> str:
@@ -21,7 +20,7 @@ def _axis(name: str, t: optuna.trial.FrozenTrial) -> float:
 
 
 def _plan_text(t: optuna.trial.FrozenTrial) -> str:
-    return format_plan(plan_of(t))
+    return plan_words(t)
 
 
 def _groups(study: optuna.Study):

@@ -16,10 +16,9 @@ from tradeoff.search.study.records import (
     baseline_of,
     broken_constraints,
     feasible,
-    plan_of,
+    plan_words,
 )
 from tradeoff.search.trial.figures import FIGURES
-from tradeoff.spaces import format_plan
 
 
 def objectives_of(study: optuna.Study) -> tuple[str, ...]:
@@ -120,7 +119,7 @@ def format_front(study: optuna.Study) -> str:
                 row.append("-")
             else:
                 row.append(format_figure(name, v) + versus(name, v, base.get(name) if base else None))
-        row.append(format_plan(plan_of(t)))
+        row.append(plan_words(t))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
