@@ -272,7 +272,9 @@ def measure_sensitivity(
     seconds: dict[str, float] = {}
     if settings is None:
         settings = {
-            k.name: k.sensitivity_values(k.default_space) for k in allocatable_knobs() if k.searched_by_default
+            k.name: k.sensitivity_values(k.default_space)
+            for k in allocatable_knobs()
+            if k.searched_by_default
         }
     knobs = [k for k in allocatable_knobs() if k.name in settings]
     unknown = set(settings) - {k.name for k in knobs}

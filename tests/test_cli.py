@@ -175,3 +175,29 @@ def test_the_kept_models_flag_has_its_own_name_and_the_old_one_still_works(capsy
     assert "--keep-weights" not in build_parser().format_help()
     with pytest.raises(SystemExit):  # its choices are checked as the new flag's are
         build_parser().parse_args(["search", "--keep-weights", "some"])
+
+
+def test_a_search_with_depth_drops_blocks_and_names_them_in_front_and_export(tmp_path):
+    """block_drop is searched where --space names it; the plan in words, the front and the
+    exported record name the blocks dropped (tiny_resnet has one: layer1.0). SQLite only: the
+    storage does not meet the knob."""
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    at = ["--storage", storage_url]
+    r = tradeoff("search", *at, "--n-trials", "2", *QUICK, "--space", "block_drop=0,1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(
+        study_name="tradeoff", storage=open_storage(storage_url, heartbeat_interval=None)
+    )
+    dropped = [t for t in study.trials if t.user_attrs.get("facts", {}).get("dropped_blocks")]
+    assert dropped and all(t.user_attrs["facts"]["dropped_blocks"] == ["layer1.0"] for t in dropped)
+    assert all("block_drop=1 (layer1.0)" in t.user_attrs["plan_text"] for t in dropped)
+    front = tradeoff("front", *at, cwd=tmp_path)
+    rows = [line for line in front.stdout.splitlines() if "block_drop" in line]
+    assert all("block_drop=1 (layer1.0)" in line for line in rows)  # front rows name the block too
+    out = tradeoff("export", *at, "--trial", str(dropped[0].number), "--output", "out", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    record = json.loads((tmp_path / "out" / "record.json").read_text())
+    assert record["plan_text"].startswith("block_drop=1 (layer1.0)")
+    assert record["plan"]["block_drop"] == 1

@@ -599,6 +599,8 @@ class Runner:
         if isinstance(compressed.model, RuntimeModel):  # which int8 form was faster: a rebuild takes it
             trial.set_user_attr(INT8_FORM_ATTR, "kernels" if compressed.model.int8_kernels else "weights")
         trial.set_user_attr(FACTS_ATTR, dict(vars(compressed.facts)))
+        if compressed.facts.dropped_blocks:  # the plan in words names the blocks it dropped
+            trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan, compressed.facts))
         if state.curve:
             trial.set_user_attr(CURVE_ATTR, self._curve_record())
         if state.reused is not None:

@@ -206,6 +206,7 @@ def export_trial(
         baseline_of,
         constraints_of,
         feasible,
+        plan_words,
     )
     from tradeoff.search.trial.measure.accuracy import differ_beyond_noise
     from tradeoff.spaces import format_plan
@@ -214,7 +215,7 @@ def export_trial(
     plan = runner.plan_of(trial.params)
     task = runner.task
 
-    log(f"restoring trial #{trial.number} ({format_plan(plan)}) ...")
+    log(f"restoring trial #{trial.number} ({plan_words(trial)}) ...")
     compressed, times, source = runner.restore(study, trial)
     log(f"trial #{trial.number}: from {source}")
     measured = runner.measure(compressed, baseline_ms=baseline_latency(study))
@@ -291,6 +292,7 @@ def export_trial(
             "study": study.study_name,
             "trial": trial.number,
             "plan": plan.to_dict(),
+            "plan_text": format_plan(plan, compressed.facts),  # dropped blocks by name
             "skipped_layers": list(compressed.skipped),
             "stored": stored,
             "constraints": constraints_of(trial),  # the study's, as stored on the trial: <= 0 is met

@@ -80,7 +80,8 @@ def test_the_off_value_is_a_no_op(name):
 def test_the_default_space_validates_and_its_probe_lies_within_limits(name):
     knob = KNOBS[name]
     spec = knob.validate(dict(knob.default_space))
-    assert validate_space(default_space())[name] == spec
+    assert validate_space({name: knob.default_space})[name] == spec
+    assert (name in default_space()) == knob.searched_by_default
     probe = knob.probe(spec)
     assert probe is not None and not knob.is_off(probe)
     knob.check_value(probe)
@@ -101,7 +102,7 @@ def test_a_value_applies_and_the_model_still_answers(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_plan_round_trips_through_trial_params(name):
     knob = KNOBS[name]
-    space = validate_space(None)
+    space = validate_space({name: knob.default_space})  # a knob not searched by default, named
     value = knob.probe(space[name])
     plan = Plan(**{name: value})
     # as Optuna hands it back: suggested from the stored params

@@ -183,7 +183,7 @@ def test_torchvision_architectures_list_their_blocks_and_run_with_blocks_dropped
             opt.zero_grad()
             loss.backward()
             opt.step()
-            steps.append(float(loss))
+            steps.append(loss.item())
         return model.eval()
 
     ctx = ApplyContext(
