@@ -209,7 +209,7 @@ class BlockDrop(Knob):
 
     # -- per-layer search: each block alone replaced by the identity ----------------------------
 
-    title = "dropped"
+    title = "dropped (replaced by the identity)"
     compresses_upward = True
     sensitivity_points = (1.0,)
 

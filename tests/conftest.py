@@ -86,6 +86,20 @@ def storage_url(request, tmp_path):
         yield from _postgres_database()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path):
+    """A real SQLite file, for a test whose subject is not the storage (the command line's own
+    flow on the default database); the storage's behaviour is tested on both."""
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the real PostgreSQL server: the storage of a fleet of workers, for a
+    test of what such a fleet does that is not storage-specific."""
+    yield from _postgres_database()
+
+
 QUICK = [
     "--model",
     "tiny_resnet",

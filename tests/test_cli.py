@@ -177,11 +177,11 @@ def test_the_kept_models_flag_has_its_own_name_and_the_old_one_still_works(capsy
         build_parser().parse_args(["search", "--keep-weights", "some"])
 
 
-def test_a_search_with_depth_drops_blocks_and_names_them_in_front_and_export(tmp_path):
+def test_a_search_with_depth_drops_blocks_and_names_them_in_front_and_export(tmp_path, sqlite_url):
     """block_drop is searched where --space names it; the plan in words, the front and the
     exported record name the blocks dropped (tiny_resnet has one: layer1.0). SQLite only: the
     storage does not meet the knob."""
-    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage_url = sqlite_url
     at = ["--storage", storage_url]
     r = tradeoff("search", *at, "--n-trials", "2", *QUICK, "--space", "block_drop=0,1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

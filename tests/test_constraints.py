@@ -153,7 +153,10 @@ def test_every_command_on_a_study_with_constraints(case, tmp_path, monkeypatch, 
         assert not (tmp_path / "out").exists()
 
 
-def test_workers_create_and_dashboard_on_a_study_with_constraints(storage_url, tmp_path, monkeypatch, capsys):
+def test_workers_create_and_dashboard_on_a_study_with_constraints(
+    postgres_url, tmp_path, monkeypatch, capsys
+):
+    storage_url = postgres_url  # workers share a study on PostgreSQL; constraints are storage-blind
     flags = CASES["all"]
     bounds = bounds_of(flags)
     at = ["--storage", storage_url]

@@ -20,7 +20,7 @@ ARCHITECTURES = [
     "regnet_x_400mf",
     "squeezenet1_1",
 ]
-PLAN = Plan(student_width=0.75, prune_ratio=0.3, rank_ratio=0.5, weight_bits=8)
+PLAN = Plan(block_drop=0.4, student_width=0.75, prune_ratio=0.3, rank_ratio=0.5, weight_bits=8)
 SIZE = 64  # the smallest input every one of these runs on after 32x downsampling, int8 included
 
 
@@ -40,6 +40,7 @@ def test_every_knob_on(name):
     n_float = sum(p.numel() for p in out.float_model.parameters())
     assert n_float < 0.8 * n_teacher, f"{name}: {n_float} of {n_teacher} parameters left"
     assert all(
-        s.split(":")[0] in ("student_width", "pruning", "low_rank", "weight_bits") for s in out.skipped
+        s.split(":")[0] in ("block_drop", "student_width", "pruning", "low_rank", "weight_bits")
+        for s in out.skipped
     )
     print(f"{name}: {n_float / n_teacher:.2f} of the parameters; skipped {len(out.skipped)}: {out.skipped}")

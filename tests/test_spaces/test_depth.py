@@ -189,7 +189,7 @@ def test_torchvision_architectures_list_their_blocks_and_run_with_blocks_dropped
     ctx = ApplyContext(
         example_input=x, num_classes=7, calibration=(torch.randn(8, 3, 64, 64),), finetune=finetune
     )
-    out = apply_plan(teacher, Plan(block_drop=0.4, prune_ratio=0.25), ctx)
+    out = apply_plan(teacher, Plan(block_drop=0.4), ctx)  # with the other knobs: test_architectures
     dropped = out.facts.dropped_blocks
     assert len(dropped) == round(0.4 * DROPPABLE[name]) and len(steps) == 2
     assert all(isinstance(out.float_model.get_submodule(b), nn.Identity) for b in dropped)

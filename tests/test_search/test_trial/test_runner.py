@@ -154,8 +154,8 @@ def test_the_start_design_is_filled_by_a_latin_hypercube(tmp_path, sampler, n_pr
     if not n_fill:
         return
     assert len({tuple(sorted(p.items())) for p in fill}) == n_fill
-    for name in KNOBS:
-        spec = config.space[name]
+    assert set(config.space) == {n for n in KNOBS if KNOBS[n].searched_by_default}
+    for name, spec in config.space.items():
         values = [p[name] for p in fill]
         if "choices" in spec:
             # an allocated study (the default) searches average-bit budgets: its design covers them

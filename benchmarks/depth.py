@@ -1,0 +1,164 @@
+"""Depth in the search: the same search, budget and seeds with and without ``block_drop``.
+
+    python benchmarks/depth.py --dir runs/depth --skip-done --out benchmarks/results/depth.md
+    python benchmarks/depth.py --task fashion-mnist --dir runs/depth-fashion --skip-done ...
+    python benchmarks/depth.py --quick                       # tiny_resnet smoke run
+
+For each seed, two runs of `tradeoff search` (the task's teacher, trained once before all runs),
+one after the other on the same machine: ``without`` (the default space) and ``with``
+(``--space block_drop=0:0.6:0.2`` added), each ``--n-trials 40`` and everything else at its
+default. A run that ended is left alone with ``--skip-done``, so the benchmark resumes where it
+stopped; ``--only with`` runs one arm.
+
+Reported per seed (issue 27's targets: hypervolume >= 1.05x; at equal accuracy >= 1.3x lower
+latency; depth-dropped plans realise >= 0.8 of their MAC ratio):
+- the hypervolume of each arm's complete trials, as ``benchmarks/allocation.py`` computes it,
+  and the ratio with / without;
+- at equal accuracy: for the levels 0.5, 1 and 2 points under the baseline's accuracy, the
+  fastest plan of each arm at or above the level, and the ratio of their latencies;
+- the float plans (no quantization) that dropped blocks: their speed-up over the baseline as a
+  fraction of their MAC ratio (median and range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+
+import optuna
+import torch
+from allocation import complete, finished, front_lines, minutes, run  # beside this script
+from cheaper import QUICK, hypervolume
+
+from tradeoff.search.study.records import FACTS_ATTR, baseline_of
+from tradeoff.search.trial.measure import cpu_name
+
+ARMS = {"without": [], "with": ["--space", "block_drop=0:0.6:0.2"]}
+LEVELS = (0.5, 1.0, 2.0)  # points under the baseline's accuracy
+
+
+def fastest_at(trials, level: float):
+    ok = [t for t in trials if t.user_attrs.get("accuracy", 0) >= level]
+    return min(ok, key=lambda t: t.user_attrs["latency_ms"], default=None)
+
+
+def dropped(t) -> bool:
+    return bool((t.user_attrs.get(FACTS_ATTR) or {}).get("dropped_blocks"))
+
+
+def realised(t, base) -> float | None:
+    """Speed-up over the baseline as a fraction of the MAC ratio, for a float plan."""
+    a = t.user_attrs
+    if (
+        (a.get(FACTS_ATTR) or {}).get("weight_bits", 32) != 32
+        or not a.get("flops")
+        or not a.get("latency_ms")
+    ):
+        return None
+    return (base["latency_ms"] / a["latency_ms"]) / (base["flops"] / a["flops"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--n-trials", type=int, default=40)
+    ap.add_argument("--task", help="the task (default: the bundled digits)")
+    ap.add_argument("--quick", action="store_true", help="tiny_resnet, short fine-tunes, 12 plans, 1 seed")
+    ap.add_argument("--dir", help="work directory (kept; default: a temporary one)")
+    ap.add_argument("--report-only", action="store_true", help="read the studies in --dir, run nothing")
+    ap.add_argument("--only", choices=sorted(ARMS), help="run this arm alone")
+    ap.add_argument(
+        "--skip-done", action="store_true", help="leave the runs whose study is complete in --dir"
+    )
+    ap.add_argument("--out", help="markdown file to write")
+    args = ap.parse_args()
+    base = list(QUICK) if args.quick else []
+    if args.task:
+        base += ["--task", args.task]
+    seeds = 1 if args.quick else args.seeds
+    n = 12 if args.quick else args.n_trials
+    cwd = args.dir or tempfile.mkdtemp(prefix="tradeoff-depth-")
+    os.makedirs(cwd, exist_ok=True)
+    env = dict(os.environ, TRADEOFF_RUN_DIR=os.path.join(cwd, "run"))
+    if not args.report_only:
+        for seed in range(seeds):
+            for arm, extra in ARMS.items():
+                name = f"{arm}-{seed}"
+                if (args.only and arm != args.only) or (args.skip_done and finished(cwd, name, n)):
+                    continue
+                run(name, "allocated", seed, cwd, env, [*base, *extra], n)
+    url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
+    rows, ratios, speedups, fractions, fronts = [], [], {lv: [] for lv in LEVELS}, [], []
+    for seed in range(seeds):
+        studies = {arm: optuna.load_study(study_name=f"{arm}-{seed}", storage=url) for arm in ARMS}
+        base_fig = baseline_of(studies["without"])
+        hv = {arm: hypervolume(complete(s), baseline_of(s)) for arm, s in studies.items()}
+        ratio = hv["with"] / hv["without"] if hv["without"] else float("inf")
+        ratios.append(ratio)
+        cells = []
+        for level in LEVELS:
+            at = base_fig["accuracy"] - level / 100
+            w, d = (fastest_at(complete(studies[a]), at) for a in ("without", "with"))
+            if w and d:
+                speedups[level].append(w.user_attrs["latency_ms"] / d.user_attrs["latency_ms"])
+                cells.append(
+                    f"{w.user_attrs['latency_ms']:.3f} / {d.user_attrs['latency_ms']:.3f} "
+                    f"({speedups[level][-1]:.2f}x)"
+                )
+            else:
+                cells.append("-")
+        with_drop = [t for t in complete(studies["with"]) if dropped(t)]
+        seed_fractions = [f for f in (realised(t, baseline_of(studies["with"])) for t in with_drop) if f]
+        fractions += seed_fractions
+        rows.append(
+            f"| {seed} | {hv['without']:.2f} | {hv['with']:.2f} | {ratio:.3f} | "
+            + " | ".join(cells)
+            + f" | {len(with_drop)} | {minutes(studies['without']):.1f} / {minutes(studies['with']):.1f} |"
+        )
+        for arm, study in studies.items():
+            fronts += [
+                "",
+                f"#### seed {seed}, {arm} depth: front",
+                "",
+                *front_lines(study, baseline_of(study)),
+            ]
+    lines = [
+        f"### Depth in the search: {seeds} seed(s), {n} plans each, task {args.task or 'digits'} "
+        f"({cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, optuna {optuna.__version__})",
+        "",
+        f"`python benchmarks/depth.py{' --quick' if args.quick else ''}{' --task ' + args.task if args.task else ''}`",
+        "",
+        "| seed | hypervolume without | with depth | ratio | "
+        + " | ".join(f"fastest within {lv:g} pt, ms (without / with)" for lv in LEVELS)
+        + " | plans that dropped blocks | minutes (without / with) |",
+        "|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|",
+        *rows,
+        "",
+        f"Median hypervolume ratio over {seeds} seed(s): **{statistics.median(ratios):.3f}** "
+        f"(range {min(ratios):.3f}-{max(ratios):.3f}; target >= 1.05).",
+        *(
+            f"Latency ratio of the fastest plans within {lv:g} point(s): median **{statistics.median(v):.2f}x** "
+            f"over {len(v)} seed(s) (range {min(v):.2f}-{max(v):.2f}; target >= 1.3)."
+            for lv, v in speedups.items()
+            if v
+        ),
+        (
+            f"Float plans that dropped blocks realise a median **{statistics.median(fractions):.2f}** of their "
+            f"MAC ratio as speed-up (range {min(fractions):.2f}-{max(fractions):.2f}, {len(fractions)} plans; "
+            "target >= 0.8)."
+            if fractions
+            else "No float plan dropped blocks."
+        ),
+        *fronts,
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
