@@ -162,17 +162,24 @@ def value_for(value: Any, layer: str, default: Any) -> Any:
 
 def unknown_groups(knob: str, value: Any, model: nn.Module) -> None:
     """PlanError when a per-layer ``value`` names a layer group that is no module of ``model``
-    (nor a module above one): a typo would otherwise silently leave that layer alone."""
+    (nor a module above one): a typo would otherwise silently leave that layer alone. A group
+    inside a module that is now ``nn.Identity`` (a dropped block) went with it: not an error."""
     if not isinstance(value, Mapping):
         return
-    names = [n for n, _ in model.named_modules() if n]
+    modules = dict(model.named_modules())
+    names = [n for n in modules if n]
     for group in value:
-        if group != "*" and not any(n == group or n.startswith(group + ".") for n in names):
-            close = sorted({n.split(".")[0] for n in names})[:8]
-            raise PlanError(
-                f"{knob}: this model has no layer {group!r} (its top-level modules: {', '.join(close)}); "
-                "give module names as `tradeoff sensitivity` lists them"
-            )
+        if group == "*" or any(n == group or n.startswith(group + ".") for n in names):
+            continue
+        parts = group.split(".")
+        above = (modules.get(".".join(parts[:i])) for i in range(len(parts) - 1, 0, -1))
+        if any(isinstance(m, nn.Identity) for m in above if m is not None):
+            continue  # inside a block a knob before this one replaced by the identity (block_drop)
+        close = sorted({n.split(".")[0] for n in names})[:8]
+        raise PlanError(
+            f"{knob}: this model has no layer {group!r} (its top-level modules: {', '.join(close)}); "
+            "give module names as `tradeoff sensitivity` lists them"
+        )
 
 
 @dataclass(frozen=True)

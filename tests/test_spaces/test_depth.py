@@ -195,3 +195,17 @@ def test_torchvision_architectures_list_their_blocks_and_run_with_blocks_dropped
     assert all(isinstance(out.float_model.get_submodule(b), nn.Identity) for b in dropped)
     with torch.no_grad():
         assert out.model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+
+
+def test_later_knobs_pass_over_the_layers_of_a_dropped_block():
+    """An allocated plan sets every measured layer of every knob, those inside a block that depth
+    drops included: the block's layers went with it; a real typo is still refused."""
+    plan = Plan(
+        block_drop={"b2": 1.0, "b1": 0.0},
+        prune_ratio={"b4.conv1": 0.5, "b2.conv1": 0.5, "*": 0.0},
+        rank_ratio={"b2.conv2": 0.5, "*": 1.0},
+    )
+    out = apply_plan(four_blocks(), plan, ctx())
+    assert isinstance(out.model.b2, nn.Identity) and out.model.b4.conv1.out_channels == 16 - 8
+    with pytest.raises(PlanError, match="no layer 'b9.conv1'"):
+        apply_plan(four_blocks(), Plan(block_drop={"b2": 1.0}, prune_ratio={"b9.conv1": 0.5}), ctx())
