@@ -120,7 +120,7 @@ def _killed_create(tmp_path, url: str) -> list[str]:
 
     from tradeoff.search.study.records import CONFIG_ATTR, TEACHER_ATTR
 
-    args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "80"]
+    args = ["create", "--storage", url, "--n-trials", "3", *QUICKER, "--teacher-epochs", "40"]
     p = subprocess.Popen(
         [sys.executable, "-m", "tradeoff.search.cli", *args],
         cwd=tmp_path,
@@ -138,7 +138,7 @@ def _killed_create(tmp_path, url: str) -> list[str]:
         if CONFIG_ATTR in attrs and TEACHER_ATTR not in attrs:
             break
         time.sleep(0.2)
-    time.sleep(1)  # inside the teacher's training (80 epochs of a fresh cache: about 10 s)
+    time.sleep(1)  # inside the teacher's training (40 epochs of a fresh cache: about 5 s)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert TEACHER_ATTR not in optuna.load_study(study_name="tradeoff", storage=url).user_attrs
