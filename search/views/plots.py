@@ -19,10 +19,6 @@ def _axis(name: str, t: optuna.trial.FrozenTrial) -> float:
     return float(t.user_attrs[name]) * FIGURES[name].scale
 
 
-def _plan_text(t: optuna.trial.FrozenTrial) -> str:
-    return plan_words(t)
-
-
 def _groups(study: optuna.Study):
     """(objectives, [(label, style, trials)] for each kind of point in drawing order, the front
     by size), from one read of the study's trials."""
@@ -95,7 +91,7 @@ def figure(study: optuna.Study):
                     name=label,
                     legendgroup=label,
                     showlegend=(i == 0),
-                    text=[f"#{t.number}: {_plan_text(t)}" for t in trials],
+                    text=[f"#{t.number}: {plan_words(t)}" for t in trials],
                     hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
                 ),
                 row=r + 1,
@@ -106,7 +102,7 @@ def figure(study: optuna.Study):
             getattr(fig, f"update_{axis}axes")(type=kind, title_text=_label(name), row=r + 1, col=c + 1)
     base = baseline_of(study) or {}
     header = ["trial", "plan", *[_label(o) for o in objectives]]
-    cells = [[f"#{t.number}" for t in front_trials], [_plan_text(t) for t in front_trials]]
+    cells = [[f"#{t.number}" for t in front_trials], [plan_words(t) for t in front_trials]]
     for o in objectives:
         cells.append(
             [
