@@ -16,15 +16,31 @@ import torch
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+# pytest-xdist runs the suite in parallel processes (`-n`, set in pyproject.toml): each takes its
+# share of the cores, as a tradeoff worker does, and registers as one so that the `tradeoff`
+# commands the tests start divide the cores with it
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """One teacher cache for the whole session (subprocesses inherit it), never ~/.cache."""
-    path = tmp_path_factory.mktemp("tradeoff-cache")
+    """One teacher cache for the whole run (subprocesses and parallel test processes share it:
+    checkpoints are written atomically), never ~/.cache."""
+    if WORKERS > 1:
+        path = tmp_path_factory.getbasetemp().parent / "tradeoff-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("tradeoff-cache")
     old = os.environ.get("TRADEOFF_CACHE")
     os.environ["TRADEOFF_CACHE"] = str(path)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
     torch.set_flush_denormal(True)
-    yield path
+    with contextlib.ExitStack() as stack:
+        if WORKERS > 1:
+            from tradeoff.search.study.worker import host_share
+
+            stack.enter_context(host_share())
+        yield path
     if old is None:
         os.environ.pop("TRADEOFF_CACHE", None)
     else:
