@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "variants of a trained structure are not counted)",
         DEFAULT_N_TRIALS,
     )
+    _stop_arg(s)
     _config_args(s)
 
     c = sub.add_parser(
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trial is left running and the exit status is 0.",
     )
     _run_args(w, "plans this worker measures at most (default: until the study's budget is met)", None)
+    _stop_arg(w)
 
     f = sub.add_parser(
         "front",
@@ -302,14 +304,29 @@ def _select_args(s: argparse.ArgumentParser) -> None:
     _constraint_args(s, "only trials with")
 
 
-def _constraint_args(s, prefix: str) -> None:
-    """One flag per registered figure's constraint (--max-size-mb, --min-accuracy, ...)."""
+def _constraint_args(s, prefix: str, *, relative: bool = False) -> None:
+    """One flag per registered figure's constraint (--max-size-mb, --min-accuracy, ...);
+    ``relative``: a bound may also be a percentage (50%) or a factor (/10) of the baseline's."""
     for name, figure in by_constraint().items():
         unit = figure.constraint_unit.strip() or ("fraction 0-1" if figure.unit == "fraction" else "count")
         sign = "<=" if figure.direction == "minimize" else ">="
+        form = ""
+        if relative and figure.unit != "fraction":
+            form = ", or relative to the baseline's: 50%% of it, or /10 of it"
         s.add_argument(
-            figure.flag, dest=name, type=_finite, help=f"{prefix} {figure.name} {sign} this ({unit})"
+            figure.flag,
+            dest=name,
+            type=_bound if relative else _finite,
+            help=f"{prefix} {figure.name} {sign} this ({unit}{form})",
         )
+
+
+def _bound(text: str) -> float | str:
+    """A constraint bound: a finite number, or a form relative to the baseline (checked with the
+    configuration: search.study.goals)."""
+    from tradeoff.search.study.goals import is_relative
+
+    return text.strip() if is_relative(text) else _finite(text)
 
 
 def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: int | None) -> None:
@@ -345,6 +362,15 @@ def _run_args(s: argparse.ArgumentParser, n_trials_help: str, n_trials_default: 
         help="seconds without a heartbeat after which a trial is failed and retried by another worker "
         "(default and least: twice the interval; a trial whose worker beats more slowly gets twice its "
         "own interval)",
+    )
+
+
+def _stop_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--stop-when-met",
+        action="store_true",
+        help="stop once the study holds a measured plan that meets every constraint (any worker's; "
+        "running trials finish, the rest of the budget is not spent); needs a constraint",
     )
 
 
@@ -393,7 +419,14 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         "where a hardware counter measures it; "
         f"any of {', '.join(FIGURES)})",
     )
-    _constraint_args(g, "constraint:")
+    _constraint_args(g, "constraint:", relative=True)
+    g.add_argument(
+        "--max-accuracy-drop",
+        metavar="POINTS",
+        type=_finite,
+        help="constraint: accuracy at most this many points below the baseline's (resolved once the "
+        "baseline is measured; instead of --min-accuracy)",
+    )
     knobs = ", ".join(f"{k.name} ({k.help})" for k in KNOBS.values())
     g.add_argument(
         "--space",
@@ -458,6 +491,13 @@ def _config_args(s: argparse.ArgumentParser) -> None:
         "technique, for large budgets); stored with the study",
     )
     g.add_argument(
+        "--allocate",
+        metavar="KNOBS",
+        help="per-layer knobs an allocated or layer study also sets layer by layer, beyond the default "
+        "ones (prune_ratio, rank_ratio, weight_bits, block_drop): student_width, one width per "
+        "resolution stage (its sensitivity rows are a proxy, not yet shown to help); stored with the study",
+    )
+    g.add_argument(
         "--keep-models",
         choices=KEEP_MODELS,
         help="deployed models and fine-tuned float models kept in the artifact store, so that export "
@@ -512,7 +552,7 @@ class _Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-_PARSED = {"objectives", "constraints", "space", "knob_options", "plugins", "scalarize"}
+_PARSED = {"objectives", "constraints", "space", "knob_options", "plugins", "scalarize", "allocate", "goals"}
 
 
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -534,8 +574,16 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
 
             raise UsageError("--objectives must name at least one figure, e.g. accuracy,size_bytes")
     constraints = _constraints(args)
+    goals = {n: v for n, v in constraints.items() if isinstance(v, str)}
+    if getattr(args, "max_accuracy_drop", None) is not None:
+        from tradeoff.search.study.goals import DROP
+
+        goals["min_accuracy"] = f"{DROP}{args.max_accuracy_drop:g}"
+    constraints = {n: v for n, v in constraints.items() if not isinstance(v, str)}
     if constraints:
         given["constraints"] = constraints
+    if goals:
+        given["goals"] = goals
     if args.space:
         given["space"] = dict(args.space)
     options: dict[str, dict[str, Any]] = {}
@@ -547,6 +595,8 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
         given["knob_options"] = options
     if args.plugins:
         given["plugins"] = tuple(args.plugins)
+    if args.allocate is not None:
+        given["allocate"] = tuple(k.strip() for k in args.allocate.split(",") if k.strip())
     if args.scalarize:
         from tradeoff.search.views.cost import parse_weights
 
@@ -598,6 +648,7 @@ def _run(args: argparse.Namespace, *, mode: str) -> int:
         threads=args.threads,
         heartbeat_interval=args.heartbeat_interval,
         grace_period=args.grace_period,
+        stop_when_met=getattr(args, "stop_when_met", False),
         log=_log,
     )
     if mode != "worker":
@@ -631,8 +682,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     from tradeoff.search.views.cost import format_ranking, ranking
 
     study, config = load_study(args.storage, args.study_name)
+    from tradeoff.search.views.report import constraints_line
+
     ranked, weights = ranking(study, config, weights=args.weights, constraints=_constraints(args))
     print(format_ranking(ranked, weights, limit=args.limit))
+    bounds = constraints_line(study)
+    if bounds:
+        print(f"the study's {bounds}")
     return 0
 
 

@@ -85,11 +85,13 @@ def run_trials(
     threads: int | None = None,
     heartbeat_interval: int = 60,
     grace_period: int | None = None,
+    stop_when_met: bool = False,
     log: Log,
 ) -> Any:
     """``search``: create or resume the study and run ``n_trials`` more. ``create``: make the
     study, its teacher and its baseline, with a budget of ``n_trials``. ``worker``: join a
     study made by ``create`` and run trials until its budget is met (or ``n_trials`` ran).
+    ``stop_when_met``: stop once the study holds a measured plan meeting every constraint.
     Returns the study."""
     import optuna
     import torch
@@ -127,7 +129,18 @@ def run_trials(
     storage = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     tasks = []
 
+    def can_stop(cfg) -> None:
+        if stop_when_met and not cfg.constraints:
+            from tradeoff.search.trial.figures import by_constraint
+
+            flags = ", ".join(f.flag for f in list(by_constraint().values())[:3])
+            raise UsageError(
+                f"--stop-when-met stops at the first plan meeting every constraint, but study "
+                f"{study_name!r} has none: give one ({flags}, ...) when the study is made"
+            )
+
     def prepare(cfg) -> None:  # data and model checked before a new study is stored
+        can_stop(cfg)
         tasks.append(task_for(cfg, log=log))
 
     study, config, created = open_study(
@@ -139,6 +152,7 @@ def run_trials(
         prepare=prepare,
         who=worker_id() if mode == "worker" else "",
     )
+    can_stop(config)
     if config.target.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"the study measures on {config.target}, but no CUDA device is available here")
     budget, to_run = run_budget(study, mode, n_trials, created=created)
@@ -197,6 +211,7 @@ def run_trials(
                 before_trial=set_threads,
                 on_wait=log,
                 constraints=dict(config.constraints),
+                stop_when_met=stop_when_met,
             )
         except NothingMeetsBounds as e:
             with contextlib.suppress(Exception):

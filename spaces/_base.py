@@ -231,6 +231,8 @@ class Knob:
     limits: ClassVar[tuple[float, float]] = (0.0, 1.0)  # hard bounds of any user space
     default_space: ClassVar[dict[str, Any]] = {}
     searched_by_default: ClassVar[bool] = True  # False: in a study's space only where the user names it
+    # False: an allocated or layer study sets it layer by layer only where --allocate names it
+    allocated_by_default: ClassVar[bool] = True
     probe_value: ClassVar[Any] = None  # the value tried alone when a study is seeded
     per_layer: ClassVar[bool] = False  # accepts a mapping from layer group to value
     options: ClassVar[dict[str, Option]] = {}  # the config's options that the CLI sets

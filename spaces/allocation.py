@@ -60,7 +60,7 @@ def grid(knob: str, spec: Mapping[str, Any]) -> list[float]:
 def check_granularity(granularity: str, space: Mapping[str, Any]) -> None:
     """SpaceError when a knob ``space`` can switch on says it takes per-layer values but cannot
     list its layer groups: at ``allocated`` or ``layer`` granularity it would silently stay
-    uniform. (A knob without ``per_layer``, the student's width, is one number at any.)"""
+    uniform. (A knob without ``per_layer`` is one number at any.)"""
     if granularity == "global":
         return
     for knob in ordered_knobs():

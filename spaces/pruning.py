@@ -89,25 +89,48 @@ def tp_prune_(
     pruner.step()
 
 
-def prune_groups(model: nn.Module, example_input, num_classes: int) -> list[tuple[str, list[str], int]]:
-    """The coupled channel groups structural pruning removes channels from: (root layer, the
-    conv/linear layers whose channels it couples, parameters of those layers). The root layer's
-    name is the group's key in a per-layer ``prune_ratio``. The classifier is not a group."""
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One coupled channel group of torch-pruning's dependency graph: its ``root`` layer (the
+    group's key in a per-layer ``prune_ratio``), the conv/linear ``layers`` whose channels it
+    couples (output or input channels), of them the ``outputs`` whose output channels it sets,
+    and the parameters of ``layers``."""
+
+    root: str
+    layers: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: int
+
+
+def channel_groups(model: nn.Module, example_input, num_classes: int) -> list[ChannelGroup]:
+    """The coupled channel groups structural pruning removes channels from (the classifier is
+    not a group), in the order torch-pruning lists them."""
     names = {m: n for n, m in model.named_modules()}
     ignored = classifier_layers(model, num_classes) + unprunable(model)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     out = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         root = group[0][0].target.module
-        layers = []
+        layers: list[str] = []
+        outputs: list[str] = []
         for dep, _ in group:
             m = dep.target.module
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and names.get(m) and names[m] not in layers:
-                layers.append(names[m])
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and names.get(m):
+                if names[m] not in layers:
+                    layers.append(names[m])
+                if graph.is_out_channel_pruning_fn(dep.handler) and names[m] not in outputs:
+                    outputs.append(names[m])
         if names.get(root):
             params = sum(model.get_submodule(n).weight.numel() for n in layers)
-            out.append((names[root], layers, int(params)))
+            out.append(ChannelGroup(names[root], tuple(layers), tuple(outputs), int(params)))
     return out
+
+
+def prune_groups(model: nn.Module, example_input, num_classes: int) -> list[tuple[str, list[str], int]]:
+    """The coupled channel groups structural pruning removes channels from: (root layer, the
+    conv/linear layers whose channels it couples, parameters of those layers). The root layer's
+    name is the group's key in a per-layer ``prune_ratio``. The classifier is not a group."""
+    return [(g.root, list(g.layers), g.params) for g in channel_groups(model, example_input, num_classes)]
 
 
 def prune_channels_(

@@ -267,14 +267,14 @@ def measure_sensitivity(
     """The table of the module docstring for ``teacher`` (never changed: copies are).
     ``settings``: {knob: the values each of its groups is measured at}, for per-layer knobs
     (``Knob.allocatable``); None: every such knob searched by default at its
-    ``sensitivity_values``."""
+    ``sensitivity_values`` (and ``allocated_by_default``)."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     if settings is None:
         settings = {
             k.name: k.sensitivity_values(k.default_space)
             for k in allocatable_knobs()
-            if k.searched_by_default
+            if k.searched_by_default and k.allocated_by_default
         }
     knobs = [k for k in allocatable_knobs() if k.name in settings]
     unknown = set(settings) - {k.name for k in knobs}

@@ -190,3 +190,49 @@ def test_workers_create_and_dashboard_on_a_study_with_constraints(
     for t in complete(study):
         assert shown[t.number] == pytest.approx([v for _, v in sorted(constraints_of(t).items())])
         assert any(v > 0 for v in shown[t.number]) == (not feasible(t))
+
+
+def test_stop_when_met_stops_at_the_first_plan_meeting_every_constraint(tmp_path):
+    """1 MB: the baseline breaks it, the int8 and half-width plans of the start design meet it;
+    the search stops there, with most of its budget unspent, and says which plan met it."""
+    r = run_tradeoff(
+        "search", "--n-trials", "8", "--stop-when-met", "--max-size-mb", "1.0", *QUICKER, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    done = complete(load(tmp_path))
+    met = [t for t in done if feasible(t)]
+    assert len(met) == 1 and done[-1] is met[0] and len(done) < 8, [(t.number, feasible(t)) for t in done]
+    assert f"stopped: trial #{met[0].number} (" in r.stderr and "meets every constraint" in r.stderr
+    # resumed with it again: the study already holds a plan that meets them; nothing more runs
+    r = run_tradeoff("search", "--n-trials", "4", "--stop-when-met", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(complete(load(tmp_path))) == len(done)
+
+
+def test_relative_goals_resolve_once_the_baseline_is_measured(tmp_path):
+    """--max-size-mb /2 and --max-accuracy-drop 50: stored as given, resolved from the baseline's
+    figures into absolute bounds stored beside them, checked on every trial, shown by `front`."""
+    flags = ["--max-size-mb", "/2", "--max-accuracy-drop", "50"]
+    r = run_tradeoff("search", "--n-trials", "4", *flags, *QUICKER, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(tmp_path)
+    config = json.loads(study.user_attrs["config"])
+    assert config["goals"] == {"max_size_mb": "/2", "min_accuracy": "drop 50"} and config["constraints"] == {}
+    baseline = study.user_attrs["baseline"]
+    goals = study.user_attrs["goals"]
+    assert goals["max_size_mb"]["bound"] == pytest.approx(baseline["size_bytes"] / 1e6 / 2)
+    assert goals["min_accuracy"]["bound"] == pytest.approx(baseline["accuracy"] - 0.5)
+    bounds = {n: g["bound"] for n, g in goals.items()}
+    check_stored(study, bounds)
+    assert not feasible(complete(study)[0])  # the baseline is twice the bound
+    assert any(feasible(t) for t in complete(study))  # int8 is a quarter of it
+    front = run_tradeoff("front", cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    assert f"constraints: --max-size-mb /2 ({bounds['max_size_mb']:g} MB)" in front.stdout, front.stdout
+    chosen = run_tradeoff("select", cwd=tmp_path)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "the study's constraints: --max-size-mb /2 (" in chosen.stdout
+    assert f"#{complete(study)[0].number} " not in chosen.stdout.split("the study's")[0]  # not the baseline
+    # resumed with another form of the same bound: refused, nothing changes
+    r = run_tradeoff("search", "--n-trials", "1", "--max-size-mb", "/3", cwd=tmp_path)
+    assert r.returncode == 2 and "goals" in r.stderr, r.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 from tradeoff.search.errors import UsageError
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
+from tradeoff.search.study.goals import check_goal, given_text
 from tradeoff.search.study.sampler import SAMPLERS, fitted_population
 from tradeoff.search.task.data import NORMALIZATIONS, TASKS_WITH_ROOT, data_kind
 from tradeoff.search.task.models import MODELS, torchvision_models
@@ -26,8 +27,9 @@ from tradeoff.storage.artifacts import sha256_file
 # 3: the sampler policy (sampler); older studies ran NSGA-II. 4: the runtime (runtime); older
 # studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_models): an older
 # tradeoff would run them without. 6: the granularity (global | allocated | layer); older studies
-# searched one value per knob.
-CONFIG_VERSION = 6
+# searched one value per knob. 7: the knobs set layer by layer beyond the default ones (allocate),
+# constraints relative to the baseline (goals).
+CONFIG_VERSION = 7
 # Energy is an objective by default only where a hardware counter measures it: the estimate is a
 # function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md, "The
 # default search on the bundled task"); it is recorded on every trial either way, and
@@ -55,6 +57,9 @@ class SearchConfig:
     seed: int = 0
     objectives: tuple[str, ...] = ()  # () = default_objectives(target), filled in by validated()
     constraints: dict[str, float] = field(default_factory=dict)
+    # constraints relative to the baseline as given ({"max_size_mb": "/10"}: search.study.goals);
+    # a stored study's resolved bounds are merged into `constraints` when it is read
+    goals: dict[str, str] = field(default_factory=dict)
     space: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "cpu"  # where latency and energy are measured
     runtime: str = ""  # what runs the model there: spaces.runtimes.RUNTIMES; "" = the target's default
@@ -76,6 +81,7 @@ class SearchConfig:
     early_stop: bool = True  # stop a fine-tune that cannot reach the front (search.trial.stopping)
     keep_models: str = "front"  # search.trial.kept.KEEP_MODELS
     granularity: str = "allocated"  # spaces.allocation.GRANULARITIES
+    allocate: tuple[str, ...] = ()  # --allocate: per-layer knobs not set layer by layer by default
     version: int = CONFIG_VERSION
 
     # -- validation ---------------------------------------------------------------------------
@@ -119,6 +125,14 @@ class SearchConfig:
         if len(set(objectives)) != len(objectives):
             raise UsageError("`objectives` lists a figure twice.")
         constraints = check_constraints(self.constraints)
+        goals = {name: check_goal(name, form) for name, form in dict(self.goals).items()}
+        for name in goals:
+            if name in constraints:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{given_text(name, goals[name])} and {flag} {constraints[name]:g}: "
+                    "give one bound per figure"
+                )
         try:
             space = validate_space(self.space)
         except SpaceError as e:
@@ -181,6 +195,22 @@ class SearchConfig:
             check_granularity(self.granularity, space)
         except SpaceError as e:
             raise UsageError(f"search space: {e}") from None
+        allocate = tuple(self.allocate)
+        for name in allocate:
+            knob = KNOBS.get(name)
+            if knob is None or not knob.allocatable():
+                known = ", ".join(k.name for k in KNOBS.values() if k.allocatable())
+                raise UsageError(
+                    f"--allocate {name}: no per-layer knob of that name (per-layer knobs: {known})"
+                )
+            if self.granularity == "global":
+                raise UsageError(
+                    f"--allocate {name}: a --granularity global study sets no knob layer by layer"
+                )
+            if name not in space or not knob.can_switch_on(space[name]):
+                raise UsageError(f"--allocate {name}: the search space leaves {name} off")
+        if len(set(allocate)) != len(allocate):
+            raise UsageError("--allocate names a knob twice")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
         population = self.population_size
@@ -202,6 +232,8 @@ class SearchConfig:
             checkpoint_sha256=checkpoint_sha,
             knob_options=knob_options,
             plugins=plugins,
+            allocate=allocate,
+            goals=goals,
         )
 
     @property
@@ -252,6 +284,7 @@ class SearchConfig:
         data = {k: v for k, v in data.items() if k in names}
         data["objectives"] = tuple(data.get("objectives") or LEGACY_OBJECTIVES)
         data["plugins"] = tuple(data.get("plugins", ()))
+        data["allocate"] = tuple(data.get("allocate", ()))
         data["version"] = CONFIG_VERSION
         return cls(**data)
 
@@ -260,7 +293,7 @@ class SearchConfig:
         out = []
         for name, value in given.items():
             stored = getattr(self, name)
-            if name in ("objectives", "plugins"):
+            if name in ("objectives", "plugins", "allocate"):
                 value = tuple(value)
             if name == "knob_options":  # every option of the knobs given, defaults filled in
                 validate_options(value)
@@ -276,6 +309,13 @@ class SearchConfig:
                 value = os.path.abspath(value)
             if name == "constraints":
                 value = {k: float(v) for k, v in value.items() if v is not None}
+                stored = {k: v for k, v in stored.items() if k in value}  # only those given
+                if set(value) & set(self.goals):  # an absolute bound where the study has a relative one
+                    stored = {
+                        k: (given_text(k, self.goals[k]) if k in self.goals else v) for k, v in stored.items()
+                    }
+            if name == "goals":
+                value = {k: check_goal(k, v) for k, v in value.items()}
                 stored = {k: v for k, v in stored.items() if k in value}  # only those given
             if value != stored:
                 out.append(f"{name} (stored {stored!r}, given {value!r})")

@@ -46,11 +46,14 @@ def measure_for_study(config, task, teacher, *, log=lambda _msg: None) -> Sensit
     """The sensitivity table of ``teacher`` on ``task`` as a study of ``config`` measures it: on
     the validation split, for every per-layer knob the space can switch on, at its settings for
     the space (``Knob.sensitivity_values``: the space's bit-widths, say), with the study's
-    distillation temperature."""
+    distillation temperature. A knob not ``allocated_by_default`` (the student's width per stage)
+    is measured only where the study's ``allocate`` names it; without rows it stays uniform."""
     settings = {
         k.name: k.sensitivity_values(config.space[k.name])
         for k in allocatable_knobs()
-        if k.name in config.space and k.can_switch_on(config.space[k.name])
+        if k.name in config.space
+        and k.can_switch_on(config.space[k.name])
+        and (k.allocated_by_default or k.name in config.allocate)
     }
     return measure_sensitivity(
         teacher,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError
@@ -63,7 +64,17 @@ def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> Sear
         )
     config = SearchConfig.from_json(attrs[CONFIG_ATTR])
     import_plugin_modules(config.plugins)  # the study's own knobs and figures, before its space is read
-    return config
+    return with_goals(config, attrs)
+
+
+def with_goals(config: SearchConfig, attrs: dict) -> SearchConfig:
+    """``config`` with the bounds its relative goals resolved to (once the baseline was measured)
+    among its constraints."""
+    from tradeoff.search.study.goals import GOALS_ATTR
+
+    resolved = attrs.get(GOALS_ATTR) or {}
+    bounds = {n: float(g["bound"]) for n, g in resolved.items() if n in config.goals}
+    return dataclasses.replace(config, constraints={**config.constraints, **bounds}) if bounds else config
 
 
 def open_study(

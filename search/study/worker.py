@@ -202,6 +202,7 @@ def run_worker(
     poll_s: float = 2.0,
     max_repeats: int = MAX_REPEATS,
     constraints: dict[str, float] | None = None,
+    stop_when_met: bool = False,
 ) -> int:
     """Run trials of ``study`` until it has ``budget`` measured plans (None: no study budget),
     this worker has measured ``n_trials``, ``stopper`` asks it to stop, or the sampler proposed
@@ -210,8 +211,11 @@ def run_worker(
     Plans pruned before training (a hard bound broken: ``constraints``) are bounded relative to
     the run (:func:`pruned_limits`); when the run measured no plan but the baseline when it
     gives up, :class:`NothingMeetsBounds` says which bound and the nearest value measured.
+    ``stop_when_met``: stop, asking for no new plan, once the study holds a complete trial that
+    meets every constraint (any worker's; queued bit-width variants are not measured either).
     Returns the number of trials it ran, repeats, pruned plans and queued variants not counted."""
     ran, waiting, repeats, pruned, feasible_plans = 0, False, 0, 0, 0
+    met: optuna.trial.FrozenTrial | None = None
     pruned_all = 0  # plans pruned before training in this run
     broken: list[optuna.trial.FrozenTrial] = []  # pruned before training, or measured infeasible
     in_a_row, in_all = pruned_limits(n_trials if n_trials is not None else budget)
@@ -222,6 +226,9 @@ def run_worker(
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_lost_trials(study, storage)
+            met = met_by(study) if stop_when_met else None
+            if met is not None:
+                break
             mine_done = n_trials is not None and ran >= n_trials  # this process's own number of trials
             complete, running = counts(study) if budget is not None else (0, 0)
             if mine_done or (budget is not None and complete >= budget):
@@ -306,7 +313,27 @@ def run_worker(
                     "(the space is exhausted or the search has converged); widen --space to search on"
                 )
             break
+    if met is not None and on_wait is not None:
+        from tradeoff.search.study.records import plan_words
+
+        what = (
+            "the baseline (no compression)"
+            if met.user_attrs.get(ROLE_ATTR) == "baseline"
+            else plan_words(met)
+        )
+        on_wait(
+            f"stopped: trial #{met.number} ({what}) meets every constraint of the study "
+            "(--stop-when-met); the rest of the budget is not spent"
+        )
     return ran
+
+
+def met_by(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The first complete trial of ``study`` that meets every one of its constraints."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if feasible(t):
+            return t
+    return None
 
 
 SEEDED = ("baseline", "single-technique", "space-filling")  # roles of the plans a study seeds

@@ -17,6 +17,7 @@ return m.values(config.objectives)
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -616,9 +617,25 @@ class Runner:
         times.update({f"measure_{k}": v for k, v in measure_times.items()})
         for name, value in m.to_dict().items():
             trial.set_user_attr(name, value)
+        if set(self.config.goals) - set(self.config.constraints):
+            self._resolve_goals(trial, m.to_dict())
         for name, value in self.config.constraint_values(m.to_dict()).items():
             trial.set_constraint(name, value)
         return m
+
+    def _resolve_goals(self, trial: optuna.Trial, figures: dict) -> None:
+        """The study's relative goals as absolute bounds: from the baseline's figures when this
+        trial is the baseline (stored with the study, beside the forms given), else as another
+        worker stored them; until then a relative goal is not checked."""
+        from tradeoff.search.study.goals import GOALS_ATTR, resolve_all
+
+        resolved = trial.study.user_attrs.get(GOALS_ATTR)
+        if not resolved and trial.user_attrs.get(ROLE_ATTR) == "baseline":
+            resolved = resolve_all(self.config.goals, figures)
+            trial.study.set_user_attr(GOALS_ATTR, resolved)
+        if resolved:
+            bounds = {n: float(g["bound"]) for n, g in resolved.items() if n in self.config.goals}
+            self.config = dataclasses.replace(self.config, constraints={**self.config.constraints, **bounds})
 
     @staticmethod
     def _note_baseline(trial: optuna.Trial, plan: Plan, m: Measurement) -> None:

@@ -96,11 +96,13 @@ def format_front(study: optuna.Study) -> str:
     infeasible = [t for t in complete if not feasible(t)]
     objectives = objectives_of(study)
     trials = front_of(measured(complete, objectives), objectives)  # from the one read above
+    bounds = constraints_line(study)
     if not trials:
         if complete:
             return (
                 f"study {study.study_name!r}: none of its {len(complete)} complete trials meets the "
                 f"study's constraints yet ({_infeasible_summary(infeasible)})"
+                + (f"\n{bounds}" if bounds else "")
             )
         return f"study {study.study_name!r} has no completed trial yet"
     shown = [n for n in FIGURES if any(n in t.user_attrs for t in trials)]  # a figure added later: "-"
@@ -130,6 +132,8 @@ def format_front(study: optuna.Study) -> str:
         + _pruned_summary(study)
         + ("" if base else " (no baseline measured yet)")
     )
+    if bounds:
+        lines.append(bounds)
     if ties:
         n = max(int(t.user_attrs.get("accuracy_images") or 0) for t in trials)
         lines.append(
@@ -137,6 +141,22 @@ def format_front(study: optuna.Study) -> str:
             f"noise of {n} validation images"
         )
     return "\n".join(lines)
+
+
+def constraints_line(study: optuna.Study) -> str | None:
+    """``constraints: --max-size-mb /10 (0.126 MB), --min-accuracy 90.00%``: the study's
+    constraints as given, a relative one with the bound it resolved to; None without any."""
+    from tradeoff.search.study.config import SearchConfig
+    from tradeoff.search.study.goals import constraints_text
+    from tradeoff.search.study.study import with_goals
+
+    text = study.user_attrs.get(CONFIG_ATTR)
+    if not text:
+        return None
+    config = with_goals(SearchConfig.from_json(text), study.user_attrs)
+    if not config.constraints and not config.goals:
+        return None
+    return "constraints: " + constraints_text(config.constraints, config.goals)
 
 
 def _pruned_summary(study: optuna.Study) -> str:

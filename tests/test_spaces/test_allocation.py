@@ -328,5 +328,5 @@ def test_only_a_per_layer_knob_the_space_switches_on_must_list_its_groups(monkey
         check_granularity(granularity, off)  # never switched on: nothing to set layer by layer
     check_granularity("global", on)  # one number, as it may be
     assert not Uniform.allocatable() and KNOBS["prune_ratio"].allocatable()
-    assert not KNOBS["student_width"].allocatable()  # one number at any granularity, not refused
+    assert KNOBS["student_width"].allocatable()  # one width per resolution stage
     check_granularity("allocated", {"student_width": {"low": 0.25, "high": 1.0, "step": 0.25}})

@@ -44,3 +44,30 @@ def test_every_knob_on(name):
         for s in out.skipped
     )
     print(f"{name}: {n_float / n_teacher:.2f} of the parameters; skipped {len(out.skipped)}: {out.skipped}")
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_student_width_per_stage(name):
+    """Each family lists its resolution stages and thins the last one alone; a model whose graph
+    torch-pruning cannot trace whole (channel shuffle) is one clear error, never a wrong student."""
+    from tradeoff.spaces import PlanError
+    from tradeoff.spaces.distillation import student_stages
+
+    torch.manual_seed(0)
+    teacher = torchvision.models.get_model(name, weights=None, num_classes=7).eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    ctx = ApplyContext(example_input=x, num_classes=7)
+    if name == "shufflenet_v2_x1_0":
+        with pytest.raises(PlanError, match="per stage needs torch-pruning's graph of the whole model"):
+            apply_plan(teacher, Plan(student_width={"2x2": 0.5}), ctx)
+        return
+    stages = student_stages(teacher, x, 7)
+    sizes = [int(s.name.split("x")[0]) for s in stages]
+    assert sizes == sorted(sizes, reverse=True) and len(stages) >= 3, [s.name for s in stages]
+    student = apply_plan(teacher, Plan(student_width={stages[-1].name: 0.5}), ctx).model
+    with torch.no_grad():
+        assert student(torch.randn(2, 3, SIZE, SIZE)).shape == (2, 7)
+    first = stages[0].roots[0]
+    assert student.get_submodule(first).weight.shape == teacher.get_submodule(first).weight.shape
+    last = stages[-1].roots[-1]
+    assert student.get_submodule(last).weight.shape[0] < teacher.get_submodule(last).weight.shape[0]

@@ -155,3 +155,40 @@ def test_a_layer_study_searches_one_value_per_group(tmp_path) -> None:
     assert searched, [t.params for t in study.trials]
     params = searched[0].params
     assert "weight_bits[fc]" in params and "prune_ratio[layer4.0.conv1]" in params
+
+
+def test_allocate_student_width_measures_each_stage_and_makes_a_student_per_stage(tmp_path) -> None:
+    """--allocate student_width: the table thins each resolution stage of the teacher alone, an
+    allocated plan gives each stage its own width under the budget, and export rebuilds it."""
+    space = {
+        "student_width": {"choices": [0.5, 1.0]},
+        "prune_ratio": {"low": 0, "high": 0},
+        "rank_ratio": {"low": 1, "high": 1},
+        "weight_bits": {"choices": [32]},
+    }
+    logs: list[str] = []
+    study = _search(tmp_path, "s", 1, logs, space=space, allocate=("student_width",))
+    assert study.user_attrs[SENSITIVITY_ATTR]["groups"] == {"student_width": 4}  # 8x8 4x4 2x2 1x1
+    study.enqueue_trial(
+        {"student_width": 0.5, "prune_ratio": 0.0, "rank_ratio": 1.0, "weight_bits": 32, SHARPNESS: 1.0}
+    )
+    study = _search(tmp_path, "s", 1, logs)
+    trial = next(t for t in study.get_trials() if t.params.get(SHARPNESS) == 1.0)
+    assert trial.state == optuna.trial.TrialState.COMPLETE, logs
+    widths = Plan.from_params(trial.user_attrs[PLAN_ATTR]).student_width
+    assert isinstance(widths, dict) and {"8x8", "4x4", "2x2", "1x1"} <= set(widths), widths
+    assert len({v for g, v in widths.items() if g != "*"}) > 1  # not one width for all
+    assert "student_width={" in trial.user_attrs[PLAN_TEXT_ATTR]
+    record = commands.export(
+        f"sqlite:///{tmp_path / 's.db'}",
+        "s",
+        str(tmp_path / "out"),
+        trial=trial.number,
+        weights=None,
+        constraints={},
+        force=False,
+        artifacts=str(tmp_path / "artifacts"),
+        device="cpu",
+        log=lambda _m: None,
+    )
+    assert record["plan"] == trial.user_attrs[PLAN_ATTR]
