@@ -269,6 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--artifacts", help="the study's artifact store (default: as for search)")
     sen.add_argument("--json", action="store_true", help="print the whole table as JSON")
 
+    pr = sub.add_parser(
+        "profile",
+        help="the space before any fine-tune: figures of its smallest, a middle and its largest plan",
+        description="Build the smallest, a middle and the largest plan of the search space from the model "
+        "with fresh weights (no teacher, no training), deploy them in the study's runtime and print their "
+        "size, parameters, MACs, memory and latency; then a random sample of plans, and the share of it "
+        "that meets each constraint. Exits 2 when no plan of the space can meet a constraint on an exactly "
+        "counted figure. Reads the configuration of --study-name (stored) or of the options given; "
+        "stores nothing. `search` prints the first part when it creates a study.",
+    )
+    pr.add_argument("--storage", help="study database URL of --study-name (default: as for search)")
+    pr.add_argument("--study-name", type=_study_name, help="profile this study's stored configuration")
+    pr.add_argument(
+        "--sample",
+        type=lambda text: 0 if text.strip() == "0" else _whole(text, high=10_000, what="a sample size"),
+        default=12,
+        help="random plans measured for the share meeting each constraint (default: 12)",
+    )
+    _config_args(pr)
+
     d = sub.add_parser(
         "dashboard",
         help="open the study in optuna-dashboard",
@@ -753,6 +773,13 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from tradeoff.search.commands import profile_space
+
+    profile_space(args.storage, args.study_name, _given_config(args), sample=args.sample, log=_log)
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tradeoff.search.commands import dashboard
 
@@ -777,6 +804,7 @@ COMMANDS = {
     "export": cmd_export,
     "verify": cmd_verify,
     "sensitivity": cmd_sensitivity,
+    "profile": cmd_profile,
     "dashboard": cmd_dashboard,
 }
 

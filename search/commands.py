@@ -73,6 +73,48 @@ def _device(device: str | None) -> str:
     return device
 
 
+def shape_bounded(config) -> bool:
+    """Whether ``config`` bounds a figure the untrained network shows (size, MACs, latency, ...)."""
+    from tradeoff.search.trial.figures import by_constraint
+
+    known = by_constraint()
+    return any(not known[n].needs_training for n in (*config.constraints, *config.goals))
+
+
+def check_space(config, task, *, sample: int = 0, log: Log) -> list:
+    """Profile the space of ``config`` on ``task`` (search.study.profile) and print it; UsageError
+    when a constraint is out of every plan's reach. Returns the profiled plans."""
+    from tradeoff.search.study.profile import profile, profile_text, unreachable
+
+    t = time.perf_counter()
+    profiled = profile(config, task, sample=sample, log=log)
+    log(profile_text(config, profiled) + f"\n  ({time.perf_counter() - t:.1f} s)")
+    line = unreachable(config, profiled)
+    if line:
+        raise UsageError(line)
+    return profiled
+
+
+def profile_space(
+    url: str | None, study_name: str | None, given: Mapping[str, Any], *, sample: int, log: Log
+):
+    """`tradeoff profile`: the profile of a stored study's space (``study_name``) or of the
+    configuration ``given``; nothing is stored."""
+    from tradeoff.search.study.config import SearchConfig
+    from tradeoff.search.task.tasks import task_for
+
+    if study_name is not None:
+        if given:
+            raise UsageError("--study-name profiles the study's stored configuration: give no search options")
+        _, config = load_study(url, study_name)
+    else:
+        try:
+            config = SearchConfig(**given).validated()
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"bad search configuration: {e}") from None
+    return check_space(config, task_for(config, log=log), sample=sample, log=log)
+
+
 def run_trials(
     mode: str,
     *,
@@ -142,6 +184,8 @@ def run_trials(
     def prepare(cfg) -> None:  # data and model checked before a new study is stored
         can_stop(cfg)
         tasks.append(task_for(cfg, log=log))
+        if shape_bounded(cfg):  # a bound no plan can meet is said before the study is stored
+            check_space(cfg, tasks[-1], log=log)
 
     study, config, created = open_study(
         storage,

@@ -15,7 +15,14 @@ import pytest
 from conftest import QUICKER, dashboard_server, run_tradeoff
 
 from tradeoff.search.cli import main
-from tradeoff.search.study.records import broken_constraints, constraints_of, feasible
+from tradeoff.search.study.goals import GOALS_ATTR
+from tradeoff.search.study.records import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    broken_constraints,
+    constraints_of,
+    feasible,
+)
 from tradeoff.search.study.worker import budgeted
 from tradeoff.search.views.cost import constraint_values
 from tradeoff.storage import open_storage
@@ -216,10 +223,10 @@ def test_relative_goals_resolve_once_the_baseline_is_measured(tmp_path):
     r = run_tradeoff("search", "--n-trials", "4", *flags, *QUICKER, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     study = load(tmp_path)
-    config = json.loads(study.user_attrs["config"])
+    config = json.loads(study.user_attrs[CONFIG_ATTR])
     assert config["goals"] == {"max_size_mb": "/2", "min_accuracy": "drop 50"} and config["constraints"] == {}
-    baseline = study.user_attrs["baseline"]
-    goals = study.user_attrs["goals"]
+    baseline = study.user_attrs[BASELINE_ATTR]
+    goals = study.user_attrs[GOALS_ATTR]
     assert goals["max_size_mb"]["bound"] == pytest.approx(baseline["size_bytes"] / 1e6 / 2)
     assert goals["min_accuracy"]["bound"] == pytest.approx(baseline["accuracy"] - 0.5)
     bounds = {n: g["bound"] for n, g in goals.items()}

@@ -24,14 +24,24 @@ def _copy(finished_study, tmp_path):
 
 def test_a_bound_no_plan_meets_ends_the_search_with_the_nearest_value(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    # every plan structural (no quantization), so each is checked, and broken, before training
-    args = ["search", "--n-trials", "2", *QUICKER, "--space", "weight_bits=32", "--max-size-mb", "0.000001"]
+    # every plan structural (no quantization), so each is checked, and broken, before training; a
+    # latency bound (a size bound the smallest plan breaks is refused before the study is made)
+    args = [
+        "search",
+        "--n-trials",
+        "2",
+        *QUICKER,
+        "--space",
+        "weight_bits=32",
+        "--max-latency-ms",
+        "0.000001",
+    ]
     t = time.monotonic()
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("tradeoff: error: no plan meets the bounds: ")
-    assert "--max-size-mb 1e-06 (the smallest size measured: " in err[-1]
+    assert "--max-latency-ms 1e-06 (the smallest latency measured: " in err[-1]
     study = optuna.load_study(study_name="tradeoff", storage="sqlite:///tradeoff.db")
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert 0 < len(pruned) <= 10, "a run of 2 plans gives up after at most 10 pruned plans in a row"

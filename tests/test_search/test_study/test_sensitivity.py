@@ -161,7 +161,7 @@ def test_allocate_student_width_measures_each_stage_and_makes_a_student_per_stag
     """--allocate student_width: the table thins each resolution stage of the teacher alone, an
     allocated plan gives each stage its own width under the budget, and export rebuilds it."""
     space = {
-        "student_width": {"choices": [0.5, 1.0]},
+        "student_width": {"choices": [0.25, 0.5, 0.75, 1.0]},
         "prune_ratio": {"low": 0, "high": 0},
         "rank_ratio": {"low": 1, "high": 1},
         "weight_bits": {"choices": [32]},
@@ -172,7 +172,8 @@ def test_allocate_student_width_measures_each_stage_and_makes_a_student_per_stag
     study.enqueue_trial(
         {"student_width": 0.5, "prune_ratio": 0.0, "rank_ratio": 1.0, "weight_bits": 32, SHARPNESS: 1.0}
     )
-    study = _search(tmp_path, "s", 1, logs)
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))  # the start design's first
+    study = _search(tmp_path, "s", waiting, logs, space=space, allocate=("student_width",))
     trial = next(t for t in study.get_trials() if t.params.get(SHARPNESS) == 1.0)
     assert trial.state == optuna.trial.TrialState.COMPLETE, logs
     widths = Plan.from_params(trial.user_attrs[PLAN_ATTR]).student_width
