@@ -174,11 +174,22 @@ def cli():
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory):
     """A small finished study on a real SQLite file: 8 trials of tiny_resnet on digits (the
-    baseline, the four single-technique plans and three TPE plans). Read-only for tests."""
-    path = tmp_path_factory.mktemp("finished-study")
-    # --sampler tpe: the baseline and the four single-technique plans first (the report marks them)
-    r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path)
-    assert r.returncode == 0, r.stderr
+    baseline, the four single-technique plans and three TPE plans). Read-only for tests; made
+    once for all the parallel test processes (under a file lock)."""
+    from filelock import FileLock
+
+    if WORKERS == 1:
+        path = tmp_path_factory.mktemp("finished-study")
+    else:
+        path = tmp_path_factory.getbasetemp().parent / "finished-study"
+    done = path / "made"
+    with FileLock(str(path) + ".lock"):
+        if not done.exists():
+            path.mkdir(exist_ok=True)
+            # --sampler tpe: the baseline and the four single-technique plans first (the report marks them)
+            r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path)
+            assert r.returncode == 0, r.stderr
+            done.touch()
     return path
 
 
