@@ -154,6 +154,7 @@ def run_trials(
     from tradeoff.search.task.teacher import cache_dir, ensure_teacher
     from tradeoff.search.trial.kept import KeptModels
     from tradeoff.search.trial.runner import Runner
+    from tradeoff.search.views.notes import write_notes
     from tradeoff.search.views.report import progress_line
     from tradeoff.spaces import structure_key
     from tradeoff.storage import open_artifact_store, open_storage, redact
@@ -233,6 +234,7 @@ def run_trials(
         # a repeated plan, a pruned one and a queued bit-width variant are not counted
         done += budgeted(trial)
         log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
+        write_notes(study, trial, log=log)
         with contextlib.suppress(Exception):  # tidying is best effort: the next trial tidies again
             tidy()
 

@@ -33,6 +33,8 @@ def _isolated_cache(tmp_path_factory):
         path = tmp_path_factory.mktemp("tradeoff-cache")
     old = os.environ.get("TRADEOFF_CACHE")
     os.environ["TRADEOFF_CACHE"] = str(path)
+    # no dashboard notes but where a test asks (run_tradeoff's `notes`): they cost a second a command
+    os.environ["TRADEOFF_DASHBOARD_NOTES"] = "0"
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
     torch.set_flush_denormal(True)
     with contextlib.ExitStack() as stack:
@@ -152,9 +154,11 @@ QUICKER = [
 ]
 
 
-def run_tradeoff(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real `tradeoff` command in a subprocess, with the session's teacher cache."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def run_tradeoff(*args: str, cwd, timeout: float = 300, notes: bool = False) -> subprocess.CompletedProcess:
+    """The real `tradeoff` command in a subprocess, with the session's teacher cache; the
+    dashboard's notes are written only where ``notes`` (importing optuna-dashboard costs every
+    command about a second; tests/test_dashboard.py reads them from the finished study)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRADEOFF_DASHBOARD_NOTES="1" if notes else "0")
     env.pop("TRADEOFF_STORAGE", None)
     return subprocess.run(
         [sys.executable, "-m", "tradeoff.search.cli", *args],
@@ -187,7 +191,7 @@ def finished_study(tmp_path_factory):
         if not done.exists():
             path.mkdir(exist_ok=True)
             # --sampler tpe: the baseline and the four single-technique plans first (the report marks them)
-            r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path)
+            r = run_tradeoff("search", "--n-trials", "8", *QUICK, cwd=path, notes=True)
             assert r.returncode == 0, r.stderr
             done.touch()
     return path

@@ -184,3 +184,54 @@ def test_dashboard_on_a_taken_port_is_one_line(cli, tmp_path):
         r = cli("dashboard", "--port", str(s.getsockname()[1]), cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "cannot listen on 127.0.0.1" in r.stderr
     assert r.stderr.strip().count("\n") == 0
+
+
+def test_the_dashboard_shows_the_notes_the_front_figure_and_the_kept_models(dashboard, finished_study):
+    """What tradeoff knows, in the real optuna-dashboard: the study's note, a trial's note with its
+    plan in words and its figures, the front saved as a figure, and the trial's kept model as a
+    download. Screenshots: test-artifacts/dashboard-front.png and dashboard-trial.png."""
+    _chromium_or_skip()
+    import optuna
+    from playwright.sync_api import sync_playwright
+
+    from tradeoff.search.study.records import KEPT_ATTR, plan_words
+    from tradeoff.search.trial.kept import read_bytes
+    from tradeoff.search.views.report import front
+    from tradeoff.storage import open_artifact_store
+
+    study = optuna.load_study(study_name="tradeoff", storage=f"sqlite:///{finished_study / 'tradeoff.db'}")
+    store = open_artifact_store(str(finished_study / "tradeoff-artifacts"))
+    kept = next(t for t in front(study) if KEPT_ATTR in t.user_attrs)  # the front's models are kept
+    model_bytes = read_bytes(store, kept.user_attrs[KEPT_ATTR]["artifact_id"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{dashboard}/dashboard/studies/1/note")
+            page.get_by_text("Reading the figures").wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert "Study tradeoff" in body and "Teacher: trained by tradeoff" in body
+            assert "Objectives: accuracy, size_bytes, latency_ms" in body and "Constraints: none" in body
+
+            page.goto(f"{dashboard}/dashboard/studies/1")
+            figure = page.locator(".js-plotly-plot", has=page.get_by_text("front in real units", exact=False))
+            figure.first.wait_for(timeout=30_000)
+            figure.first.screenshot(path=str(ARTIFACTS / "dashboard-front.png"))
+
+            page.goto(f"{dashboard}/dashboard/studies/1/trials?numbers={kept.number}")
+            page.get_by_text(f"Trial {kept.number}: ", exact=False).first.wait_for(timeout=30_000)
+            body = page.inner_text("body")
+            assert plan_words(kept) in body and "validation accuracy (%)" in body
+            assert f"tradeoff export --study-name tradeoff --trial {kept.number}" in body
+            page.get_by_text("model.onnx", exact=True).first.wait_for(timeout=30_000)
+            with page.expect_download(timeout=30_000) as download:
+                page.locator("a[download]").first.click()
+            with open(download.value.path(), "rb") as f:
+                assert f.read() == model_bytes
+            page.get_by_text(f"Trial {kept.number}: ", exact=False).first.scroll_into_view_if_needed()
+            page.evaluate("window.scrollTo(0, window.scrollY)")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-trial.png"))
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "dashboard-front.png").stat().st_size > 10_000

@@ -23,7 +23,9 @@ from typing import Any
 
 from tradeoff.search.errors import UsageError
 
-GOALS_ATTR = "tradeoff:goals"  # study attribute: {constraint: {"given": form, "bound": value, "baseline": value}}
+GOALS_ATTR = (
+    "tradeoff:goals"  # study attribute: {constraint: {"given": form, "bound": value, "baseline": value}}
+)
 DROP = "drop "  # the stored form of --max-accuracy-drop: "drop 1" (points)
 
 

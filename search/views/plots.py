@@ -126,6 +126,41 @@ def figure(study: optuna.Study):
     return fig
 
 
+def front_panel(study: optuna.Study):
+    """One Plotly panel for a narrow card (the dashboard's): accuracy against the study's first
+    other objective in real units (log axes where the figure's are), the front, the single
+    techniques and the baseline marked, each point's plan in its hover text; no fixed width."""
+    import plotly.graph_objects as go
+
+    objectives, groups, front_trials = _groups(study)
+    y = "accuracy" if "accuracy" in objectives else objectives[-1]
+    x = next((o for o in objectives if o != y), y)
+    fig = go.Figure()
+    for label, style, trials in groups:
+        if trials:
+            fig.add_trace(
+                go.Scatter(
+                    x=[_axis(x, t) for t in trials],
+                    y=[_axis(y, t) for t in trials],
+                    mode="markers",
+                    marker=style,
+                    name=label,
+                    text=[f"#{t.number}: {plan_words(t)}" for t in trials],
+                    hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
+                )
+            )
+    fig.update_xaxes(type="log" if FIGURES[x].log_axis else "linear", title_text=_label(x))
+    fig.update_yaxes(type="log" if FIGURES[y].log_axis else "linear", title_text=_label(y))
+    n = sum(len(g[2]) for g in groups[:3])
+    fig.update_layout(
+        title=f"front in real units: {len(front_trials)} Pareto-optimal of {n} measured trials",
+        height=480,
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.2),
+    )
+    return fig
+
+
 def write_png(study: optuna.Study, path: str) -> None:
     """The main plot (accuracy against size, or the first two figures) as a PNG, with
     matplotlib (Plotly's PNG export needs a browser; this must work on a bare server)."""
