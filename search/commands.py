@@ -154,7 +154,7 @@ def run_trials(
     from tradeoff.search.task.teacher import cache_dir, ensure_teacher
     from tradeoff.search.trial.kept import KeptModels
     from tradeoff.search.trial.runner import Runner
-    from tradeoff.search.views.notes import write_notes
+    from tradeoff.search.views.notes import save_sensitivity, write_notes
     from tradeoff.search.views.report import progress_line
     from tradeoff.spaces import structure_key
     from tradeoff.storage import open_artifact_store, open_storage, redact
@@ -219,6 +219,7 @@ def run_trials(
         if threads:
             torch.set_num_threads(threads)
         table = ensure_sensitivity(study, storage, config, task, teacher, store, log=log)
+        save_sensitivity(study, table)
     runner = Runner(config, task, teacher, device=device, kept=kept_models, table=table)
 
     def tidy() -> dict[str, int]:

@@ -218,6 +218,11 @@ def test_the_dashboard_shows_the_notes_the_front_figure_and_the_kept_models(dash
             figure = page.locator(".js-plotly-plot", has=page.get_by_text("front in real units", exact=False))
             figure.first.wait_for(timeout=30_000)
             figure.first.screenshot(path=str(ARTIFACTS / "dashboard-front.png"))
+            # the hypervolume over trials and the sensitivity table's heat maps beside it
+            for title in ("hypervolume of the front over trials", "Sensitivity of each layer group alone"):
+                page.locator(".js-plotly-plot", has=page.get_by_text(title, exact=False)).first.wait_for(
+                    timeout=30_000
+                )
 
             page.goto(f"{dashboard}/dashboard/studies/1/trials?numbers={kept.number}")
             page.get_by_text(f"Trial {kept.number}: ", exact=False).first.wait_for(timeout=30_000)

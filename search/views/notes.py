@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,10 @@ from tradeoff.search.study.records import (
 from tradeoff.search.trial.figures import FIGURES
 
 ENV_NOTES = "TRADEOFF_DASHBOARD_NOTES"  # "0": write none (importing optuna-dashboard costs ~1 s a run)
-FRONT_FIGURE = "tradeoff-front"  # the saved Plotly figure's id: rewritten, not added, as the front moves
+FRONT_FIGURE = "tradeoff-front"  # the saved Plotly figures' ids: rewritten, not added, as the study moves
+HYPERVOLUME_FIGURE = "tradeoff-hypervolume"
+SENSITIVITY_FIGURE = "tradeoff-sensitivity"
+HYPERVOLUME_TRIALS = 300  # the history is drawn up to this many complete trials (its cost grows with them)
 
 
 def _interval(values: Any, text) -> str:
@@ -150,6 +154,51 @@ def front_figure(study: optuna.Study):
     return front_panel(study)
 
 
+def hypervolume_figure(study: optuna.Study):
+    """Optuna's hypervolume history of a multi-objective study, against a fixed reference point:
+    accuracy 0 and every other figure 1.1 times the largest measured (or the baseline's); None
+    for one objective, before two complete trials, or past ``HYPERVOLUME_TRIALS``."""
+    from tradeoff.search.views.report import objectives_of
+
+    objectives = objectives_of(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(study.directions) < 2 or not 2 <= len(complete) <= HYPERVOLUME_TRIALS:
+        return None
+    if len(objectives) != len(study.directions):
+        return None
+    reference = []
+    for name, direction in zip(objectives, study.directions):
+        values = [float(v) for t in complete if t.values for v in [t.values[objectives.index(name)]]]
+        if direction == optuna.study.StudyDirection.MAXIMIZE:
+            reference.append(0.0 if FIGURES[name].unit == "fraction" else 0.9 * min(values))
+        else:
+            reference.append(1.1 * max(values))
+    with warnings.catch_warnings():  # experimental since Optuna 3.3, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fig = optuna.visualization.plot_hypervolume_history(study, reference)
+    fig.update_layout(
+        title="hypervolume of the front over trials (reference: "
+        + ", ".join(f"{n} {FIGURES[n].text(r)}" for n, r in zip(objectives, reference))
+        + ")"
+    )
+    return fig
+
+
+def save_sensitivity(study: optuna.Study, table) -> None:
+    """The study's sensitivity table as heat maps (``views.plots.sensitivity_figure``), saved
+    for the dashboard once it is measured; best effort, as the notes."""
+    if os.environ.get(ENV_NOTES, "1").strip() == "0":
+        return
+    with contextlib.suppress(Exception):
+        from optuna_dashboard import save_plotly_graph_object
+
+        from tradeoff.search.views.plots import sensitivity_figure
+
+        figure = sensitivity_figure(table)
+        if figure is not None:
+            save_plotly_graph_object(study, figure, graph_object_id=SENSITIVITY_FIGURE)
+
+
 def write_notes(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, *, log=None) -> bool:
     """Write ``trial``'s note, the study's note and the front figure; False (and one line to
     ``log``) when the dashboard's package or the storage refused, or ``$TRADEOFF_DASHBOARD_NOTES``
@@ -164,6 +213,9 @@ def write_notes(study: optuna.Study, trial: optuna.trial.FrozenTrial | None, *, 
         save_note(study, study_note(study))
         with contextlib.suppress(ValueError):  # no complete trial yet: no front to draw
             save_plotly_graph_object(study, front_figure(study), graph_object_id=FRONT_FIGURE)
+        history = hypervolume_figure(study)
+        if history is not None:
+            save_plotly_graph_object(study, history, graph_object_id=HYPERVOLUME_FIGURE)
         return True
     except Exception as e:  # noqa: BLE001 - notes are a view: a trial never fails for one
         if log is not None:
