@@ -51,7 +51,7 @@ from tradeoff.spaces._base import (
     skip_note,
     value_for,
 )
-from tradeoff.spaces.pruning import channel_groups, classifier_layers, prune_channels_, tp_prune_, unprunable
+from tradeoff.spaces.pruning import channel_groups, check_channels_left, magnitude_probe_, prune_channels_
 
 
 def reinitialise_(model: nn.Module) -> nn.Module:
@@ -242,20 +242,14 @@ class StudentWidth(Knob):
 
     def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
         stages = ctx.cache.get("stages") or student_stages(model, ctx.example_input, ctx.num_classes)
-        ratios = stage_ratios(stages, {**dict(values), "*": 1.0}, self.name)
-        importance = tp.importance.GroupMagnitudeImportance(p=2)  # the teacher's weights are kept
-        ignored = classifier_layers(model, ctx.num_classes) + unprunable(model)
-        tp_prune_(model, ctx.example_input[:1], ratios, importance, ignored)
-        return model
+        return magnitude_probe_(model, stage_ratios(stages, {**dict(values), "*": 1.0}, self.name), ctx)
 
     @contextlib.contextmanager
     def probed(
         self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
     ) -> Iterator[tuple[nn.Module, float]]:
         thinned = self.probe_(copy.deepcopy(model), {group.name: value}, ctx)
-        for name, m in thinned.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
-                raise PlanError(f"at width {value:g} layer {name} keeps no channel")
+        check_channels_left(thinned, f"width {value:g}")
         # channels round to multiples of 8: the width the stage's channels really kept
         stages = ctx.cache.get("stages") or student_stages(model, ctx.example_input, ctx.num_classes)
         roots = next(s for s in stages if s.name == group.name).roots

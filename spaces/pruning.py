@@ -248,6 +248,22 @@ def _ratio_text(ratio) -> str:
     return f"{ratio:g}"
 
 
+def magnitude_probe_(model: nn.Module, ratios: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
+    """``model`` with the channels of least L2 norm of each named group removed at its ratio, the
+    trained weights kept (the sensitivity pass's probes of pruning and of the student's stages)."""
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    ignored = classifier_layers(model, ctx.num_classes) + unprunable(model)
+    tp_prune_(model, ctx.example_input[:1], ratios, importance, ignored)
+    return model
+
+
+def check_channels_left(model: nn.Module, setting: str) -> None:
+    """PlanError naming the first conv/linear layer of ``model`` left with no channel."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
+            raise PlanError(f"at {setting} layer {name} keeps no channel")
+
+
 def prunable_weights(model: nn.Module, num_classes: int) -> list[tuple[str, nn.Module]]:
     keep = {id(m) for m in classifier_layers(model, num_classes)}
     return [
@@ -345,19 +361,14 @@ class PruneRatio(Knob):
         return [LayerGroup(root, tuple(layers), params) for root, layers, params in groups], []
 
     def probe_(self, model: nn.Module, values: Mapping[str, float], ctx: ProbeContext) -> nn.Module:
-        importance = tp.importance.GroupMagnitudeImportance(p=2)
-        ignored = classifier_layers(model, ctx.num_classes) + unprunable(model)
-        tp_prune_(model, ctx.example_input[:1], dict(values), importance, ignored)
-        return model
+        return magnitude_probe_(model, dict(values), ctx)
 
     @contextlib.contextmanager
     def probed(
         self, model: nn.Module, group: LayerGroup, value: float, ctx: ProbeContext
     ) -> Iterator[tuple[nn.Module, float]]:
         pruned = self.probe_(copy.deepcopy(model), {group.name: value}, ctx)
-        for name, m in pruned.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and 0 in m.weight.shape:
-                raise PlanError(f"at {value:g} layer {name} keeps no channel")
+        check_channels_left(pruned, f"{value:g}")
         # channels round to multiples of 8: the fraction the root layer actually lost
         before = model.get_submodule(group.name).weight.shape[0]
         yield pruned, round(1 - pruned.get_submodule(group.name).weight.shape[0] / before, 4)

@@ -55,6 +55,24 @@ def _groups(study: optuna.Study):
     return objectives, groups, front_trials
 
 
+def _scatter(x: str, y: str, label: str, style: dict, trials, *, showlegend: bool = True):
+    """One kind of point (``_groups``) of figure ``y`` against ``x``, each trial's plan in its
+    hover text."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=[_axis(x, t) for t in trials],
+        y=[_axis(y, t) for t in trials],
+        mode="markers",
+        marker=style,
+        name=label,
+        legendgroup=label,
+        showlegend=showlegend,
+        text=[f"#{t.number}: {plan_words(t)}" for t in trials],
+        hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
+    )
+
+
 def figure(study: optuna.Study):
     """Plotly figure: every pair of the study's figures, then a table of the front."""
     import itertools
@@ -80,23 +98,8 @@ def figure(study: optuna.Study):
     for i, (x, y) in enumerate(pairs):
         r, c = divmod(i, cols)
         for label, style, trials in groups:
-            if not trials:
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[_axis(x, t) for t in trials],
-                    y=[_axis(y, t) for t in trials],
-                    mode="markers",
-                    marker=style,
-                    name=label,
-                    legendgroup=label,
-                    showlegend=(i == 0),
-                    text=[f"#{t.number}: {plan_words(t)}" for t in trials],
-                    hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
-                ),
-                row=r + 1,
-                col=c + 1,
-            )
+            if trials:
+                fig.add_trace(_scatter(x, y, label, style, trials, showlegend=(i == 0)), row=r + 1, col=c + 1)
         for axis, name in (("x", x), ("y", y)):
             kind = "log" if FIGURES[name].log_axis else "linear"
             getattr(fig, f"update_{axis}axes")(type=kind, title_text=_label(name), row=r + 1, col=c + 1)
@@ -138,17 +141,7 @@ def front_panel(study: optuna.Study):
     fig = go.Figure()
     for label, style, trials in groups:
         if trials:
-            fig.add_trace(
-                go.Scatter(
-                    x=[_axis(x, t) for t in trials],
-                    y=[_axis(y, t) for t in trials],
-                    mode="markers",
-                    marker=style,
-                    name=label,
-                    text=[f"#{t.number}: {plan_words(t)}" for t in trials],
-                    hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}<extra>" + label + "</extra>",
-                )
-            )
+            fig.add_trace(_scatter(x, y, label, style, trials))
     fig.update_xaxes(type="log" if FIGURES[x].log_axis else "linear", title_text=_label(x))
     fig.update_yaxes(type="log" if FIGURES[y].log_axis else "linear", title_text=_label(y))
     n = sum(len(g[2]) for g in groups[:3])
