@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY search ./search
 COPY spaces ./spaces
 COPY storage ./storage
-RUN pip install --no-cache-dir .
+# [s3]: the artifact store on S3-compatible storage (deploy/kubernetes/)
+RUN pip install --no-cache-dir '.[s3]'
 ENV TRADEOFF_ARTIFACTS=/artifacts TRADEOFF_CACHE=/cache
 ENTRYPOINT []

@@ -264,6 +264,19 @@ def designed(sampler: str, probes: bool = True, fill: int = 0):
     return make
 
 
+def history_capped(cap: int):
+    """`tradeoff` (``auto``) with its TPE reading only the front and the last ``cap`` finished
+    trials (``CappedTPESampler``): the default caps at 1,000, which no replayed budget reaches, so
+    a small cap shows what the cap costs once it applies."""
+
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        sampler, plans = product("auto")(space, seed, budget, granularity)
+        sampler.cap = cap
+        return sampler, plans
+
+    return make
+
+
 def plain(sampler_fn):
     return lambda space, seed, budget, granularity="global": (sampler_fn(seed), [])
 
@@ -280,6 +293,8 @@ CANDIDATES = {
     "gp: base + 9 lhs (--sampler gp)": (product("gp"), False),
     "nsga2 (--sampler nsga2)": (product("nsga2"), True),
     "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
+    "tradeoff (history cap 40)": (history_capped(40), False),
+    "tradeoff (history cap 80)": (history_capped(80), False),
 }
 QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 # Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40

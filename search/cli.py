@@ -103,7 +103,7 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         help=f"study database URL (default: ${ENV_URL}, else {DEFAULT_URL} in the working directory); "
-        "e.g. postgresql+psycopg://user@host:5432/db",
+        "e.g. postgresql+psycopg://user@host:5432/db, or grpc://host:13000 for a `tradeoff proxy`",
     )
     p.add_argument(
         "--study-name",
@@ -311,6 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the page delete and rename studies, edit notes, tell or skip trials and upload or "
         "delete artifacts (default: refused; anyone who reaches the port could destroy the study)",
+    )
+    px = sub.add_parser(
+        "proxy",
+        help="serve the study database to many workers (Optuna's gRPC storage proxy)",
+        description="Serve the study database to workers whose --storage is grpc://HOST:PORT: Optuna's gRPC "
+        "storage proxy, with tradeoff's study lock and heartbeats beside it, so budgets stay exact and a "
+        "lost worker's trial is retried. One proxy holds the database connections of the whole fleet. "
+        "No authentication and no TLS: keep the port inside a private network (a cluster's Service).",
+    )
+    px.add_argument(
+        "--storage",
+        help=f"study database URL to serve (default: ${ENV_URL}, else {DEFAULT_URL} in the working "
+        "directory)",
+    )
+    px.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 in a container)"
+    )
+    px.add_argument("--port", type=_port, default=13000, help="port, 1 to 65535 (default: 13000)")
+    px.add_argument(
+        "--threads",
+        type=lambda text: _whole(text, high=100_000, what="a thread count"),
+        default=256,
+        help="calls served at once; a worker waiting for the study lock holds one, so give more than "
+        "the workers (default: 256)",
+    )
+    px.add_argument(
+        "--allow-delete",
+        action="store_true",
+        help="let clients delete studies through the proxy (default: refused)",
     )
     return parser
 
@@ -794,6 +823,20 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from tradeoff.search.commands import proxy
+
+    proxy(
+        args.storage,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        allow_delete=args.allow_delete,
+        log=_log,
+    )
+    return 0
+
+
 COMMANDS = {
     "search": cmd_search,
     "create": cmd_create,
@@ -806,6 +849,7 @@ COMMANDS = {
     "sensitivity": cmd_sensitivity,
     "profile": cmd_profile,
     "dashboard": cmd_dashboard,
+    "proxy": cmd_proxy,
 }
 
 

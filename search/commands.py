@@ -467,10 +467,22 @@ def sensitivity(url: str | None, study_name: str, *, artifacts: str | None, as_j
     return table.to_json() if as_json else table_text(table)
 
 
+def free_port(host: str, port: int) -> None:
+    """UsageError naming ``host:port`` when a server could not listen there (taken, or not an
+    address of this machine): said before the server starts."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+
+
 def dashboard(
     url: str | None, *, artifacts: str | None, host: str, port: int, allow_writes: bool = False, log: Log
 ) -> None:
-    import socket
 
     from tradeoff.search.views.dashboard import exposure_warning, serve
     from tradeoff.storage import open_artifact_store, open_storage, redact
@@ -478,15 +490,38 @@ def dashboard(
     url = storage_url(url)
     storage = open_storage(url, heartbeat_interval=None)
     store = open_artifact_store(artifacts)
-    with socket.socket() as probe:  # a clear error for a taken port, before the server starts
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+    free_port(host, port)
     warning = exposure_warning(host, allow_writes=allow_writes)
     if warning:
         log(warning)
     mode = "read-write (--allow-writes)" if allow_writes else "read-only"
     log(f"optuna-dashboard on http://{host}:{port}/dashboard/ for {redact(url)}, {mode} (Ctrl-C stops it)")
     serve(storage, host=host, port=port, artifact_store=store, allow_writes=allow_writes)
+
+
+def proxy(
+    url: str | None, *, host: str, port: int, threads: int = 256, allow_delete: bool = False, log: Log
+) -> None:
+    """Serve the study database behind ``url`` as a gRPC proxy until interrupted."""
+    from tradeoff.search.views.dashboard import loopback
+    from tradeoff.storage import redact
+    from tradeoff.storage.proxy import make_server
+
+    url = storage_url(url)
+    free_port(host, port)
+    server = make_server(url, host, port, threads=threads, allow_delete=allow_delete)
+    if not loopback(host):
+        log(
+            f"warning: --host {host} serves the study database without authentication or TLS to every "
+            "machine that reaches this one: anyone there can read and change its trials; keep the port "
+            "inside a private network"
+        )
+    server.start()
+    log(
+        f"study proxy on grpc://{host}:{port} for {redact(url)}; workers use --storage grpc://HOST:{port} "
+        "(Ctrl-C stops it)"
+    )
+    try:
+        server.wait_for_termination()
+    finally:
+        server.stop(grace=2)

@@ -128,7 +128,9 @@ def _check(url: str) -> sqlalchemy.URL:
             )
     if backend not in _SUPPORTED:
         raise StorageError(
-            f"unsupported storage backend {backend!r} in {redact(url)!r}; use one of " + ", ".join(_SUPPORTED)
+            f"unsupported storage backend {backend!r} in {redact(url)!r}; use one of "
+            + ", ".join(_SUPPORTED)
+            + ", or grpc://host:port for a `tradeoff proxy`"
         )
     if backend == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 ships with tradeoff; psycopg2 (SQLAlchemy's default driver) may not be there.
@@ -143,6 +145,7 @@ _RETRIED = (
     "set_trial_param", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
     "set_trial_user_attr", "set_trial_system_attr", "get_trial_id_from_study_id_trial_number",
     "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    "heartbeat_ages",
     # what Optuna's _CachedStorage calls on its backend directly (a restart hit study.ask() here)
     "_get_trials", "_create_new_trial", "_set_trial_param", "_get_best_trial_id",
 )  # fmt: skip
@@ -251,6 +254,28 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         locals()[_name] = _with_retry(_name)
     del _name
 
+    def heartbeat_ages(self, study_id: int) -> dict[int, float]:
+        """{trial id: seconds since its last heartbeat, by the database's clock} of the study's
+        running trials that have one (Optuna's ``_get_stale_trial_ids`` compares the same ages
+        with this storage's grace period; a worker behind the proxy compares them with its own)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.trial import TrialState
+
+        with _create_scoped_session(self.scoped_session) as session:
+            now = session.execute(sqlalchemy.func.now()).scalar()
+            rows = (
+                session.query(models.TrialModel.trial_id, models.TrialHeartbeatModel.heartbeat)
+                .join(
+                    models.TrialHeartbeatModel,
+                    models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
+                )
+                .filter(models.TrialModel.study_id == study_id, models.TrialModel.state == TrialState.RUNNING)
+                .all()
+            )
+        now = now.replace(tzinfo=None)
+        return {int(trial_id): (now - beat).total_seconds() for trial_id, beat in rows}
+
     def lock(self, study_name: str) -> contextlib.AbstractContextManager[None]:
         """The study's lock (see :mod:`tradeoff.storage.lock`): exclusive across processes and
         hosts while the ``with`` body runs."""
@@ -263,15 +288,29 @@ def open_storage(
     heartbeat_interval: int | None = 60,
     grace_period: int | None = None,
     connect_timeout_s: int = 10,
-) -> optuna.storages.RDBStorage:
+    pool_size: int = 1,
+):
     """Open the study database behind ``url`` (see :func:`resolve_url`).
 
     Heartbeats are on by default, so a trial whose worker vanished is marked failed (and
     retried once through Optuna's ``RetryFailedTrialCallback``) after ``grace_period`` seconds
     (default: 2 heartbeat intervals). The pool holds one connection per worker process and
-    pings it before use, so a database restart costs a reconnect, not the worker.
+    pings it before use, so a database restart costs a reconnect, not the worker (the proxy,
+    which serves many workers, asks for a larger ``pool_size``).
+
+    ``grpc://host:port`` is a study database served by ``tradeoff proxy``
+    (:class:`tradeoff.storage.proxy.ProxyStorage`: the same lock, heartbeats and retries).
     """
     url = resolve_url(url)
+    if url.split("://", 1)[0].lower() == "grpc":
+        from tradeoff.storage.proxy import ProxyStorage
+
+        try:
+            proxy = ProxyStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        except ImportError:
+            raise StorageError(f"the proxy URL {redact(url)} needs gRPC: pip install grpcio") from None
+        proxy.check(timeout_s=connect_timeout_s)
+        return proxy
     parsed = _check(url)
     backend = parsed.get_backend_name()
     engine_kwargs: dict = {"pool_pre_ping": True}
@@ -286,7 +325,9 @@ def open_storage(
                 )
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs.update(pool_size=1, max_overflow=2, pool_recycle=3600)
+        engine_kwargs.update(
+            pool_size=pool_size, max_overflow=max(2, pool_size), pool_recycle=3600, pool_timeout=120
+        )
         engine_kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
     callback = None
     if heartbeat_interval:

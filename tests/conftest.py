@@ -112,6 +112,50 @@ def sqlite_url(tmp_path):
 
 
 @pytest.fixture
+def proxy_url(pg_url, tmp_path):
+    """``tradeoff proxy`` (a real process) serving a fresh PostgreSQL database: its grpc:// URL.
+    The database's own URL is the fixture's ``.database`` attribute on the returned string."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "proxy.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff.search.cli", "proxy", "--storage", pg_url, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = ProxyURL(f"grpc://127.0.0.1:{port}")
+    url.database, url.process = pg_url, proc
+    from tradeoff.storage import open_storage
+
+    deadline = time.monotonic() + 300  # the proxy imports Optuna and gRPC; a busy machine is slow
+    while True:
+        try:
+            open_storage(url, heartbeat_interval=None, connect_timeout_s=2).get_all_studies()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the proxy did not start: {(tmp_path / 'proxy.log').read_text()}"
+                ) from None
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait()
+    log.close()
+
+
+class ProxyURL(str):
+    database: str
+    process: object
+
+
+@pytest.fixture
 def postgres_url():
     """A fresh database on the real PostgreSQL server: the storage of a fleet of workers, for a
     test of what such a fleet does that is not storage-specific."""

@@ -111,18 +111,30 @@ def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.
 
 
 def test_a_killed_workers_trial_is_failed_and_retried(storage_url, tmp_path):
+    killed_and_retried(storage_url, storage_url, tmp_path)
+
+
+def test_a_worker_killed_behind_the_proxy_loses_no_plan(proxy_url, tmp_path):
+    """The study made and run through `tradeoff proxy`: the heartbeat goes through the proxy,
+    the survivor fails the lost trial and measures its plan again."""
+    killed_and_retried(proxy_url, proxy_url.database, tmp_path)
+
+
+def killed_and_retried(url: str, database: str, tmp_path) -> None:
+    """A worker SIGKILLed during a trial; another worker fails that trial (no heartbeat) and runs
+    its plan again, and the study ends with its budget. ``database``: where to read it back."""
     # 6: the baseline, the four seeded single-technique plans (queued before the retry), the retry;
     # --sampler tpe seeds no space-filling plans, which would be queued before the retry too
-    create(storage_url, tmp_path, 6, "--finetune-steps", "300", "--sampler", "tpe")
+    create(url, tmp_path, 6, "--finetune-steps", "300", "--sampler", "tpe")
     beat = ["--heartbeat-interval", "1", "--grace-period", "3"]
-    victim = start([*compose_command("worker"), *beat], storage_url, tmp_path)
-    killed = _wait_for_running(storage_url, victim.pid)
+    victim = start([*compose_command("worker"), *beat], url, tmp_path)
+    killed = _wait_for_running(database, victim.pid)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    survivor = start([*compose_command("worker"), *beat], storage_url, tmp_path)
+    survivor = start([*compose_command("worker"), *beat], url, tmp_path)
     _, err = survivor.communicate(timeout=600)
     assert survivor.returncode == 0, err
-    study = load(storage_url)
+    study = load(database)
     assert len(complete(study)) == 6
     assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
     retried = [
@@ -154,6 +166,8 @@ def test_sigterm_finishes_the_trial_and_exits_cleanly(storage_url, tmp_path):
         (None, "no study named 'tradeoff'"),
         ("postgresql://nosuchuser:hunter2@127.0.0.1:5432/postgres", "cannot connect to the study database"),
         ("postgresql://bob:hunter2@127.0.0.1:9/x", "cannot connect to the study database"),
+        ("grpc://127.0.0.1:9", "cannot reach the study proxy grpc://127.0.0.1:9"),
+        ("grpc://bob:hunter2@127.0.0.1:9", "malformed proxy URL"),
     ],
 )
 def test_a_worker_with_bad_coordinates_fails_fast_in_one_line(pg_url, tmp_path, url, message):
@@ -171,10 +185,14 @@ def test_compose_wires_every_service_to_the_same_storage():
     with open(os.path.join(ROOT, "docker-compose.yml")) as f:
         compose = yaml.safe_load(f)
     services = compose["services"]
-    assert {"postgres", "create", "worker", "dashboard"} <= set(services)
-    for name in ("create", "worker", "dashboard"):
+    assert {"postgres", "create", "proxy", "worker", "dashboard"} <= set(services)
+    for name in ("create", "proxy", "dashboard"):
         assert services[name]["environment"]["TRADEOFF_STORAGE"].startswith("postgresql+psycopg://")
         assert "POSTGRES_PASSWORD" in services[name]["environment"]["TRADEOFF_STORAGE"]
+    # the workers reach the same database through the proxy (tests/test_deploy.py checks the port)
+    assert services["worker"]["environment"]["TRADEOFF_STORAGE"].startswith("grpc://proxy:")
+    assert "proxy" in services["worker"]["depends_on"]
+    assert "ports" not in services["proxy"]  # no authentication: never published on the host
     # the dashboard is `tradeoff dashboard`: the URL from the environment, not its command line
     assert services["dashboard"]["command"][:2] == ["tradeoff", "dashboard"]
     assert "TRADEOFF_STORAGE" not in " ".join(services["dashboard"]["command"])

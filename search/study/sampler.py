@@ -30,16 +30,19 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
-
-from tradeoff.spaces import Plan, probe_plans, space_filling_plans
 
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
 START_FILL = 9  # Latin-hypercube plans after the baseline (auto, gp)
 TPE_STARTUP = 5  # complete trials before TPE fits its densities (auto's start design is longer)
 REDRAWS = 16  # NSGA-II: children drawn again at most this often while they repeat a measured plan
+# TPE's proposal reads every trial and sorts them into non-domination layers: 42 ms at 1,000
+# complete trials, 625 ms at 5,000 (benchmarks/scale.py). Past this many it reads the front and
+# the most recent trials only (CappedTPESampler).
+HISTORY_CAP = 1000
 
 
 def fitted_population(n_trials: int) -> int:
@@ -48,11 +51,13 @@ def fitted_population(n_trials: int) -> int:
     return max(4, min(50, n_trials // 4))
 
 
-def start_design(space: dict, sampler: str, *, population: int = 0, seed: int = 0) -> list[tuple[Plan, str]]:
+def start_design(space: dict, sampler: str, *, population: int = 0, seed: int = 0) -> list[tuple[Any, str]]:
     """The plans a new study measures first, each with its role: the baseline, then for
     ``auto`` and ``gp`` ``START_FILL`` space-filling plans; for the others one plan per technique
     alone (so the front shows what each achieves on its own), and for NSGA-II space-filling plans
     up to its first generation."""
+    from tradeoff.spaces import Plan, probe_plans, space_filling_plans  # torch: only where plans are made
+
     plans = [(Plan(), "baseline")]
     if sampler in ("auto", "gp"):
         n_fill = START_FILL
@@ -92,9 +97,90 @@ def make_sampler(
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=TPE_STARTUP)
     # multivariate: one joint density over the knobs, which interact (a narrow student needs less
     # pruning); the start design replaces TPE's own random start-up trials.
-    return optuna.samplers.TPESampler(
-        multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed
-    )
+    return CappedTPESampler(multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed)
+
+
+class CappedTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE, reading at most ``cap`` finished trials plus the study's Pareto front (and
+    every running trial, for the constant liar) once a study is larger than ``cap``. The front
+    is where TPE's "good" density comes from (its best 25 trials by non-domination rank), the
+    recent trials are where the search is now; what is dropped is the old, dominated past,
+    whose only use is the "bad" density. Below the cap it is TPE itself, proposal for proposal.
+    The front is kept up to date incrementally (each new complete trial is compared with the
+    front alone), so a proposal costs about what it costs at ``cap`` trials, whatever the
+    study's size."""
+
+    def __init__(self, *args, cap: int = HISTORY_CAP, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cap = cap
+        self._front = ParetoFront()
+
+    def _sample(self, study, trial, search_space):
+        return super()._sample(_CappedView(study, self), trial, search_space)
+
+    def capped(self, study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """``trials`` as this sampler reads them: all of them up to ``cap`` finished ones, else
+        the front of the complete ones, then the last ``cap`` finished and the running ones."""
+        finished = [t for t in trials if t.state != TrialState.RUNNING]
+        if len(finished) <= self.cap:
+            return trials
+        self._front.update(study.directions, [t for t in finished if t.state == TrialState.COMPLETE])
+        front = self._front.numbers()
+        recent = {t.number for t in finished[-self.cap :]} - front
+        # the front first, so its trials keep their places while the recent window slides: TPE's
+        # tie-break among them (a hypervolume subset selection, Optuna caches it by the places and
+        # values of the tied trials) is then solved again only when the front changes
+        return [t for t in trials if t.number in front] + [
+            t for t in trials if t.state == TrialState.RUNNING or t.number in recent
+        ]
+
+
+class _CappedView:
+    """The study as :class:`CappedTPESampler` shows it to TPE: the same study, fewer trials."""
+
+    def __init__(self, study: optuna.Study, sampler: CappedTPESampler) -> None:
+        self._study, self._sampler = study, sampler
+
+    def __getattr__(self, name: str):
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return self._sampler.capped(self._study, trials)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+class ParetoFront:
+    """The non-dominated complete trials of a study, updated with each trial not seen before
+    (a trial that finishes late, out of number order, is still taken in)."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._numbers: list[int] = []
+        self._values = np.empty((0, 0))
+
+    def numbers(self) -> set[int]:
+        return set(self._numbers)
+
+    def update(self, directions, trials: list[FrozenTrial]) -> None:
+        sign = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in directions])
+        for t in trials:
+            if t.number in self._seen or t.values is None:
+                continue
+            self._seen.add(t.number)
+            v = np.asarray(t.values, dtype=float) * sign  # every objective minimised
+            if self._values.size:
+                if np.any(np.all(self._values <= v, axis=1) & np.any(self._values < v, axis=1)):
+                    continue  # dominated by the front
+                stays = ~(np.all(v <= self._values, axis=1) & np.any(v < self._values, axis=1))
+                self._values = self._values[stays]
+                self._numbers = [n for n, keep in zip(self._numbers, stays) if keep]
+                self._values = np.vstack([self._values, v])
+            else:
+                self._values = v[None, :]
+            self._numbers.append(t.number)
 
 
 class NoRepeats:

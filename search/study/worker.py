@@ -17,8 +17,13 @@ each: none of them uses up ``--n-trials`` or the study's budget. Queued variants
 when the budget is met are measured before the worker stops.
 
 The study lock, which the storage owns (``tradeoff.storage.lock``: a PostgreSQL advisory lock
-or MySQL's GET_LOCK for a shared database, a file lock for SQLite), is what makes "exactly N
-complete trials" hold with many workers.
+or MySQL's GET_LOCK for a shared database, a file lock for SQLite; through ``tradeoff proxy``
+the same lock, held by the proxy for the worker), is what makes "exactly N complete trials"
+hold with many workers. It covers the count and the reservation of a trial (``ask`` creates
+the RUNNING row, or takes a queued one), not the sampler's proposal: Optuna samples a trial's
+relative parameters lazily, at its first ``suggest_*``, which the objective makes after the
+lock is released. Held 30-60 ms per trial with 1-4 workers, so one study lock admits tens of
+trials a second (benchmarks/scale.py, BENCHMARKS.md "Scale").
 """
 
 from __future__ import annotations
@@ -374,7 +379,7 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
         on_host, _, pid = who.rpartition(":")
         if on_host == host and pid.isdigit() and int(pid) != me and not _alive(int(pid)):
             reason = f"its worker {who} ended without finishing it"
-        elif t._trial_id in stale and (silent := _silent_for(storage, t)) is not None:
+        elif t._trial_id in stale and (silent := _silent_for(storage, study._study_id, t)) is not None:
             reason = f"no heartbeat from its worker {who or '(unknown)'} for {silent} s"
         else:
             continue
@@ -389,7 +394,7 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
     return failed
 
 
-def _silent_for(storage, trial: optuna.trial.FrozenTrial) -> int | None:
+def _silent_for(storage, study_id: int, trial: optuna.trial.FrozenTrial) -> int | None:
     """The grace period that applies to ``trial`` when its heartbeat is older than it, else
     None: this worker's grace period, but never less than twice the interval the trial's own
     worker beats at (a worker started with a short grace must not fail another's live trial)."""
@@ -397,22 +402,13 @@ def _silent_for(storage, trial: optuna.trial.FrozenTrial) -> int | None:
     theirs = trial.user_attrs.get(HEARTBEAT_ATTR)
     if not isinstance(theirs, (int, float)) or grace >= 2 * theirs:
         return grace
-    age = _heartbeat_age_s(storage, trial._trial_id)
+    age = _heartbeat_age_s(storage, study_id, trial)
     return int(2 * theirs) if age is not None and age > 2 * theirs else None
 
 
-def _heartbeat_age_s(storage, trial_id: int) -> float | None:
+def _heartbeat_age_s(storage, study_id: int, trial: optuna.trial.FrozenTrial) -> float | None:
     """Seconds since the trial's last heartbeat, by the database's clock (as Optuna reads it)."""
-    import sqlalchemy
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(storage.scoped_session) as session:
-        now = session.execute(sqlalchemy.func.now()).scalar()
-        beat = session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).one_or_none()
-        if now is None or beat is None:
-            return None
-        return (now.replace(tzinfo=None) - beat.heartbeat).total_seconds()
+    return storage.heartbeat_ages(study_id).get(trial._trial_id)
 
 
 def _why_waiting(study: optuna.Study, storage) -> str:
@@ -455,10 +451,27 @@ def run_dir() -> str:
     return writable_folder(folder, what="the run directory", variable="TRADEOFF_RUN_DIR")
 
 
+def available_cores(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may use: those it is pinned to (``taskset``, a cpuset), no more
+    than its container's CPU limit (cgroup v2's ``cpu.max``, e.g. a Kubernetes pod's
+    ``limits.cpu``, rounded up). ``os.cpu_count()`` is the host's count inside a container: a
+    pod limited to 2 cores of a 64-core node would run 64 threads and be throttled."""
+    import math
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError):
+        with open(cgroup) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, cores)
+
+
 @contextlib.contextmanager
 def host_share() -> Iterator[Callable[[], int]]:
     """Register this worker on this host; yields a function giving its share of the cores
-    (cores // live workers registered here, at least 1), to be asked before each trial."""
+    (:func:`available_cores` // live workers registered here, at least 1), to be asked before
+    each trial."""
     folder = run_dir()
     mine = os.path.join(folder, str(os.getpid()))
     open(mine, "w").close()
@@ -473,7 +486,7 @@ def host_share() -> Iterator[Callable[[], int]]:
             else:
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(folder, name))
-        return max(1, (os.cpu_count() or 1) // max(1, alive))
+        return max(1, available_cores() // max(1, alive))
 
     try:
         yield share

@@ -150,3 +150,15 @@ def test_the_gaussian_process_sampler_proposes_plans_of_a_multi_objective_study(
     proposed = [t for t in study.trials if "role" not in t.user_attrs]
     assert ran == 13 and len(proposed) >= 3  # after the 10 plans of the start design
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_workers_cores_are_its_containers_limit(tmp_path):
+    from tradeoff.search.study.worker import available_cores
+
+    pinned = len(__import__("os").sched_getaffinity(0))
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # limits.cpu: 1.5 -> 2 threads
+    assert available_cores(str(limit)) == min(pinned, 2)
+    limit.write_text("max 100000\n")  # no limit: the cores it may run on
+    assert available_cores(str(limit)) == pinned
+    assert available_cores(str(tmp_path / "absent")) == pinned
