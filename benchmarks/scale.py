@@ -3,6 +3,7 @@
     python benchmarks/scale.py ask      # ask + tell by study size and sampler (~15 min)
     python benchmarks/scale.py fleet    # trials per second, 1/4/16/64 workers, direct and proxy (~15 min)
     python benchmarks/scale.py --quick ask fleet   # a smoke run: small studies, short windows
+    python benchmarks/scale.py tables   # the tables of the saved runs (benchmarks/results/scale-*.json)
 
 ``ask``: a study on loopback PostgreSQL holds N complete trials of the default global space
 (plans drawn at random, figures made up from the plan with noise: the objectives are
@@ -35,20 +36,21 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 
 import numpy as np
 import optuna
 import sqlalchemy
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SIZES = (100, 1000, 5000, 20000)
+WORKERS = (1, 4, 16, 32, 64)
 # "tpe-uncapped": the default's TPE without its history cap (what auto was before the cap)
 SAMPLERS = ("auto", "tpe-uncapped", "nsga2", "random", "gp")
 GP_MAX = 100  # GP refits its model on every proposal (9 s at 224 trials here): not timed beyond this
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+from workers import pg_database  # noqa: E402 - a fresh database on loopback PostgreSQL, dropped after
 
 
 def machine() -> str:
@@ -59,19 +61,6 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Optuna {optuna.__version__}"
-
-
-def pg_database() -> tuple[str, callable]:
-    name = f"tradeoff_scale_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with engine.connect() as c:
-        c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as c:
-            c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return f"postgresql://postgres@127.0.0.1:5432/{name}", drop
 
 
 def figures(params: dict, rng: np.random.Generator) -> list[float]:
@@ -166,7 +155,7 @@ def time_steps(url: str, sampler_name: str, repeats: int, seed: int) -> dict:
 def run_ask(args) -> dict:
     from tradeoff.storage import open_storage
 
-    sizes = (50, 100) if args.quick else SIZES
+    sizes = (50, 100) if args.quick else tuple(args.sizes)
     repeats = 5 if args.quick else args.repeats
     url, drop = pg_database()
     out = {"machine": machine(), "repeats": repeats, "rows": []}
@@ -183,7 +172,7 @@ def run_ask(args) -> dict:
             # the timed steps add trials too: count what is there
             n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
             print(f"study at {n} complete trials (added in {time.perf_counter() - t0:.0f} s)", flush=True)
-            for name in SAMPLERS:
+            for name in args.samplers:
                 if name == "gp" and size > GP_MAX:
                     continue
                 with warnings.catch_warnings():
@@ -355,21 +344,67 @@ def run_fleet(args) -> dict:
     return out
 
 
+def markdown(part: str, result: dict) -> str:
+    """The part's table as BENCHMARKS.md quotes it."""
+    lines = [f"Machine: {result['machine']}."]
+    if part == "ask":
+        lines += [
+            "",
+            "| complete trials | sampler | ask | proposal | tell | ask + tell + proposal (median) | 90th pct | SQL of it |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["rows"]:
+            lines.append(
+                f"| {r['size']:,} | {r['sampler']} | {r['ask_ms']:.0f} ms | {r['propose_ms']:.0f} ms | "
+                f"{r['tell_ms']:.0f} ms | **{r['total_ms']:.0f} ms** | {r['total_p90_ms']:.0f} ms | {r['sql_ms']:.0f} ms |"
+            )
+    else:
+        lines += [
+            f"Sleep objective {result['sleep_s']:g} s, window {result['window_s']:g} s.",
+            "",
+            "| storage | workers | trials/s | ideal | of ideal | study lock held (median, p90) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in result["rows"]:
+            held = (
+                f"{r['lock_held_median_ms']:.0f} ms, {r['lock_held_p90_ms']:.0f} ms"
+                if r["lock_held_median_ms"] is not None
+                else "-"
+            )
+            lines.append(
+                f"| {r['mode']} | {r['workers']} | {r['trials_per_s']:.2f} | {r['ideal_per_s']:.2f} | "
+                f"**{100 * r['fraction_of_ideal']:.0f} %** | {held} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("parts", nargs="+", choices=("ask", "fleet"))
+    ap.add_argument("parts", nargs="+", choices=("ask", "fleet", "tables"))
     ap.add_argument("--quick", action="store_true", help="small studies and short windows: a smoke run")
     ap.add_argument("--repeats", type=int, default=20, help="timed steps per size and sampler")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 32, 64])
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="study sizes for `ask`")
+    ap.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS, help="for `ask`")
+    ap.add_argument("--workers", type=int, nargs="+", default=list(WORKERS))
     ap.add_argument("--sleep-s", type=float, default=10.0)
     ap.add_argument("--window-s", type=float, default=60.0)
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     os.makedirs(RESULTS, exist_ok=True)
     for part in args.parts:
+        if part == "tables":  # the tables of the last full runs, from benchmarks/results/
+            for name in sorted(os.listdir(RESULTS)):
+                if name.startswith("scale-") and name.endswith(".json"):
+                    with open(os.path.join(RESULTS, name)) as f:
+                        print(f"{name}\n\n{markdown(name.split('-')[1].split('.')[0], json.load(f))}\n")
+            continue
         result = run_ask(args) if part == "ask" else run_fleet(args)
+        print(markdown(part, result))
         if not args.quick:
-            with open(os.path.join(RESULTS, f"scale-{part}.json"), "w") as f:
+            given = args.workers if part == "fleet" else args.sizes
+            default = WORKERS if part == "fleet" else SIZES
+            suffix = "" if tuple(given) == default else "-" + "-".join(map(str, given))
+            with open(os.path.join(RESULTS, f"scale-{part}{suffix}.json"), "w") as f:
                 json.dump(result, f, indent=1)
     return 0
 

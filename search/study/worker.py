@@ -1,8 +1,8 @@
 """The worker loop: join a study and run its trials until its budget is met or it is stopped.
 
     while not stopped:
+        fail trials whose worker vanished           # heartbeat; a retry is enqueued (idempotent)
         with storage.lock(study):                  # one worker at a time decides
-            fail trials whose worker vanished       # heartbeat; a retry is enqueued
             measured >= budget            -> done
             measured + running >= budget  -> wait (a running trial may still fail)
             else                          -> ask a trial (a waiting retry first)
@@ -22,8 +22,9 @@ the same lock, held by the proxy for the worker), is what makes "exactly N compl
 hold with many workers. It covers the count and the reservation of a trial (``ask`` creates
 the RUNNING row, or takes a queued one), not the sampler's proposal: Optuna samples a trial's
 relative parameters lazily, at its first ``suggest_*``, which the objective makes after the
-lock is released. Held 30-60 ms per trial with 1-4 workers, so one study lock admits tens of
-trials a second (benchmarks/scale.py, BENCHMARKS.md "Scale").
+lock is released; nor the stale-trial check, which is safe unlocked. Held 30-60 ms per trial
+with 1-4 workers, so one study lock admits tens of trials a second (benchmarks/scale.py,
+BENCHMARKS.md "Scale").
 """
 
 from __future__ import annotations
@@ -226,11 +227,14 @@ def run_worker(
     in_a_row, in_all = pruned_limits(n_trials if n_trials is not None else budget)
     stopper = stopper or Stopper()
     while not stopper.requested:
+        # before the lock: failing a lost trial is safe in any number of workers at once (the
+        # state changes once, only the worker that changed it queues the retry), and it reads
+        # every running trial and their heartbeats, which the lock need not wait for
+        fail_lost_trials(study, storage)
         with storage.lock(study.study_name), warnings.catch_warnings():
             # Optuna warns that heartbeats belong to Study.optimize: this loop keeps its own.
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_lost_trials(study, storage)
             met = met_by(study) if stop_when_met else None
             if met is not None:
                 break
