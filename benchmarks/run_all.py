@@ -1,7 +1,7 @@
 """Run every benchmark in one go, one after the other (never two at once: they would slow each
 other down), and write each one's markdown under benchmarks/results/.
 
-    python benchmarks/run_all.py            # the full set, about 90 minutes on 2 cores
+    python benchmarks/run_all.py            # the full set, about 2 hours on 2 cores
     python benchmarks/run_all.py --quick    # a smoke run, about 5 minutes (.ci/run runs it)
     python benchmarks/run_all.py --rebuild-table   # also re-measure the tabular benchmark first
 
@@ -61,6 +61,7 @@ def main() -> None:
     times["cheaper"] = step("cheaper", [b.format("cheaper"), *q, *cheaper])
     results = os.path.join(HERE, "results", "workers-quick.md" if a.quick else "workers.md")
     times["workers"] = step("workers", [b.format("workers"), *q], stdout_to=results)
+    times["scale"] = step("scale", [b.format("scale"), *q, "ask", "fleet"])
     print("total " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; {sum(times.values()):.0f} s")
 
 

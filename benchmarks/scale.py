@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 import optuna
 import sqlalchemy
+from workers import pg_database  # beside this script: a fresh database on loopback PostgreSQL
 
 SIZES = (100, 1000, 5000, 20000)
 WORKERS = (1, 4, 16, 32, 64)
@@ -49,8 +50,6 @@ SAMPLERS = ("auto", "tpe-uncapped", "nsga2", "random", "gp")
 GP_MAX = 100  # GP refits its model on every proposal (9 s at 224 trials here): not timed beyond this
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-sys.path.insert(0, HERE)
-from workers import pg_database  # noqa: E402 - a fresh database on loopback PostgreSQL, dropped after
 
 
 def machine() -> str:
@@ -172,7 +171,7 @@ def run_ask(args) -> dict:
             # the timed steps add trials too: count what is there
             n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
             print(f"study at {n} complete trials (added in {time.perf_counter() - t0:.0f} s)", flush=True)
-            for name in args.samplers:
+            for name in ("auto", "random") if args.quick else args.samplers:
                 if name == "gp" and size > GP_MAX:
                     continue
                 with warnings.catch_warnings():
@@ -320,7 +319,7 @@ def fleet(url: str, workers: int, sleep_s: float, window_s: float, startup_s: fl
 
 
 def run_fleet(args) -> dict:
-    counts = (1, 4) if args.quick else tuple(args.workers)
+    counts = (2,) if args.quick else tuple(args.workers)
     window = 12.0 if args.quick else args.window_s
     sleep_s = 2.0 if args.quick else args.sleep_s
     out = {"machine": machine(), "sleep_s": sleep_s, "window_s": window, "rows": []}
@@ -332,8 +331,9 @@ def run_fleet(args) -> dict:
                 target = url
                 if mode == "proxy":
                     proc, target = proxy_server(url)
-                # spawned workers import torch; give them time to start before the clock runs
-                row = {"mode": mode, **fleet(target, n, sleep_s, window, startup_s=20 + 1.5 * n)}
+                # spawned workers import Optuna and SQLAlchemy; give them time to start before the clock runs
+                startup = (10 if args.quick else 20) + 1.5 * n
+                row = {"mode": mode, **fleet(target, n, sleep_s, window, startup_s=startup)}
             finally:
                 if proc is not None:
                     proc.terminate()

@@ -113,26 +113,32 @@ def sqlite_url(tmp_path):
 
 @pytest.fixture
 def proxy_url(pg_url, tmp_path):
-    """``tradeoff proxy`` (a real process) serving a fresh PostgreSQL database: its grpc:// URL.
-    The database's own URL is the fixture's ``.database`` attribute on the returned string."""
+    """``tradeoff proxy`` (a real process) serving a fresh PostgreSQL database: its grpc:// URL,
+    with the database's own URL as ``.database``."""
+    yield from serve_proxy(pg_url, tmp_path / "proxy.log")
+
+
+def serve_proxy(database: str, log_path):
+    """Start ``tradeoff proxy`` on ``database`` on a free port, wait until it answers, yield its
+    URL (a :class:`ProxyURL`), stop it."""
     import socket
     import subprocess
     import sys
     import time
 
+    from tradeoff.storage import open_storage
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path / "proxy.log", "w")
+    log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff.search.cli", "proxy", "--storage", pg_url, "--port", str(port)],
+        [sys.executable, "-m", "tradeoff.search.cli", "proxy", "--storage", database, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     url = ProxyURL(f"grpc://127.0.0.1:{port}")
-    url.database, url.process = pg_url, proc
-    from tradeoff.storage import open_storage
-
+    url.database, url.process = database, proc
     deadline = time.monotonic() + 300  # the proxy imports Optuna and gRPC; a busy machine is slow
     while True:
         try:
@@ -140,9 +146,7 @@ def proxy_url(pg_url, tmp_path):
             break
         except Exception:  # noqa: BLE001 - not up yet
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the proxy did not start: {(tmp_path / 'proxy.log').read_text()}"
-                ) from None
+                raise AssertionError(f"the proxy did not start: {open(log_path).read()}") from None
             time.sleep(0.5)
     yield url
     proc.terminate()

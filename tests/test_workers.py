@@ -110,13 +110,14 @@ def _wait_for_running(url: str, pid: int, timeout: float = 120) -> optuna.trial.
     raise AssertionError("the worker never started a trial")
 
 
-def test_a_killed_workers_trial_is_failed_and_retried(storage_url, tmp_path):
-    killed_and_retried(storage_url, storage_url, tmp_path)
+def test_a_killed_workers_trial_is_failed_and_retried(sqlite_url, tmp_path):
+    killed_and_retried(sqlite_url, sqlite_url, tmp_path)
 
 
 def test_a_worker_killed_behind_the_proxy_loses_no_plan(proxy_url, tmp_path):
-    """The study made and run through `tradeoff proxy`: the heartbeat goes through the proxy,
-    the survivor fails the lost trial and measures its plan again."""
+    """The study made and run through `tradeoff proxy` in front of PostgreSQL (this is the
+    PostgreSQL side of the test above: the proxy's heartbeats and stale check are PostgreSQL's,
+    read by the database's clock): the survivor fails the lost trial and measures its plan again."""
     killed_and_retried(proxy_url, proxy_url.database, tmp_path)
 
 

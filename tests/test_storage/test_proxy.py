@@ -16,6 +16,16 @@ import pytest
 
 from tradeoff.storage import StorageError, open_storage
 
+
+@pytest.fixture(scope="module")
+def shared_proxy(tmp_path_factory):
+    """One proxy and database for the tests here that use study and lock names of their own."""
+    from conftest import _postgres_database, serve_proxy
+
+    for database in _postgres_database():
+        yield from serve_proxy(database, tmp_path_factory.mktemp("proxy") / "proxy.log")
+
+
 FLEET_WORKER = textwrap.dedent(
     """
     import sys, time, warnings
@@ -38,7 +48,8 @@ FLEET_WORKER = textwrap.dedent(
 )
 
 
-def test_sixteen_workers_through_the_proxy_end_with_exactly_the_budget(proxy_url):
+def test_sixteen_workers_through_the_proxy_end_with_exactly_the_budget(shared_proxy):
+    proxy_url = shared_proxy
     storage = open_storage(proxy_url, heartbeat_interval=None)
     optuna.create_study(study_name="fleet", storage=storage)
     workers = [
@@ -66,13 +77,14 @@ def test_sixteen_workers_through_the_proxy_end_with_exactly_the_budget(proxy_url
     assert sum(n > 0 for n in ran) >= 4  # the work was shared
 
 
-def test_the_proxys_lock_and_the_databases_lock_are_one(proxy_url):
+def test_the_proxys_lock_and_the_databases_lock_are_one(shared_proxy):
+    proxy_url = shared_proxy
     through = open_storage(proxy_url, heartbeat_interval=None)
     direct = open_storage(proxy_url.database, heartbeat_interval=None)
     events: list[str] = []
 
     def hold(storage, name: str, seconds: float) -> None:
-        with storage.lock("s"):
+        with storage.lock("lock-one"):
             events.append(f"{name} in")
             time.sleep(seconds)
             events.append(f"{name} out")
@@ -90,10 +102,12 @@ def test_the_proxys_lock_and_the_databases_lock_are_one(proxy_url):
         assert events == ["a in", "a out", "b in", "b out"]
 
 
-def test_a_worker_killed_while_holding_the_lock_releases_it(proxy_url):
+def test_a_worker_killed_while_holding_the_lock_releases_it(shared_proxy):
+    proxy_url = shared_proxy
     code = (
         "import sys, time\nfrom tradeoff.storage import open_storage\n"
-        "with open_storage(sys.argv[1]).lock('s'):\n    print('held', flush=True)\n    time.sleep(600)\n"
+        "with open_storage(sys.argv[1]).lock('lock-killed'):\n"
+        "    print('held', flush=True)\n    time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, proxy_url], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -101,7 +115,7 @@ def test_a_worker_killed_while_holding_the_lock_releases_it(proxy_url):
     got = threading.Event()
 
     def take() -> None:
-        with storage.lock("s"):
+        with storage.lock("lock-killed"):
             got.set()
 
     waiter = threading.Thread(target=take, daemon=True)
@@ -112,7 +126,8 @@ def test_a_worker_killed_while_holding_the_lock_releases_it(proxy_url):
     assert got.wait(120)  # its connection dropped, and the lock with it
 
 
-def test_heartbeats_through_the_proxy_say_which_trials_are_stale(proxy_url):
+def test_heartbeats_through_the_proxy_say_which_trials_are_stale(shared_proxy):
+    proxy_url = shared_proxy
     storage = open_storage(proxy_url, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="beats", storage=storage)
     quiet, beating = study.ask(), study.ask()
@@ -127,7 +142,8 @@ def test_heartbeats_through_the_proxy_say_which_trials_are_stale(proxy_url):
     assert ages[quiet._trial_id] > 2 and ages[beating._trial_id] < 2
 
 
-def test_deleting_a_study_through_the_proxy_is_refused(proxy_url):
+def test_deleting_a_study_through_the_proxy_is_refused(shared_proxy):
+    proxy_url = shared_proxy
     import grpc
 
     storage = open_storage(proxy_url, heartbeat_interval=None)
@@ -154,7 +170,8 @@ def test_a_bad_proxy_url_is_one_clear_error(url, message):
     assert "secret" not in str(e.value)
 
 
-def test_the_proxy_command_refuses_a_proxy_url_and_a_taken_port(proxy_url, tmp_path):
+def test_the_proxy_command_refuses_a_proxy_url_and_a_taken_port(shared_proxy, tmp_path):
+    proxy_url = shared_proxy
     port = proxy_url.rpartition(":")[2]
     for args, message in (
         (["--storage", proxy_url], "is a proxy already"),
