@@ -483,7 +483,6 @@ def free_port(host: str, port: int) -> None:
 def dashboard(
     url: str | None, *, artifacts: str | None, host: str, port: int, allow_writes: bool = False, log: Log
 ) -> None:
-
     from tradeoff.search.views.dashboard import exposure_warning, serve
     from tradeoff.storage import open_artifact_store, open_storage, redact
 

@@ -192,23 +192,13 @@ def _unavailable(e: BaseException) -> bool:
     return isinstance(e, grpc.RpcError) and e.code() in (
         grpc.StatusCode.UNAVAILABLE,  # the proxy restarts
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,  # more workers wait for the lock than it serves at once
     )
 
 
 def _with_retry(name: str):
     def call(self, *args, **kwargs):
         method = getattr(optuna.storages.GrpcStorageProxy, name)
-        delay, deadline = 0.5, time.monotonic() + self.retry_for_s
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except Exception as e:
-                if not _unavailable(e) or time.monotonic() > deadline:
-                    raise
-                logging.getLogger("tradeoff").warning("study proxy unreachable; retrying in %.1f s", delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
+        return self._retrying(lambda: method(self, *args, **kwargs))
 
     call.__name__ = name
     return call
@@ -287,12 +277,12 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
             try:
                 return fn(*args)
             except Exception as e:
-                busy = isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                if busy:
+                if isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     time.sleep(random.uniform(0.1, 1.0))
                     continue
                 if not _unavailable(e) or time.monotonic() > deadline:
                     raise
+                logging.getLogger("tradeoff").warning("study proxy unreachable; retrying in %.1f s", delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
 

@@ -138,7 +138,7 @@ def serve_proxy(database: str, log_path):
         stderr=subprocess.STDOUT,
     )
     url = ProxyURL(f"grpc://127.0.0.1:{port}")
-    url.database, url.process = database, proc
+    url.database = database
     deadline = time.monotonic() + 300  # the proxy imports Optuna and gRPC; a busy machine is slow
     while True:
         try:
@@ -156,7 +156,6 @@ def serve_proxy(database: str, log_path):
 
 class ProxyURL(str):
     database: str
-    process: object
 
 
 @pytest.fixture

@@ -148,9 +148,6 @@ class _CappedView:
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
         return self._sampler.capped(self._study, trials)
 
-    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states)
-
 
 class ParetoFront:
     """The non-dominated complete trials of a study, updated with each trial not seen before

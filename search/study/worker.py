@@ -375,15 +375,15 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
     on the trial), after the grace period without a heartbeat for any other. Returns the
     numbers of the trials it failed."""
     host, me = socket.gethostname(), os.getpid()
-    heartbeats = bool(storage.get_heartbeat_interval())
-    stale = set(storage._get_stale_trial_ids(study._study_id)) if heartbeats else set()
+    # one read of every running trial's heartbeat age, by the database's clock
+    ages = storage.heartbeat_ages(study._study_id) if storage.get_heartbeat_interval() else {}
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = str(t.user_attrs.get(WORKER_ATTR, ""))
         on_host, _, pid = who.rpartition(":")
         if on_host == host and pid.isdigit() and int(pid) != me and not _alive(int(pid)):
             reason = f"its worker {who} ended without finishing it"
-        elif t._trial_id in stale and (silent := _silent_for(storage, study._study_id, t)) is not None:
+        elif (silent := _silent_for(storage, t, ages.get(t._trial_id))) is not None:
             reason = f"no heartbeat from its worker {who or '(unknown)'} for {silent} s"
         else:
             continue
@@ -398,21 +398,18 @@ def fail_lost_trials(study: optuna.Study, storage) -> list[int]:
     return failed
 
 
-def _silent_for(storage, study_id: int, trial: optuna.trial.FrozenTrial) -> int | None:
-    """The grace period that applies to ``trial`` when its heartbeat is older than it, else
-    None: this worker's grace period, but never less than twice the interval the trial's own
-    worker beats at (a worker started with a short grace must not fail another's live trial)."""
+def _silent_for(storage, trial: optuna.trial.FrozenTrial, age: float | None) -> int | None:
+    """The grace period ``trial`` broke, its heartbeat being ``age`` seconds old (None: it has
+    none), else None: this worker's grace period, but never less than twice the interval the
+    trial's own worker beats at (a worker started with a short grace must not fail another's
+    live trial)."""
     grace = _grace_s(storage) or 0
+    if age is None or age <= grace:
+        return None
     theirs = trial.user_attrs.get(HEARTBEAT_ATTR)
     if not isinstance(theirs, (int, float)) or grace >= 2 * theirs:
         return grace
-    age = _heartbeat_age_s(storage, study_id, trial)
-    return int(2 * theirs) if age is not None and age > 2 * theirs else None
-
-
-def _heartbeat_age_s(storage, study_id: int, trial: optuna.trial.FrozenTrial) -> float | None:
-    """Seconds since the trial's last heartbeat, by the database's clock (as Optuna reads it)."""
-    return storage.heartbeat_ages(study_id).get(trial._trial_id)
+    return int(2 * theirs) if age > 2 * theirs else None
 
 
 def _why_waiting(study: optuna.Study, storage) -> str:
