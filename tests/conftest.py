@@ -64,12 +64,28 @@ def tiny_teacher(tiny_task):
     return model
 
 
+_PG_SEEN = False
+
+
 def _postgres_up() -> bool:
-    try:
-        sqlalchemy.create_engine(PG_ADMIN, connect_args={"connect_timeout": 3}).connect().close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+    """Whether the PostgreSQL server answers. Once it has answered in this process (or in CI,
+    where it must be there), a refusal is waited out for up to 2 minutes: a test in another
+    process restarts the server (test_workers_ride_out_a_database_restart), and a test must not
+    fail because it looked during those seconds."""
+    global _PG_SEEN
+    deadline = time.monotonic() + (120 if (_PG_SEEN or os.environ.get("CI")) else 0)
+    while True:
+        engine = sqlalchemy.create_engine(PG_ADMIN, connect_args={"connect_timeout": 3})
+        try:
+            engine.connect().close()
+            _PG_SEEN = True
+            return True
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)
+        finally:
+            engine.dispose()
 
 
 def _postgres_database():
