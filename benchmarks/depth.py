@@ -38,6 +38,7 @@ from cheaper import QUICK, hypervolume
 
 from tradeoff.search.study.records import FACTS_ATTR, baseline_of
 from tradeoff.search.trial.measure import cpu_name
+from tradeoff.search.trial.measure.accuracy import differ_beyond_noise
 
 ARMS = {"without": [], "with": ["--space", "block_drop=0:0.6:0.2"]}
 LEVELS = (0.5, 1.0, 2.0)  # points under the baseline's accuracy
@@ -69,6 +70,29 @@ def realised(t, base) -> float | None:
     ):
         return None
     return (1 / relative_latency(t, base)) / (base["flops"] / a["flops"])
+
+
+def median_trial_s(study) -> float:
+    """The median wall time of a plan the run measured itself (not a duplicate or a bit-width
+    sibling that reused another trial's fine-tune)."""
+    own = [
+        t.user_attrs.get("time_total_s", 0.0)
+        for t in complete(study)
+        if "sibling_of" not in t.user_attrs and t.user_attrs.get("time_total_s")
+    ]
+    return statistics.median(own) if own else 0.0
+
+
+def beyond_teacher(study, base) -> int:
+    """Search-time students scoring above the teacher beyond the 95 % interval of the
+    difference (a teacher they beat by more would be undertrained)."""
+    return sum(
+        t.user_attrs["accuracy"] > base["accuracy"]
+        and differ_beyond_noise(
+            t.user_attrs["accuracy"], base["accuracy"], t.user_attrs.get("accuracy_images", 0)
+        )
+        for t in complete(study)
+    )
 
 
 def main() -> None:
@@ -136,7 +160,10 @@ def main() -> None:
             f"| {seed} | {hv['without']:.2f} | {hv['with']:.2f} | {ratio:.3f} | "
             + " | ".join(cells)
             + f" | {len(with_drop)} | {bases['without']['latency_ms']:.3f} / {bases['with']['latency_ms']:.3f}"
-            + f" | {minutes(studies['without']):.1f} / {minutes(studies['with']):.1f} |"
+            + f" | {minutes(studies['without']):.1f} / {minutes(studies['with']):.1f}"
+            + f" | {median_trial_s(studies['without']):.1f} / {median_trial_s(studies['with']):.1f}"
+            + f" | {beyond_teacher(studies['without'], bases['without'])} / "
+            + f"{beyond_teacher(studies['with'], bases['with'])} |"
         )
         for arm, study in studies.items():
             fronts += [
@@ -153,8 +180,9 @@ def main() -> None:
         "",
         "| seed | hypervolume without | with depth | ratio | "
         + " | ".join(f"fastest within {lv:g} pt, x baseline latency (without / with)" for lv in LEVELS)
-        + " | plans that dropped blocks | baseline ms (without / with) | minutes (without / with) |",
-        "|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|---|",
+        + " | plans that dropped blocks | baseline ms (without / with) | minutes (without / with) "
+        + "| median trial s (without / with) | students above the teacher beyond noise (without / with) |",
+        "|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|---|---|---|",
         *rows,
         "",
         f"Median hypervolume ratio over {seeds} seed(s): **{statistics.median(ratios):.3f}** "

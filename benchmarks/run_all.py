@@ -55,6 +55,8 @@ def main() -> None:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])
     times["runtimes"] = step("runtimes", [b.format("runtimes"), *q])
+    if a.quick:  # the full run needs a searched study: python benchmarks/front_latency.py --dir DIR ...
+        times["front latency"] = step("front latency", [b.format("front_latency"), "--quick"])
     times["speed"] = step("speed", [b.format("speed"), *q])
     times["memory"] = step("memory", [b.format("memory"), *q])
     cheaper = ["--out", os.path.join(HERE, "results", "cheaper.md")] if not a.quick else []
