@@ -36,7 +36,7 @@ import torch
 from allocation import complete, finished, front_lines, minutes, run  # beside this script
 from cheaper import QUICK, hypervolume
 
-from tradeoff.search.study.records import FACTS_ATTR, baseline_of
+from tradeoff.search.study.records import FACTS_ATTR, SIBLING_OF_ATTR, baseline_of
 from tradeoff.search.trial.measure import cpu_name
 from tradeoff.search.trial.measure.accuracy import differ_beyond_noise
 
@@ -78,7 +78,7 @@ def median_trial_s(study) -> float:
     own = [
         t.user_attrs.get("time_total_s", 0.0)
         for t in complete(study)
-        if "sibling_of" not in t.user_attrs and t.user_attrs.get("time_total_s")
+        if SIBLING_OF_ATTR not in t.user_attrs and t.user_attrs.get("time_total_s")
     ]
     return statistics.median(own) if own else 0.0
 
@@ -129,29 +129,29 @@ def main() -> None:
     others = []  # the same fraction for the float plans of the arm without depth, for comparison
     for seed in range(seeds):
         studies = {arm: optuna.load_study(study_name=f"{arm}-{seed}", storage=url) for arm in ARMS}
-        base_fig = baseline_of(studies["without"])
         bases = {arm: baseline_of(s) for arm, s in studies.items()}
-        hv = {arm: hypervolume(complete(s), baseline_of(s)) for arm, s in studies.items()}
+        done = {arm: complete(s) for arm, s in studies.items()}  # read once per study
+        hv = {arm: hypervolume(done[arm], bases[arm]) for arm in studies}
         ratio = hv["with"] / hv["without"] if hv["without"] else float("inf")
         ratios.append(ratio)
         cells = []
         for level in LEVELS:
-            at = base_fig["accuracy"] - level / 100
-            w, d = (fastest_at(complete(studies[a]), at, bases[a]) for a in ("without", "with"))
+            at = bases["without"]["accuracy"] - level / 100
+            w, d = (fastest_at(done[a], at, bases[a]) for a in ("without", "with"))
             if w and d:
                 rw, rd = relative_latency(w, bases["without"]), relative_latency(d, bases["with"])
                 speedups[level].append(rw / rd)
                 cells.append(f"{rw:.4f} / {rd:.4f} ({speedups[level][-1]:.2f}x)")
             else:
                 cells.append("-")
-        with_drop = [t for t in complete(studies["with"]) if dropped(t)]
-        seed_fractions = [f for f in (realised(t, baseline_of(studies["with"])) for t in with_drop) if f]
+        with_drop = [t for t in done["with"] if dropped(t)]
+        seed_fractions = [f for f in (realised(t, bases["with"]) for t in with_drop) if f]
         fractions += seed_fractions
         others += [
             f
             for f in (
                 realised(t, bases["without"])
-                for t in complete(studies["without"])
+                for t in done["without"]
                 if t.user_attrs.get("flops") != bases["without"]["flops"]  # not the baseline itself
             )
             if f
