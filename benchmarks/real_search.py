@@ -12,6 +12,13 @@ measured plans of each study against one baseline per seed: each study measures 
 (8.4 ms and 14.6 ms in two studies started together), so the seed's reference latency is the
 geometric mean of its studies' baseline latencies (accuracy, size and energy of the baseline
 are the same in both). `--report DIR` recomputes the table from the studies of an earlier run.
+
+The real task (hours on 2 cores): `--task fashion-mnist --dir DIR --one-at-a-time` runs the arms
+one after the other on every core instead, each resumed where it stopped (a study already at
+--n-trials plans is left alone), so the benchmark can run in parts (`--seeds 0 --samplers auto`).
+Arms run apart see different loads, so wherever a trial recorded its paired latency ratio
+(`latency_ratio`: the plan timed interleaved with the baseline in one window) the hypervolume
+reads that ratio, times the seed's reference latency, instead of its milliseconds.
 """
 
 from __future__ import annotations
@@ -59,6 +66,14 @@ def common_baseline(studies: list[optuna.Study]) -> dict:
     return base
 
 
+def figures(t: optuna.trial.FrozenTrial, base: dict) -> dict:
+    """The trial's objectives, its latency as its paired ratio times the reference where it has one."""
+    f = {o: t.user_attrs[o] for o in OBJECTIVES}
+    if t.user_attrs.get("latency_ratio"):
+        f["latency_ms"] = t.user_attrs["latency_ratio"] * base["latency_ms"]
+    return f
+
+
 def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, int, float]:
     """(hypervolume of the measured plans against ``base``, how many, median trial seconds)."""
     done = [
@@ -66,32 +81,62 @@ def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, int, floa
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if DUPLICATE_ATTR not in t.user_attrs
     ]
-    points = [normalise({o: t.user_attrs[o] for o in OBJECTIVES}, base) for t in done]
+    points = [normalise(figures(t, base), base) for t in done]
     seconds = [t.duration.total_seconds() for t in done if t.duration]
     return hypervolume(points), len(done), statistics.median(seconds)
 
 
+def minutes(study: optuna.Study) -> float:
+    """Wall minutes from the first trial's start to the last one's end."""
+    done = [t for t in study.trials if t.datetime_start and t.datetime_complete]
+    if not done:
+        return 0.0
+    return (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() / 60
+
+
+def measured(directory: str) -> int:
+    """Budgeted plans the study in ``directory`` holds (0 where there is none yet)."""
+    from tradeoff.search.study.worker import counts
+
+    if not os.path.exists(os.path.join(directory, "tradeoff.db")):
+        return 0
+    try:
+        return counts(load(directory))[0]
+    except KeyError:
+        return 0
+
+
 def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
-    warm = tradeoff(["search", "--n-trials", "1", "--seed", str(seed), "--study-name", f"warm{seed}"], work)
+    task = ["--task", a.task] if a.task else []
+    todo = {}
+    for s in a.samplers:
+        d = os.path.join(work, f"{s}-{seed}")
+        os.makedirs(d, exist_ok=True)
+        missing = a.n_trials - measured(d)
+        if missing > 0:
+            todo[s] = (d, missing)
+    if not todo:
+        return
+    # the seed's teacher, trained (or found in the cache) once before the arms
+    warm = tradeoff(
+        ["search", "--n-trials", "1", "--seed", str(seed), "--study-name", f"warm{seed}", *task], work
+    )
     out, _ = warm.communicate()
     if warm.returncode:
         sys.exit(out)
     procs = []
-    for s in a.samplers:
-        d = os.path.join(work, f"{s}-{seed}")
-        os.makedirs(d)
-        args = [
-            "search",
-            "--seed",
-            str(seed),
-            "--sampler",
-            s,
-            "--n-trials",
-            str(a.n_trials),
-            "--threads",
-            "1",
-        ]
+    for s, (d, missing) in todo.items():
+        args = ["search", "--seed", str(seed), "--sampler", s, "--n-trials", str(missing), *task]
+        if not a.one_at_a_time:
+            args += ["--threads", "1"]
+        print(f"seed {seed}: {s}, {missing} plans to measure", file=sys.stderr, flush=True)
         procs.append(tradeoff(args, d))
+        if a.one_at_a_time:
+            out, _ = procs[-1].communicate()
+            with open(os.path.join(d, "search.log"), "a") as f:
+                f.write(out)
+            if procs[-1].returncode:
+                sys.exit(out)
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:
@@ -105,44 +150,76 @@ def main() -> None:
     ap.add_argument("--samplers", nargs="+", default=["auto", "random"])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "real_search.md"))
     ap.add_argument("--report", metavar="DIR", help="only recompute the table from the studies in DIR")
+    ap.add_argument("--task", help="the task (default: the bundled digits)")
+    ap.add_argument("--dir", help="work directory, kept and resumed (default: a temporary one)")
+    ap.add_argument(
+        "--one-at-a-time", action="store_true", help="run the arms one after the other on every core"
+    )
     a = ap.parse_args()
-    work = a.report or tempfile.mkdtemp(prefix="tradeoff-real-search-")
-    results: dict[str, list[float]] = {s: [] for s in a.samplers}
+    work = a.report or a.dir or tempfile.mkdtemp(prefix="tradeoff-real-search-")
+    os.makedirs(work, exist_ok=True)
+    results: dict[str, dict[int, float]] = {s: {} for s in a.samplers}
     rows = []
     t0 = time.perf_counter()
     for seed in a.seeds:
         if not a.report:
             run_seed(seed, a, work)
-        studies = {s: load(os.path.join(work, f"{s}-{seed}")) for s in a.samplers}
+        # the arms run so far (a benchmark in parts reports what it has)
+        studies = {
+            s: load(os.path.join(work, f"{s}-{seed}"))
+            for s in a.samplers
+            if measured(os.path.join(work, f"{s}-{seed}"))
+        }
+        if not studies:
+            continue
         base = common_baseline(list(studies.values()))
         for s, study in studies.items():
             hv, n, median_s = study_hypervolume(study, base)
-            results[s].append(hv)
+            results[s][seed] = hv
             own = study.user_attrs[BASELINE_ATTR]["latency_ms"]
             rows.append(
-                f"| {seed} | {s} | {hv:.2f} | {n} | {median_s:.1f} | {own:.2f} / {base['latency_ms']:.2f} |"
+                f"| {seed} | {s} | {hv:.2f} | {n} | {median_s:.1f} | {own:.2f} / {base['latency_ms']:.2f} | "
+                f"{minutes(study):.1f} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
     took = (
         f"{time.perf_counter() - t0:.0f} s in all" if not a.report else "figures recomputed from its studies"
     )
+    how = (
+        "one after the other on every core, latency read as each trial's paired ratio"
+        if a.one_at_a_time
+        else "the searches of one seed side by side on one thread each"
+    )
+    command = (
+        f"python benchmarks/real_search.py --seeds {' '.join(map(str, a.seeds))} --n-trials {a.n_trials}"
+    )
+    command += f" --samplers {' '.join(a.samplers)}" + (f" --task {a.task}" if a.task else "")
+    command += " --one-at-a-time" if a.one_at_a_time else ""
     lines = [
-        f"`python benchmarks/real_search.py --seeds {' '.join(map(str, a.seeds))} --n-trials {a.n_trials}` on "
-        f"{cpu_name()}, {os.cpu_count()} cores, the searches of one seed side by side on one thread each; "
-        f"{took}.",
+        f"`{command}` on {cpu_name()}, {os.cpu_count()} cores, {how}; {took}.",
         "",
-        "| seed | sampler | hypervolume | measured plans | median trial s | baseline ms: own / reference |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| seed | sampler | hypervolume | measured plans | median trial s | baseline ms: own / reference | minutes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
-    ref = a.samplers[-1]
     for s in a.samplers:
-        med = statistics.median(results[s])
-        ratio = f", {med / statistics.median(results[ref]):.2f}x {ref}" if s != ref and results[ref] else ""
-        lines.append(
-            f"- {s}: median hypervolume {med:.2f} (seeds: {', '.join(f'{v:.2f}' for v in results[s])}){ratio}"
-        )
+        if not results[s]:
+            continue
+        med = statistics.median(results[s].values())
+        line = f"- {s}: median hypervolume {med:.2f} (seeds: {', '.join(f'{v:.2f}' for v in results[s].values())})"
+        for other in a.samplers:
+            paired = [
+                results[s][k] / results[other][k]
+                for k in results[s]
+                if k in results[other] and results[other][k]
+            ]
+            if other != s and paired:
+                line += (
+                    f"; {statistics.median(paired):.2f}x {other}, the median of {len(paired)} seed(s)' ratios "
+                    f"({', '.join(f'{r:.2f}' for r in paired)})"
+                )
+        lines.append(line)
     text = "\n".join(lines)
     print(text)
     with open(a.out, "w") as f:

@@ -1,0 +1,302 @@
+"""The front against published Fashion-MNIST models: a plan under each parameter budget, final-fine-tuned.
+
+    python benchmarks/published.py                     # every part not yet done, then the report
+    python benchmarks/published.py --budgets 100000 --n-trials 24 --finetune-steps 3000
+    python benchmarks/published.py --report            # the table from the parts already done
+
+Zalando's table of published results (the README of Debian's `dataset-fashion-mnist`) lists
+hand-designed networks with their parameter counts: "2 Conv <100K parameters" 92.5 %, "2 Conv+3 FC
+~500K parameters" 93.4 %, and so on. For each budget B (default: 100,000 and 500,000 parameters),
+what a user would run for a network of at most B parameters:
+
+1. search: `tradeoff search --task fashion-mnist --max-params B --objectives accuracy,params`
+   (default space, allocation and sampler; plans over B are cut before training), --n-trials
+   plans in a study of its own; a run that stopped resumes with the plans still missing;
+2. export: `tradeoff export --max-params B --weights accuracy=1 --finetune-steps S`: the most
+   accurate plan within B at search time, trained S more batches (distilling from the teacher on
+   the whole training split), then tested once on the 10,000 test images;
+
+and the report sets each exported plan (test accuracy with its 95 % interval, parameters, size
+in bytes, ONNX Runtime latency with its threads) beside the published rows read from the
+installed README (those that give a parameter count, and ResNet18, MobileNet, AutoML), and the
+task's own teacher. Parts are kept in benchmarks/results/published.json and skipped once done
+(unless --redo); the studies and exports lie in benchmarks/work/published/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import optuna
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "published.json")
+REPORT = os.path.join(HERE, "results", "published.md")
+WORK = os.path.join(HERE, "work", "published")
+README = "/usr/share/doc/dataset-fashion-mnist/README.md.gz"
+# the published rows the comparison names besides those with a parameter count
+NAMED = ("ResNet18", "MobileNet", "Google AutoML")
+
+
+def published_rows(path: str = README) -> list[dict]:
+    """The benchmark table's rows that give a parameter count, and the named ones: classifier,
+    preprocessing, test accuracy and the parameters the classifier's name states."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SystemExit(  # noqa: B904 - a one-line error, not a chain
+            f"cannot read Zalando's table at {path} ({e}); apt-get install dataset-fashion-mnist"
+        )
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not re.fullmatch(r"0?\.\d+", cells[2]):
+            continue
+        name = cells[0]
+        m = re.search(r"([<~]?)\s*([\d.]+)\s*([KM])\s*param", name, re.I)
+        if not m and not any(name.startswith(n) for n in NAMED):
+            continue
+        params = None
+        if m:
+            params = {
+                "bound": m.group(1) or "=",
+                "count": round(float(m.group(2)) * (1e3 if m.group(3).upper() == "K" else 1e6)),
+            }
+        rows.append(
+            {
+                "classifier": name,
+                "preprocessing": cells[1],
+                "test_accuracy": float(cells[2]),
+                "params": params,
+            }
+        )
+    if not rows:
+        raise SystemExit(f"no benchmark rows found in {path}: has the README's table changed?")
+    return rows
+
+
+def tradeoff(*argv: str, log_to: str) -> None:
+    cmd = [sys.executable, "-m", "tradeoff.search.cli", *argv]
+    print(f"$ tradeoff {' '.join(argv)}  (log: {log_to})", file=sys.stderr, flush=True)
+    with open(log_to, "a") as log:
+        r = subprocess.run(cmd, cwd=WORK, stdout=log, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"tradeoff {' '.join(argv)} exited {r.returncode}: see {log_to}")
+
+
+def study_of(name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{os.path.join(WORK, 'tradeoff.db')}")
+    except KeyError:
+        return None
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    from tradeoff.search.trial.measure import cpu_name
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def search(budget: int, n_trials: int) -> dict:
+    """Run (or finish) the budget's study; its figures."""
+    from tradeoff.search.study.worker import counts
+
+    name = f"params-{budget}"
+    study = study_of(name)
+    missing = n_trials - (counts(study)[0] if study else 0)
+    t0 = time.perf_counter()
+    if missing > 0:
+        tradeoff(
+            "search", "--task", "fashion-mnist", "--study-name", name, "--max-params", str(budget),
+            "--objectives", "accuracy,params", "--n-trials", str(missing), "--seed", "0",
+            log_to=os.path.join(WORK, f"{name}.log"),
+        )  # fmt: skip
+    study = study_of(name)
+    trials = study.trials
+    states = {s.name.lower(): sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    feasible = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("params", budget + 1) <= budget
+    ]
+    best = max(feasible, key=lambda t: t.user_attrs["accuracy"], default=None)
+    return {
+        "command": f"tradeoff search --task fashion-mnist --max-params {budget} --objectives accuracy,params "
+        f"--n-trials {n_trials} --seed 0",
+        "n_trials": n_trials,
+        "states": {k: v for k, v in states.items() if v},
+        "feasible_measured": len(feasible),
+        "this_run_seconds": round(time.perf_counter() - t0, 1),
+        "best_search_time": {
+            "trial": best.number,
+            "plan": best.user_attrs.get("plan_text"),
+            "val_accuracy": best.user_attrs["accuracy"],
+            "params": best.user_attrs["params"],
+        }
+        if best
+        else None,
+    }
+
+
+def export(budget: int, steps: int) -> dict:
+    """Final-fine-tune and export the most accurate plan within the budget; its record's figures."""
+    name = f"params-{budget}"
+    out = os.path.join(WORK, f"export-{budget}-{steps}")
+    t0 = time.perf_counter()
+    tradeoff(
+        "export", "--study-name", name, "--max-params", str(budget), "--weights", "accuracy=1",
+        "--finetune-steps", str(steps), "-o", out, *(["--force"] if os.path.exists(out) else []),
+        log_to=os.path.join(WORK, f"{name}-export.log"),
+    )  # fmt: skip
+    with open(os.path.join(out, "record.json")) as f:
+        rec = json.load(f)
+    final = rec["final_finetune"]
+    m = rec["measured"]
+    return {
+        "command": f"tradeoff export --study-name {name} --max-params {budget} --weights accuracy=1 "
+        f"--finetune-steps {steps} -o DIR",
+        "trial": rec["trial"],
+        "plan": rec["plan_text"],
+        "params": m["params"],
+        "flops": m.get("flops"),
+        "size_bytes": m["size_bytes"],
+        "latency_ms": m["latency_ms"],
+        "latency_ratio": m.get("latency_ratio"),
+        "latency_threads": m.get("latency_threads"),
+        "runtime": rec["runtime"],
+        "deployed_file": rec["deployed_file"],
+        "final_steps": final.get("steps"),
+        "final_seconds": final.get("seconds"),
+        "search": final.get("search"),
+        "final": final.get("final"),
+        "test_accuracy": rec["test_accuracy"],
+        "teacher": rec.get("teacher"),
+        "baseline": {k: rec["baseline"].get(k) for k in ("accuracy", "params", "size_bytes", "latency_ms")},
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def report(results: dict) -> str:
+    rows = published_rows()
+    lines = [
+        "### The final-fine-tuned front against Zalando's published models",
+        "",
+        "`python benchmarks/published.py` "
+        + (
+            f"({results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}, "
+            f"optuna {results['machine']['optuna']}, ONNX Runtime {results['machine']['onnxruntime']})"
+            if "machine" in results
+            else ""
+        ),
+        "",
+        "| model | parameters | test accuracy (95 % interval) | size | latency (ONNX Runtime, batch 1) | source |",
+        "|---|---|---|---|---|---|",
+    ]
+    teacher = None
+    for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
+        e = part.get("export")
+        if not e:
+            continue
+        teacher = teacher or e["baseline"]
+        lo, hi = e["final"]["test_interval"]
+        lines.append(
+            f"| tradeoff, within {int(budget):,} parameters: #{e['trial']} `{e['plan']}` | {e['params']:,} | "
+            f"**{pct(e['test_accuracy'])}** ({pct(lo)}-{pct(hi)}) | {e['size_bytes'] / 1e3:,.1f} kB | "
+            f"{e['latency_ms']:.3f} ms ({e['latency_ratio']:.3f}x the teacher's) | search {part['search']['n_trials']} "
+            f"plans, then {e['final_steps']} final steps ({e['final_seconds'] / 60:.1f} min) |"
+        )
+    if teacher:
+        lines.append(
+            f"| tradeoff's teacher (resnet18, 12 epochs; its validation accuracy) | {teacher['params']:,} | "
+            f"{pct(teacher['accuracy'])} (validation) | {teacher['size_bytes'] / 1e6:,.1f} MB | "
+            f"{teacher['latency_ms']:.3f} ms | `python benchmarks/fashion.py teacher` |"
+        )
+    for r in rows:
+        p = r["params"]
+        count = (
+            f"{'<' if p['bound'] == '<' else '~' if p['bound'] == '~' else ''}{p['count']:,}" if p else "-"
+        )
+        lines.append(
+            f"| {r['classifier']} | {count} | {pct(r['test_accuracy'])} | - | - | Zalando's table "
+            f"({r['preprocessing'] or 'no preprocessing'}) |"
+        )
+    lines.append("")
+    for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
+        s, e = part.get("search"), part.get("export")
+        if s:
+            lines.append(
+                f"- within {int(budget):,} parameters: `{s['command']}`; trials by state {s['states']}, "
+                f"{s['feasible_measured']} measured within the budget"
+                + (f"; `{e['command']}`, {e['wall_seconds'] / 60:.1f} min" if e else "")
+                + (
+                    f"; search-time validation {pct(e['search']['val_accuracy'])} -> final "
+                    f"{pct(e['final']['val_accuracy'])}, test {pct(e['search']['test_accuracy'])} -> "
+                    f"{pct(e['final']['test_accuracy'])}"
+                    if e
+                    else ""
+                )
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[100_000, 500_000])
+    ap.add_argument("--n-trials", type=int, default=24)
+    ap.add_argument("--finetune-steps", type=int, default=3000)
+    ap.add_argument("--redo", action="store_true", help="run the parts again even where done")
+    ap.add_argument("--report", action="store_true", help="only write the report from the parts done")
+    args = ap.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            results = json.load(f)
+    results.setdefault("budgets", {})
+
+    def save() -> None:
+        with open(RESULTS, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+            f.write("\n")
+
+    if not args.report:
+        results["machine"] = machine()
+        for budget in args.budgets:
+            part = results["budgets"].setdefault(str(budget), {})
+            if args.redo or part.get("search", {}).get("n_trials") != args.n_trials:
+                part["search"] = search(budget, args.n_trials)
+                part.pop("export", None)
+                save()
+            if args.redo or (part.get("export") or {}).get("final_steps") != args.finetune_steps:
+                part["export"] = export(budget, args.finetune_steps)
+                save()
+    text = report(results)
+    with open(REPORT, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
