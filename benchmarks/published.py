@@ -194,6 +194,11 @@ def export(budget: int, steps: int) -> dict:
     }
 
 
+def exports(part: dict) -> list[dict]:
+    """The budget's exports, by final fine-tune steps."""
+    return [part["exports"][k] for k in sorted(part.get("exports", {}), key=int)]
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -216,17 +221,15 @@ def report(results: dict) -> str:
     ]
     teacher = None
     for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
-        e = part.get("export")
-        if not e:
-            continue
-        teacher = teacher or e["baseline"]
-        lo, hi = e["final"]["test_interval"]
-        lines.append(
-            f"| tradeoff, within {int(budget):,} parameters: #{e['trial']} `{e['plan']}` | {e['params']:,} | "
-            f"**{pct(e['test_accuracy'])}** ({pct(lo)}-{pct(hi)}) | {e['size_bytes'] / 1e3:,.1f} kB | "
-            f"{e['latency_ms']:.3f} ms ({e['latency_ratio']:.3f}x the teacher's) | search {part['search']['n_trials']} "
-            f"plans, then {e['final_steps']} final steps ({e['final_seconds'] / 60:.1f} min) |"
-        )
+        for e in exports(part):
+            teacher = teacher or e["baseline"]
+            lo, hi = e["final"]["test_interval"]
+            lines.append(
+                f"| tradeoff, within {int(budget):,} parameters: #{e['trial']} `{e['plan']}` | {e['params']:,} | "
+                f"**{pct(e['test_accuracy'])}** ({pct(lo)}-{pct(hi)}) | {e['size_bytes'] / 1e3:,.1f} kB | "
+                f"{e['latency_ms']:.3f} ms ({e['latency_ratio']:.3f}x the teacher's) | search {part['search']['n_trials']} "
+                f"plans, then {e['final_steps']} final steps ({e['final_seconds'] / 60:.1f} min) |"
+            )
     if teacher:
         lines.append(
             f"| tradeoff's teacher (resnet18, 12 epochs; its validation accuracy) | {teacher['params']:,} | "
@@ -244,8 +247,10 @@ def report(results: dict) -> str:
         )
     lines.append("")
     for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
-        s, e = part.get("search"), part.get("export")
-        if s:
+        s = part.get("search")
+        for e in exports(part) or [None]:
+            if not s:
+                continue
             lines.append(
                 f"- within {int(budget):,} parameters: `{s['command']}`; trials by state {s['states']}, "
                 f"{s['feasible_measured']} measured within the budget"
@@ -265,7 +270,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100_000, 500_000])
     ap.add_argument("--n-trials", type=int, default=24)
-    ap.add_argument("--finetune-steps", type=int, default=3000)
+    ap.add_argument(
+        "--finetune-steps", type=int, nargs="+", default=[3000], help="one export of the plan per value"
+    )
     ap.add_argument("--redo", action="store_true", help="run the parts again even where done")
     ap.add_argument("--report", action="store_true", help="only write the report from the parts done")
     args = ap.parse_args()
@@ -285,13 +292,17 @@ def main() -> None:
         results["machine"] = machine()
         for budget in args.budgets:
             part = results["budgets"].setdefault(str(budget), {})
+            if "export" in part:  # a single export, as the first version kept it
+                old = part.pop("export")
+                part.setdefault("exports", {})[str(old["final_steps"])] = old
             if args.redo or part.get("search", {}).get("n_trials") != args.n_trials:
                 part["search"] = search(budget, args.n_trials)
-                part.pop("export", None)
+                part.pop("exports", None)
                 save()
-            if args.redo or (part.get("export") or {}).get("final_steps") != args.finetune_steps:
-                part["export"] = export(budget, args.finetune_steps)
-                save()
+            for steps in args.finetune_steps:
+                if args.redo or str(steps) not in part.get("exports", {}):
+                    part.setdefault("exports", {})[str(steps)] = export(budget, steps)
+                    save()
     text = report(results)
     with open(REPORT, "w") as f:
         f.write(text)
