@@ -48,7 +48,7 @@ def _path(part: str) -> str:
     return os.path.join(RESULTS, f"fashion-{part}.json")
 
 
-def _machine() -> dict:
+def machine() -> dict:
     from tradeoff.search.task.training import bf16_supported
     from tradeoff.search.trial.measure import cpu_name
 
@@ -69,7 +69,7 @@ def part_stems(args) -> dict:
     from tradeoff.search.task.models import model_builder
 
     torch.set_num_threads(os.cpu_count() or 1)
-    out: dict = {"machine": _machine(), "method": "median of 4 SGD steps, batch 128, after 1 warm-up"}
+    out: dict = {"machine": machine(), "method": "median of 4 SGD steps, batch 128, after 1 warm-up"}
     for stem in ("small", "strided", "pooled"):
         for bf16 in (False, True):
             model = model_builder("resnet18", 1, 28, 10, stem=stem)().train()
@@ -111,7 +111,7 @@ def part_teacher(args) -> dict:
         lines.append(msg)
 
     model, path, seconds = train_teacher(task, log=log)
-    out = {"machine": _machine(), "fingerprint": task.fingerprint(), "epochs": task.teacher_epochs}
+    out = {"machine": machine(), "fingerprint": task.fingerprint(), "epochs": task.teacher_epochs}
     out["stem"] = task.settings["stem"]
     out["recipe"] = task.recipe
     for split in ("val", "test"):
@@ -165,7 +165,7 @@ def part_search(args) -> dict:
     ]
     best = max((t for t in done if t.number != base["trial"]), key=lambda t: t.user_attrs["accuracy"])
     return {
-        "machine": _machine(),
+        "machine": machine(),
         "command": f"tradeoff search --task fashion-mnist --n-trials {args.n_trials}",
         "wall_seconds": round(wall, 1),
         "trials": len(study.trials),
@@ -207,7 +207,7 @@ def part_final(args) -> dict:
         summary = json.load(f)
     summary["command"] = f"tradeoff export --front --finetune-steps {args.finetune_steps} -o DIR"
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    summary["machine"] = _machine()
+    summary["machine"] = machine()
     return summary
 
 

@@ -35,7 +35,7 @@ import sys
 import time
 
 import optuna
-import torch
+from fashion import machine as fashion_machine  # beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "published.json")
@@ -104,15 +104,7 @@ def study_of(name: str) -> optuna.Study | None:
 def machine() -> dict:
     import onnxruntime
 
-    from tradeoff.search.trial.measure import cpu_name
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return {**fashion_machine(), "onnxruntime": onnxruntime.__version__}
 
 
 def search(budget: int, n_trials: int) -> dict:

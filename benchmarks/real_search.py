@@ -32,6 +32,7 @@ import tempfile
 import time
 
 import optuna
+from allocation import minutes  # beside this script
 from samplers import OBJECTIVES, hypervolume, normalise
 
 from tradeoff.search.study.records import BASELINE_ATTR, DUPLICATE_ATTR
@@ -86,24 +87,25 @@ def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, int, floa
     return hypervolume(points), len(done), statistics.median(seconds)
 
 
-def minutes(study: optuna.Study) -> float:
-    """Wall minutes from the first trial's start to the last one's end."""
-    done = [t for t in study.trials if t.datetime_start and t.datetime_complete]
-    if not done:
-        return 0.0
-    return (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() / 60
+def existing(directory: str) -> optuna.Study | None:
+    """The study in ``directory`` where it has measured a plan, else None."""
+    from tradeoff.search.study.worker import counts
+
+    if not os.path.exists(os.path.join(directory, "tradeoff.db")):
+        return None
+    try:
+        study = load(directory)
+    except KeyError:
+        return None
+    return study if counts(study)[0] else None
 
 
 def measured(directory: str) -> int:
     """Budgeted plans the study in ``directory`` holds (0 where there is none yet)."""
     from tradeoff.search.study.worker import counts
 
-    if not os.path.exists(os.path.join(directory, "tradeoff.db")):
-        return 0
-    try:
-        return counts(load(directory))[0]
-    except KeyError:
-        return 0
+    study = existing(directory)
+    return counts(study)[0] if study else 0
 
 
 def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
@@ -130,13 +132,15 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
         if not a.one_at_a_time:
             args += ["--threads", "1"]
         print(f"seed {seed}: {s}, {missing} plans to measure", file=sys.stderr, flush=True)
-        procs.append(tradeoff(args, d))
-        if a.one_at_a_time:
-            out, _ = procs[-1].communicate()
-            with open(os.path.join(d, "search.log"), "a") as f:
-                f.write(out)
-            if procs[-1].returncode:
-                sys.exit(out)
+        proc = tradeoff(args, d)
+        if not a.one_at_a_time:
+            procs.append(proc)
+            continue
+        out, _ = proc.communicate()
+        with open(os.path.join(d, "search.log"), "a") as f:
+            f.write(out)
+        if proc.returncode:
+            sys.exit(out)
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:
@@ -165,11 +169,8 @@ def main() -> None:
         if not a.report:
             run_seed(seed, a, work)
         # the arms run so far (a benchmark in parts reports what it has)
-        studies = {
-            s: load(os.path.join(work, f"{s}-{seed}"))
-            for s in a.samplers
-            if measured(os.path.join(work, f"{s}-{seed}"))
-        }
+        found = {s: existing(os.path.join(work, f"{s}-{seed}")) for s in a.samplers}
+        studies = {s: study for s, study in found.items() if study}
         if not studies:
             continue
         base = common_baseline(list(studies.values()))
