@@ -19,6 +19,10 @@ one after the other on every core instead, each resumed where it stopped (a stud
 Arms run apart see different loads, so wherever a trial recorded its paired latency ratio
 (`latency_ratio`: the plan timed interleaved with the baseline in one window) the hypervolume
 reads that ratio, times the seed's reference latency, instead of its milliseconds.
+
+An arm may name a granularity too, ``SAMPLER:GRANULARITY``: ``--samplers auto auto:global`` is
+per-layer allocation (the default) against one value per knob, the same sampler, seed and budget,
+so one run of the default arm serves both comparisons.
 """
 
 from __future__ import annotations
@@ -108,11 +112,16 @@ def measured(directory: str) -> int:
     return counts(study)[0] if study else 0
 
 
+def arm_dir(work: str, arm: str, seed: int) -> str:
+    """The study directory of one arm (``SAMPLER`` or ``SAMPLER:GRANULARITY``) and seed."""
+    return os.path.join(work, f"{arm.replace(':', '-')}-{seed}")
+
+
 def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
     task = ["--task", a.task] if a.task else []
     todo = {}
     for s in a.samplers:
-        d = os.path.join(work, f"{s}-{seed}")
+        d = arm_dir(work, s, seed)
         os.makedirs(d, exist_ok=True)
         missing = a.n_trials - measured(d)
         if missing > 0:
@@ -128,7 +137,9 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
         sys.exit(out)
     procs = []
     for s, (d, missing) in todo.items():
-        args = ["search", "--seed", str(seed), "--sampler", s, "--n-trials", str(missing), *task]
+        sampler, _, granularity = s.partition(":")
+        args = ["search", "--seed", str(seed), "--sampler", sampler, "--n-trials", str(missing), *task]
+        args += ["--granularity", granularity] if granularity else []
         if not a.one_at_a_time:
             args += ["--threads", "1"]
         print(f"seed {seed}: {s}, {missing} plans to measure", file=sys.stderr, flush=True)
@@ -151,7 +162,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-trials", type=int, default=40)
-    ap.add_argument("--samplers", nargs="+", default=["auto", "random"])
+    ap.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["auto", "random"],
+        help="the arms: a sampler, or SAMPLER:GRANULARITY (auto:global is the default sampler on one value "
+        "per knob; a plain sampler runs at the default granularity, allocated)",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "real_search.md"))
     ap.add_argument("--report", metavar="DIR", help="only recompute the table from the studies in DIR")
     ap.add_argument("--task", help="the task (default: the bundled digits)")
@@ -169,7 +186,7 @@ def main() -> None:
         if not a.report:
             run_seed(seed, a, work)
         # the arms run so far (a benchmark in parts reports what it has)
-        found = {s: existing(os.path.join(work, f"{s}-{seed}")) for s in a.samplers}
+        found = {s: existing(arm_dir(work, s, seed)) for s in a.samplers}
         studies = {s: study for s, study in found.items() if study}
         if not studies:
             continue

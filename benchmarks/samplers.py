@@ -32,6 +32,10 @@ ratios x 19 ranks x 4 bit-widths = 9,044 plans):
   `suggest_plan` as a global study proposes. Its front against the per-layer one, both normalised
   to the same baseline, is the allocated-against-global comparison at equal measured plans with
   10 seeds instead of 3.
+- ``fashion`` and ``fashion-per-layer``: the ``default`` and ``per-layer`` problems built the same
+  way from tables measured on Fashion-MNIST (`tabular.py build --task fashion-mnist`, `tabular.py
+  allocated --task fashion-mnist`), the real task, where compression costs accuracy: the sampler
+  policy is chosen there, not only on the saturated digits. Each runs where its table exists.
 
 A replay asks the sampler for plans of the space through the search's own `suggest_plan`;
 a plan already measured is answered from the study (as `tradeoff search` does) and does not
@@ -59,7 +63,7 @@ import warnings
 import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
-from tabular import HERE, TABLE, load
+from tabular import ALLOCATED_TABLE, HERE, TABLE, load, table_path
 
 from tradeoff.search.study.config import SearchConfig
 from tradeoff.search.study.sampler import make_sampler
@@ -75,7 +79,6 @@ REFERENCE = np.array([10.0, 0.0, 0.0, 0.0])
 BUDGETS = (10, 20, 40, 80, 160, 320)
 STRUCTURE = ("student_width", "prune_ratio", "rank_ratio")
 ALLOCATED_AXES = (*STRUCTURE, SHARPNESS)
-ALLOCATED_TABLE = os.path.join(HERE, "data", "digits_resnet18_allocated.json")
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -409,13 +412,13 @@ def paired_ratio(ours: dict, theirs: dict, budgets) -> str:
     return "; ".join(cells)
 
 
-def per_layer_lines(table: dict, names, seeds, budgets, log) -> list[str]:
+def per_layer_lines(table: dict, names, seeds, budgets, log, name: str = "per-layer") -> list[str]:
     space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
-    problem = Problem("per-layer", table, space, granularity="allocated")
+    problem = Problem(name, table, space, granularity="allocated")
     uniform = problem.sharpness_zero("per-layer at sharpness 0 (uniform values: the global space)")
     meta = table["meta"]
     out = [
-        f"The per-layer problem: {len(table['rows'])} per-layer plans of {meta['model']} on {meta['task']} "
+        f"The {name} problem: {len(table['rows'])} per-layer plans of {meta['model']} on {meta['task']} "
         f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}; {meta['structures_fine_tuned']} "
         f"structures fine-tuned, sensitivity pass {meta['sensitivity']['seconds']:.0f} s, metric "
         f"{meta['sensitivity']['metric']}), interpolated onto the {len(problem.figures)} plans of the "
@@ -440,15 +443,23 @@ def per_layer_lines(table: dict, names, seeds, budgets, log) -> list[str]:
     return out
 
 
-def global_lines(table: dict, wanted: set, names, seeds, budgets, log) -> list[str]:
+def global_lines(table: dict, wanted: set, names, seeds, budgets, log, first: str = "default") -> list[str]:
+    """The global problems of ``table``: ``first`` (its measured figures) and, on the digits table,
+    ``steep`` (its synthetic accuracy)."""
     space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
-    problems = [Problem("default", table, space), Problem("steep", table, space, steep=True)]
+    problems = [Problem(first, table, space)]
+    problems += [Problem("steep", table, space, steep=True)] if first == "default" else []
     meta = table["meta"]
     out = [
         f"Problems built from {len(table['rows'])} measured plans of {meta['model']} on {meta['task']} "
         f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}), interpolated onto the "
-        f"{len(problems[0].figures)} plans of the default space. The `steep` problem's accuracy is synthetic "
-        "(see `steep_retention`). Budgets count measured plans.",
+        f"{len(problems[0].figures)} plans of the default space."
+        + (
+            " The `steep` problem's accuracy is synthetic (see `steep_retention`)."
+            if len(problems) > 1
+            else ""
+        )
+        + " Budgets count measured plans.",
         "",
         interpolation_error(table, problems[0]),
         "",
@@ -464,7 +475,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--table")
     ap.add_argument("--allocated-table", help=f"the per-layer table (default {ALLOCATED_TABLE})")
-    ap.add_argument("--problems", default="default,steep,per-layer", help="comma-separated problems to run")
+    ap.add_argument(
+        "--problems",
+        default="default,steep,per-layer,fashion,fashion-per-layer",
+        help="comma-separated problems to run (fashion and fashion-per-layer: where their tables are measured)",
+    )
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--only", help="comma-separated candidates (default: all)")
     a = ap.parse_args()
@@ -491,12 +506,29 @@ def main() -> None:
             f"No per-layer problem: {allocated} is missing (`python benchmarks/tabular.py allocated`).",
             "",
         ]
+    for problem, granularity in (("fashion", "global"), ("fashion-per-layer", "allocated")):
+        path = table_path("fashion-mnist", granularity)
+        if problem not in wanted or a.quick:
+            continue
+        if not os.path.exists(path):
+            how = "build" if granularity == "global" else "allocated"
+            out += [
+                f"No {problem} problem: {path} is missing (`python benchmarks/tabular.py {how} "
+                "--task fashion-mnist --threads 2`).",
+                "",
+            ]
+        elif granularity == "global":
+            out += global_lines(load(path), wanted, names, seeds, budgets, log, first=problem)
+        else:
+            per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
+            out += per_layer_lines(load(path), per_layer, seeds, budgets, log, name=problem) + [""]
     out.append(f"Replayed in {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(out)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # a run of some problems only does not overwrite the whole run's file
-    part = "" if wanted >= {"default", "steep", "per-layer"} else "-" + "-".join(sorted(wanted))
+    every = {"default", "steep", "per-layer", "fashion", "fashion-per-layer"}
+    part = "" if wanted >= every else "-" + "-".join(sorted(wanted))
     name = f"samplers{part}{'-quick' if a.quick else ''}.md"
     with open(os.path.join(HERE, "results", name), "w") as f:
         f.write(text + "\n")

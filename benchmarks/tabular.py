@@ -5,6 +5,12 @@ sampler comparisons replay trials from a table in seconds instead of hours.
     python benchmarks/tabular.py check --n 4      # live trials of sampled grid plans vs the table
     python benchmarks/tabular.py build --quick    # tiny_resnet, a 2x2x2x4 grid: a smoke run
     python benchmarks/tabular.py allocated        # the per-layer (allocated) space's grid (~15 min)
+    python benchmarks/tabular.py build --task fashion-mnist --threads 2       # the real task (~1 h)
+    python benchmarks/tabular.py allocated --task fashion-mnist --threads 2   # (~1 h)
+
+A build saves its rows after each structure (``TABLE.partial``) and, run again with the same
+task, grid and settings, resumes where it stopped: the Fashion-MNIST tables are built in parts.
+The table goes to ``benchmarks/data/TASK_resnet18_fine.json`` (``_allocated.json``).
 
 The grid is 5 widths x 5 pruning ratios x 4 ranks x 4 bit-widths = 400 plans, every value on
 the default space's steps; after it, ``--holdout`` plans drawn from the default space *off* the
@@ -93,10 +99,10 @@ def key(plan: Plan | dict) -> str:
     return f"{float(d['student_width']):g}|{float(d['prune_ratio']):g}|{float(d['rank_ratio']):g}|{int(d['weight_bits'])}"
 
 
-def setup(model: str, threads: int | None = None, granularity: str = "global"):
+def setup(model: str, threads: int | None = None, granularity: str = "global", task_name: str = "digits"):
     torch.set_flush_denormal(True)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    config = SearchConfig(model=model, granularity=granularity).validated(n_trials=40)
+    config = SearchConfig(model=model, granularity=granularity, task=task_name).validated(n_trials=40)
     task = task_for(config)
     teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
     return config, task, Runner(config, task, teacher)
@@ -165,28 +171,75 @@ def off_grid(grid: dict, n: int, seed: int = 7) -> list[tuple[float, float, floa
     ]
 
 
-def build(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
-    config, task, runner = setup(model, threads)
-    rows = []
-    t_start = time.perf_counter()
+class Progress:
+    """A build's rows so far, saved beside ``out`` (``out.partial``) after each structure, so that a
+    build stopped anywhere resumes where it stopped; a saved build of another task, grid or setting
+    is started again. ``state["seconds"]`` adds up the parts' times."""
+
+    def __init__(self, out: str, task, config, grid: dict):
+        self.path = out + ".partial"
+        self.ident = {"fingerprint": task.fingerprint(), "grid": grid, "config": json.loads(config.to_json())}
+        self.state: dict = {"rows": [], "done": [], "seconds": 0.0}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                saved = json.load(f)
+            if saved.get("ident") == self.ident:
+                self.state = saved["state"]
+                print(
+                    f"resuming {self.path}: {len(self.state['done'])} points done, "
+                    f"{self.state['seconds']:.0f} s spent",
+                    file=sys.stderr,
+                )
+        self.before, self.t = self.state["seconds"], time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.t
+
+    def done(self, point) -> bool:
+        return list(point) in self.state["done"]
+
+    def add(self, point, rows: list[dict]) -> None:
+        self.state["rows"] += rows
+        self.state["done"].append(list(point))
+        self.save()
+
+    def save(self) -> None:
+        self.state["seconds"] = self.seconds()
+        with open(self.path + ".tmp", "w") as f:
+            json.dump({"ident": self.ident, "state": self.state}, f)
+        os.replace(self.path + ".tmp", self.path)
+
+    def finish(self) -> None:
+        os.remove(self.path)
+
+
+def build(
+    grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0, task_name: str = "digits"
+) -> None:
+    config, task, runner = setup(model, threads, task_name=task_name)
+    progress = Progress(out, task, config, grid)
     structural = list(itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"]))
     for i, (w, p, r) in enumerate(structural):
+        if progress.done((w, p, r)):
+            continue
         new, accuracy = structure(runner, task, w, p, r, grid["weight_bits"])
-        rows += new
+        progress.add((w, p, r), new)
         print(
             f"[{i + 1}/{len(structural)}] width {w:g} prune {p:g} rank {r:g}: float accuracy {accuracy:.2%}, "
-            f"{time.perf_counter() - t_start:.0f} s so far",
+            f"{progress.seconds():.0f} s so far",
             file=sys.stderr,
         )
     held = []
     for w, p, r in off_grid(grid, holdout):
         held += structure(runner, task, w, p, r, grid["weight_bits"])[0]
         print(f"off-grid width {w:g} prune {p:g} rank {r:g} measured", file=sys.stderr)
+    rows = progress.state["rows"]
     base = next(r for r in rows if key(r["plan"]) == key(Plan()))
-    write_table(out, task, config, grid, t_start, rows, held, base)
+    write_table(out, task, config, grid, progress.seconds(), rows, held, base)
+    progress.finish()
 
 
-def write_table(out, task, config, grid, t_start, rows, held, base, meta=None, **extra) -> None:
+def write_table(out, task, config, grid, seconds, rows, held, base, meta=None, **extra) -> None:
     """The measured table as JSON at ``out``, with the task, machine, versions and settings it
     was measured with (``meta``: more of them; ``extra``: more top-level entries)."""
     table = {
@@ -201,7 +254,8 @@ def write_table(out, task, config, grid, t_start, rows, held, base, meta=None, *
             "threads": torch.get_num_threads(),
             "versions": versions(),
             **(meta or {}),
-            "seconds": round(time.perf_counter() - t_start, 1),
+            "val_size": len(task.val),
+            "seconds": round(seconds, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         **extra,
@@ -288,28 +342,39 @@ def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, .
     return [(*point, rng.choice(sharp)) for point in structural]
 
 
-def build_allocated(grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0) -> None:
+def build_allocated(
+    grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0, task_name: str = "digits"
+) -> None:
     from tradeoff.search.study.sensitivity import measure_for_study
+    from tradeoff.spaces.sensitivity import SensitivityTable
 
-    config, task, runner = setup(model, threads, granularity="allocated")
-    teacher = runner.teacher
-    t_start = time.perf_counter()
-    table = measure_for_study(config, task, teacher, log=lambda m: print(m, file=sys.stderr))
+    config, task, runner = setup(model, threads, granularity="allocated", task_name=task_name)
+    progress = Progress(out, task, config, grid)
+    state = progress.state
+    if "sensitivity" in state:  # a resumed build keeps the table its rows were allocated by
+        table = SensitivityTable.from_dict(state["sensitivity"])
+    else:
+        t = time.perf_counter()
+        table = measure_for_study(config, task, runner.teacher, log=lambda m: print(m, file=sys.stderr))
+        state["sensitivity"], state["sensitivity_s"] = table.to_dict(), time.perf_counter() - t
+        progress.save()
     runner.table = table
-    sensitivity_s = time.perf_counter() - t_start
     points = list(
         itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"], grid["allocation"])
     )
     done: dict = {}
-    rows = []
     for i, point in enumerate(points):
-        rows += allocated_rows(runner, task, table, [point], grid["weight_bits"], done)
+        if progress.done(point):
+            continue
+        rows = allocated_rows(runner, task, table, [point], grid["weight_bits"], done)
+        state["structures"] = sorted(set(state.get("structures", [])) | set(done))
+        progress.add(point, rows)
         print(
-            f"[{i + 1}/{len(points)}] width/prune/rank/sharpness {point}: "
-            f"{time.perf_counter() - t_start:.0f} s so far",
+            f"[{i + 1}/{len(points)}] width/prune/rank/sharpness {point}: {progress.seconds():.0f} s so far",
             file=sys.stderr,
         )
     held = allocated_rows(runner, task, table, off_grid_allocated(grid, holdout), grid["weight_bits"], {})
+    rows = state["rows"]
     base = next(
         r
         for r in rows
@@ -317,10 +382,12 @@ def build_allocated(grid: dict, model: str, out: str, threads: int | None = None
     )
     meta = {
         "granularity": "allocated",
-        "sensitivity": {"seconds": round(sensitivity_s, 1), "metric": table.metric},
-        "structures_fine_tuned": len(done),
+        "sensitivity": {"seconds": round(state["sensitivity_s"], 1), "metric": table.metric},
+        "structures_fine_tuned": len(set(state.get("structures", [])) | set(done)),
     }
-    write_table(out, task, config, grid, t_start, rows, held, base, meta, sensitivity=table.to_dict())
+    sensitivity = table.to_dict()
+    write_table(out, task, config, grid, progress.seconds(), rows, held, base, meta, sensitivity=sensitivity)
+    progress.finish()
 
 
 def load(path: str = TABLE) -> dict:
@@ -335,7 +402,7 @@ def check(path: str, n: int, seed: int = 1) -> list[str]:
     import random
 
     table = load(path)
-    _, task, runner = setup(table["meta"]["model"])
+    _, task, runner = setup(table["meta"]["model"], task_name=table["meta"]["task"])
     if task.fingerprint() != table["meta"]["fingerprint"]:
         return [f"the table was measured on another task (fingerprint {table['meta']['fingerprint']})"]
     plans = random.Random(seed).sample(table["rows"], n)
@@ -355,11 +422,20 @@ def check(path: str, n: int, seed: int = 1) -> list[str]:
     return lines
 
 
+def table_path(task: str, granularity: str) -> str:
+    """Where the table of ``task`` is kept: benchmarks/data/TASK_resnet18_fine.json (global) or
+    ..._allocated.json."""
+    return os.path.join(
+        HERE, "data", f"{task}_resnet18_{'allocated' if granularity == 'allocated' else 'fine'}.json"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("build", "check", "allocated"))
     ap.add_argument("--quick", action="store_true", help="tiny_resnet on a small grid")
-    ap.add_argument("--table", help="table file (default: benchmarks/data/digits_resnet18_fine.json)")
+    ap.add_argument("--task", default="digits", help="the bundled task to measure on (digits, fashion-mnist)")
+    ap.add_argument("--table", help="table file (default: benchmarks/data/TASK_resnet18_fine.json)")
     ap.add_argument("--n", type=int, default=4, help="check: live plans to compare")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads for training and latency (default 1)"
@@ -371,12 +447,14 @@ def main() -> None:
         build_allocated(
             QUICK_ALLOCATED_GRID if a.quick else ALLOCATED_GRID,
             "tiny_resnet" if a.quick else "resnet18",
-            a.table or (quick if a.quick else ALLOCATED_TABLE),
+            a.table or (quick if a.quick else table_path(a.task, "allocated")),
             threads=a.threads,
             holdout=1 if a.quick else a.holdout,
+            task_name=a.task,
         )
         return
-    path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
+    quick = os.path.join(HERE, "results", "quick_grid.json")
+    path = a.table or (quick if a.quick else table_path(a.task, "global"))
     if a.action == "build":
         build(
             QUICK_GRID if a.quick else GRID,
@@ -384,13 +462,13 @@ def main() -> None:
             path,
             threads=a.threads,
             holdout=1 if a.quick else a.holdout,
+            task_name=a.task,
         )
     else:
         text = "\n".join(check(path, a.n))
         print(text)
-        with open(
-            os.path.join(HERE, "results", "tabular_check-quick.md" if a.quick else "tabular_check.md"), "w"
-        ) as f:
+        name = "tabular_check" + ("-quick" if a.quick else "" if a.task == "digits" else f"-{a.task}")
+        with open(os.path.join(HERE, "results", f"{name}.md"), "w") as f:
             f.write(text + "\n")
 
 
