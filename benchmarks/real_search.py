@@ -79,16 +79,23 @@ def figures(t: optuna.trial.FrozenTrial, base: dict) -> dict:
     return f
 
 
-def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, int, float]:
-    """(hypervolume of the measured plans against ``base``, how many, median trial seconds)."""
+def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, str, str]:
+    """(hypervolume of the measured plans against ``base``; how many, of them the budgeted ones;
+    median trial seconds of the budgeted plans and of the others, the queued bit-width variants)."""
+    from tradeoff.search.study.worker import budgeted
+
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if DUPLICATE_ATTR not in t.user_attrs
     ]
     points = [normalise(figures(t, base), base) for t in done]
-    seconds = [t.duration.total_seconds() for t in done if t.duration]
-    return hypervolume(points), len(done), statistics.median(seconds)
+    own = [t for t in done if budgeted(t)]
+    seconds = [
+        f"{statistics.median(t.duration.total_seconds() for t in ts):.1f}" if ts else "-"
+        for ts in (own, [t for t in done if not budgeted(t)])
+    ]
+    return hypervolume(points), f"{len(done)} ({len(own)})", " / ".join(seconds)
 
 
 def existing(directory: str) -> optuna.Study | None:
@@ -196,7 +203,7 @@ def main() -> None:
             results[s][seed] = hv
             own = study.user_attrs[BASELINE_ATTR]["latency_ms"]
             rows.append(
-                f"| {seed} | {s} | {hv:.2f} | {n} | {median_s:.1f} | {own:.2f} / {base['latency_ms']:.2f} | "
+                f"| {seed} | {s} | {hv:.2f} | {n} | {median_s} | {own:.2f} / {base['latency_ms']:.2f} | "
                 f"{minutes(study):.1f} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
@@ -216,7 +223,8 @@ def main() -> None:
     lines = [
         f"`{command}` on {cpu_name()}, {os.cpu_count()} cores, {how}; {took}.",
         "",
-        "| seed | sampler | hypervolume | measured plans | median trial s | baseline ms: own / reference | minutes |",
+        "| seed | sampler | hypervolume | measured plans (budgeted) | median trial s: budgeted / bit-width variants "
+        "| baseline ms: own / reference | minutes |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
