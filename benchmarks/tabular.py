@@ -54,7 +54,17 @@ from tradeoff.spaces import ApplyContext, Compressed, Plan
 from tradeoff.spaces.quantization import quantize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TABLE = os.path.join(HERE, "data", "digits_resnet18_fine.json")
+
+
+def table_path(task: str, granularity: str) -> str:
+    """Where the table of ``task`` is kept: benchmarks/data/TASK_resnet18_fine.json (global) or
+    ..._allocated.json."""
+    return os.path.join(
+        HERE, "data", f"{task}_resnet18_{'allocated' if granularity == 'allocated' else 'fine'}.json"
+    )
+
+
+TABLE = table_path("digits", "global")
 GRID = {
     "student_width": [0.25, 0.375, 0.5, 0.75, 1.0],
     "prune_ratio": [0.0, 0.2, 0.4, 0.6, 0.8],
@@ -67,7 +77,7 @@ QUICK_GRID = {
     "rank_ratio": [0.5, 1.0],
     "weight_bits": [32, 8, 4, 2],
 }
-ALLOCATED_TABLE = os.path.join(HERE, "data", "digits_resnet18_allocated.json")
+ALLOCATED_TABLE = table_path("digits", "allocated")
 ALLOCATED_GRID = {
     "student_width": [0.25, 0.5, 1.0],
     "prune_ratio": [0.0, 0.4, 0.8],
@@ -420,14 +430,6 @@ def check(path: str, n: int, seed: int = 1) -> list[str]:
             f"{t['latency_ms']:.3f} / {m.latency_ms:.3f} ({m.latency_ms / t['latency_ms']:.2f}x) |"
         )
     return lines
-
-
-def table_path(task: str, granularity: str) -> str:
-    """Where the table of ``task`` is kept: benchmarks/data/TASK_resnet18_fine.json (global) or
-    ..._allocated.json."""
-    return os.path.join(
-        HERE, "data", f"{task}_resnet18_{'allocated' if granularity == 'allocated' else 'fine'}.json"
-    )
 
 
 def main() -> None:
