@@ -280,6 +280,80 @@ def history_capped(cap: int):
     return make
 
 
+class Mixed(optuna.samplers.BaseSampler):
+    """CANDIDATE: ``inner`` for most trials, a uniform random draw for every ``every``-th (by trial
+    number): model-based search with a fixed share of exploration."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, every: int, seed: int) -> None:
+        self.inner, self.every = inner, every
+        self.random = optuna.samplers.RandomSampler(seed=seed + 1)
+
+    def _random(self, trial) -> bool:
+        return trial.number % self.every == self.every - 1
+
+    def infer_relative_search_space(self, study, trial):
+        return {} if self._random(trial) else self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return {} if self._random(trial) else self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        which = self.random if self._random(trial) else self.inner
+        return which.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self.inner.after_trial(study, trial, state, values)
+
+
+def mixed(every: int):
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        sampler, plans = product("auto")(space, seed, budget, granularity)
+        return Mixed(sampler, every, seed), plans
+
+    return make
+
+
+def top_width_start(n_top: int):
+    """CANDIDATE: `tradeoff`'s start design with ``n_top`` of its Latin-hypercube plans at the
+    widest student (1.0: the teacher's own weights), the others' widths below it."""
+
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        sampler, plans = product("auto")(space, seed, budget, granularity)
+        wide = space["student_width"]["high"]
+        fill = plans[1:]
+        for i, params in enumerate(fill):
+            if i < n_top:
+                params["student_width"] = wide
+            elif params.get("student_width", wide) >= wide:
+                params["student_width"] = wide - space["student_width"]["step"]
+        return sampler, plans
+
+    return make
+
+
+def tpe_gamma(fraction: float):
+    """CANDIDATE: `tradeoff` with TPE's "good" share of trials at ``fraction`` (Optuna's default:
+    10 %, at most 25 trials)."""
+
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        from tradeoff.search.study.sampler import TPE_STARTUP, CappedTPESampler
+
+        _, plans = product("auto")(space, seed, budget, granularity)
+        sampler = CappedTPESampler(
+            multivariate=True,
+            constant_liar=True,
+            n_startup_trials=TPE_STARTUP,
+            seed=seed,
+            gamma=lambda n: min(math.ceil(fraction * n), 25),
+        )
+        return sampler, plans
+
+    return make
+
+
 def plain(sampler_fn):
     return lambda space, seed, budget, granularity="global": (sampler_fn(seed), [])
 
@@ -298,6 +372,10 @@ CANDIDATES = {
     "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
     "tradeoff (history cap 40)": (history_capped(40), False),
     "tradeoff (history cap 80)": (history_capped(80), False),
+    "tradeoff + every 3rd random": (mixed(3), False),
+    "tradeoff + every 2nd random": (mixed(2), False),
+    "tradeoff, 4 of 9 start plans at width 1": (top_width_start(4), False),
+    "tradeoff, gamma 25 %": (tpe_gamma(0.25), False),
 }
 QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 # Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40
@@ -305,30 +383,55 @@ QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 SLOW_ABOVE = {"gp: base + 9 lhs (--sampler gp)": 20}
 
 
-def replay(problem: Problem, factory, seed: int, budget: int) -> list[np.ndarray]:
-    """The normalised figures of the plans one replayed search measured, in order."""
+def replay(
+    problem: Problem, factory, seed: int, budget: int, variants: bool = False
+) -> list[tuple[int, np.ndarray]]:
+    """The normalised figures of the plans one replayed search measured, in order, each with the
+    count of budgeted plans measured by then. ``variants``: as `tradeoff search` runs (its
+    default, ``reuse``), every newly measured structure queues its other bit-widths (bit budgets
+    at ``allocated``), which are measured next and use up none of the budget; the last plan's
+    variants are measured too, as the worker measures queued variants before it stops."""
     sampler, enqueued = factory(problem.space, seed, budget, problem.granularity)
     directions = ["maximize", "minimize", "minimize", "minimize"]
     study = optuna.create_study(directions=directions, sampler=sampler)
     for params in enqueued:
         study.enqueue_trial(params, skip_if_exists=True)
+    bit_choices = problem.grid_space()["weight_bits"]["choices"]
     measured: dict[tuple, list[float]] = {}
-    points, repeats = [], 0
+    structures: set[tuple] = set()
+    queued: set[tuple] = set()
+    points, counted, repeats = [], 0, 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        while len(points) < budget and repeats < MAX_REPEATS:
+        while (counted < budget or queued) and repeats < MAX_REPEATS:
             trial = study.ask()
             key = problem.propose(trial)
+            sibling = key in queued
+            queued.discard(key)
             if key in measured:
-                repeats += 1
+                repeats += not sibling
                 study.tell(trial, measured[key])
                 continue
             repeats = 0
             f = problem.figures[key]
             measured[key] = [f[o] for o in OBJECTIVES]
-            points.append(problem.normalised(f))
+            counted += not sibling
+            points.append((counted, problem.normalised(f)))
             study.tell(trial, measured[key])
+            if variants and key[:-1] not in structures:
+                for bits in bit_choices:
+                    other = (*key[:-1], float(bits))
+                    if other not in measured and other not in queued:
+                        queued.add(other)
+                        study.enqueue_trial(dict(trial.params, weight_bits=bits))
+            structures.add(key[:-1])
     return points
+
+
+def upto(points: list[tuple[int, np.ndarray]], budget: int) -> list[np.ndarray]:
+    """The points a replay had measured when its ``budget``-th budgeted plan (and its variants)
+    was measured."""
+    return [p for n, p in points if n <= budget]
 
 
 def hypervolume(points: list[np.ndarray]) -> float:
@@ -343,7 +446,9 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return float(med), float(q1), float(q3)
 
 
-def evaluate(problem: Problem, names, seeds, budgets, log) -> dict[str, dict[int, list[float]]]:
+def evaluate(
+    problem: Problem, names, seeds, budgets, log, variants: bool = False
+) -> dict[str, dict[int, list[float]]]:
     hv: dict[str, dict[int, list[float]]] = {}
     for name in names:
         factory, knows_budget = CANDIDATES[name]
@@ -354,11 +459,11 @@ def evaluate(problem: Problem, names, seeds, budgets, log) -> dict[str, dict[int
         for seed in seeds:
             if knows_budget:
                 for b in mine:
-                    hv[name][b].append(hypervolume(replay(problem, factory, seed, b)))
+                    hv[name][b].append(hypervolume(upto(replay(problem, factory, seed, b, variants), b)))
             else:
-                points = replay(problem, factory, seed, max(mine))
+                points = replay(problem, factory, seed, max(mine), variants)
                 for b in mine:
-                    hv[name][b].append(hypervolume(points[:b]))
+                    hv[name][b].append(hypervolume(upto(points, b)))
         log(f"{problem.name}: {name} replayed in {time.perf_counter() - t0:.0f} s")
     return hv
 
@@ -412,7 +517,9 @@ def paired_ratio(ours: dict, theirs: dict, budgets) -> str:
     return "; ".join(cells)
 
 
-def per_layer_lines(table: dict, names, seeds, budgets, log, name: str = "per-layer") -> list[str]:
+def per_layer_lines(
+    table: dict, names, seeds, budgets, log, name: str = "per-layer", variants: bool = False
+) -> list[str]:
     space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
     problem = Problem(name, table, space, granularity="allocated")
     uniform = problem.sharpness_zero("per-layer at sharpness 0 (uniform values: the global space)")
@@ -427,9 +534,9 @@ def per_layer_lines(table: dict, names, seeds, budgets, log, name: str = "per-la
         interpolation_error(table, problem),
         "",
     ]
-    hv = evaluate(problem, names, seeds, budgets, log)
+    hv = evaluate(problem, names, seeds, budgets, log, variants)
     out += table_lines(problem, hv, budgets, len(seeds)) + [""]
-    flat = evaluate(uniform, ["tradeoff"], seeds, budgets, log)
+    flat = evaluate(uniform, ["tradeoff"], seeds, budgets, log, variants)
     out += table_lines(uniform, flat, budgets, len(seeds)) + [""]
     whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (problem, uniform)]
     out.append(
@@ -443,7 +550,9 @@ def per_layer_lines(table: dict, names, seeds, budgets, log, name: str = "per-la
     return out
 
 
-def global_lines(table: dict, wanted: set, names, seeds, budgets, log, first: str = "default") -> list[str]:
+def global_lines(
+    table: dict, wanted: set, names, seeds, budgets, log, first: str = "default", variants: bool = False
+) -> list[str]:
     """The global problems of ``table``: ``first`` (its measured figures) and, on the digits table,
     ``steep`` (its synthetic accuracy)."""
     space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
@@ -459,13 +568,18 @@ def global_lines(table: dict, wanted: set, names, seeds, budgets, log, first: st
             if len(problems) > 1
             else ""
         )
-        + " Budgets count measured plans.",
+        + (
+            " Budgets count the plans the sampler chose; each new structure's other bit-widths are "
+            "measured on top, as `tradeoff search` does (`--variants`)."
+            if variants
+            else " Budgets count measured plans."
+        ),
         "",
         interpolation_error(table, problems[0]),
         "",
     ]
     for problem in (p for p in problems if p.name in wanted):
-        hv = evaluate(problem, names, seeds, budgets, log)
+        hv = evaluate(problem, names, seeds, budgets, log, variants)
         out += table_lines(problem, hv, budgets, len(seeds)) + [""]
     return out
 
@@ -482,6 +596,12 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--only", help="comma-separated candidates (default: all)")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="replay as `tradeoff search` runs: each new structure's other bit-widths measured on "
+        "top of the budget (its default, reuse)",
+    )
     a = ap.parse_args()
     wanted = set(a.problems.split(","))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -495,12 +615,12 @@ def main() -> None:
         path = a.table or (os.path.join(HERE, "results", "quick_grid.json") if a.quick else TABLE)
         if not os.path.exists(path) and a.quick:
             sys.exit(f"{path}: run `python benchmarks/tabular.py build --quick` first")
-        out += global_lines(load(path), wanted, names, seeds, budgets, log)
+        out += global_lines(load(path), wanted, names, seeds, budgets, log, variants=a.variants)
     quick = os.path.join(HERE, "results", "quick_allocated.json")
     allocated = a.allocated_table or (quick if a.quick else ALLOCATED_TABLE)
     if "per-layer" in wanted and os.path.exists(allocated):
         per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
-        out += per_layer_lines(load(allocated), per_layer, seeds, budgets, log) + [""]
+        out += per_layer_lines(load(allocated), per_layer, seeds, budgets, log, variants=a.variants) + [""]
     elif "per-layer" in wanted:
         out += [
             f"No per-layer problem: {allocated} is missing (`python benchmarks/tabular.py allocated`).",
@@ -518,10 +638,15 @@ def main() -> None:
                 "",
             ]
         elif granularity == "global":
-            out += global_lines(load(path), wanted, names, seeds, budgets, log, first=problem)
+            out += global_lines(
+                load(path), wanted, names, seeds, budgets, log, first=problem, variants=a.variants
+            )
         else:
             per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
-            out += per_layer_lines(load(path), per_layer, seeds, budgets, log, name=problem) + [""]
+            out += per_layer_lines(
+                load(path), per_layer, seeds, budgets, log, name=problem, variants=a.variants
+            )
+            out += [""]
     out.append(f"Replayed in {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(out)
     print(text)
@@ -529,7 +654,7 @@ def main() -> None:
     # a run of some problems only does not overwrite the whole run's file
     every = {"default", "steep", "per-layer", "fashion", "fashion-per-layer"}
     part = "" if wanted >= every else "-" + "-".join(sorted(wanted))
-    name = f"samplers{part}{'-quick' if a.quick else ''}.md"
+    name = f"samplers{part}{'-variants' if a.variants else ''}{'-quick' if a.quick else ''}.md"
     with open(os.path.join(HERE, "results", name), "w") as f:
         f.write(text + "\n")
 
