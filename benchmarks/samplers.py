@@ -3,6 +3,8 @@
     python benchmarks/samplers.py            # every candidate, 10 seeds, 10 to 320 plans (~45 min)
     python benchmarks/samplers.py --problems per-layer   # the per-layer space alone (~3 min)
     python benchmarks/samplers.py --quick    # a smoke run: the quick table, 2 seeds, 10 and 20 plans
+    python benchmarks/samplers.py --problems fashion --variants --budgets 10,20,40,80
+                                             # as `tradeoff search` runs: bit-width variants on top
 
 Problems (each the whole stepped default space of `tradeoff search`: 7 widths x 17 pruning
 ratios x 19 ranks x 4 bit-widths = 9,044 plans):
@@ -40,7 +42,10 @@ ratios x 19 ranks x 4 bit-widths = 9,044 plans):
 A replay asks the sampler for plans of the space through the search's own `suggest_plan`;
 a plan already measured is answered from the study (as `tradeoff search` does) and does not
 count: the budget is measured plans, and a run that repeats 25 plans in a row stops (as the
-worker does). Budgets are prefixes of one run for samplers that do not know the budget, and a
+worker does). ``--variants`` replays what the search does by default (``reuse``): each newly
+measured structure queues its other bit-widths (bit budgets at ``allocated``), measured next at
+the cost of a quantization and counted outside the budget, so a budget of 40 is 40 plans the
+sampler chose and their variants, as `benchmarks/real_search.py` counts its real runs. Budgets are prefixes of one run for samplers that do not know the budget, and a
 run of its own for those that do (NSGA-II's population is fitted to the budget).
 
 Hypervolume: every objective turned into one to minimise, relative to the baseline: accuracy as
@@ -595,6 +600,7 @@ def main() -> None:
         help="comma-separated problems to run (fashion and fashion-per-layer: where their tables are measured)",
     )
     ap.add_argument("--seeds", type=int)
+    ap.add_argument("--budgets", help=f"comma-separated budgets (default {','.join(map(str, BUDGETS))})")
     ap.add_argument("--only", help="comma-separated candidates (default: all)")
     ap.add_argument(
         "--variants",
@@ -606,7 +612,7 @@ def main() -> None:
     wanted = set(a.problems.split(","))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = range(a.seeds or (2 if a.quick else 10))
-    budgets = (10, 20) if a.quick else BUDGETS
+    budgets = tuple(int(b) for b in a.budgets.split(",")) if a.budgets else (10, 20) if a.quick else BUDGETS
     names = a.only.split(",") if a.only else (QUICK if a.quick else tuple(CANDIDATES))
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
