@@ -54,6 +54,8 @@ def main() -> None:
     if not a.quick:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])
+    if a.quick:  # the replay as the search runs, bit-width variants on top (its own results file)
+        times["samplers variants"] = step("samplers variants", [b.format("samplers"), *q, "--variants"])
     times["runtimes"] = step("runtimes", [b.format("runtimes"), *q])
     if a.quick:  # the full run needs a searched study: python benchmarks/front_latency.py --dir DIR ...
         times["front latency"] = step("front latency", [b.format("front_latency"), "--quick"])
