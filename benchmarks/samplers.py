@@ -60,6 +60,7 @@ import argparse
 import itertools
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -286,15 +287,17 @@ def history_capped(cap: int):
 
 
 class Mixed(optuna.samplers.BaseSampler):
-    """CANDIDATE: ``inner`` for most trials, a uniform random draw for every ``every``-th (by trial
-    number): model-based search with a fixed share of exploration."""
+    """CANDIDATE: ``inner`` for most trials, a uniform random draw for one trial in ``every`` (drawn
+    per trial): model-based search with a fixed share of exploration."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler, every: int, seed: int) -> None:
-        self.inner, self.every = inner, every
+        self.inner, self.every, self.seed = inner, every, seed
         self.random = optuna.samplers.RandomSampler(seed=seed + 1)
 
     def _random(self, trial) -> bool:
-        return trial.number % self.every == self.every - 1
+        # a draw per trial (seeded by its number), not every n-th number: with bit-width variants
+        # queued after each new structure, the sampler's own trials fall on every 4th number
+        return random.Random(self.seed * 1_000_003 + trial.number).random() < 1 / self.every
 
     def infer_relative_search_space(self, study, trial):
         return {} if self._random(trial) else self.inner.infer_relative_search_space(study, trial)
@@ -359,6 +362,20 @@ def tpe_gamma(fraction: float):
     return make
 
 
+def independent_start():
+    """CANDIDATE: `tradeoff`'s start design, then Optuna's independent TPE (one density per knob)
+    with the constant liar, in place of the joint one."""
+
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        from tradeoff.search.study.sampler import TPE_STARTUP
+
+        _, plans = product("auto")(space, seed, budget, granularity)
+        sampler = optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, constant_liar=True, seed=seed)
+        return sampler, plans
+
+    return make
+
+
 def plain(sampler_fn):
     return lambda space, seed, budget, granularity="global": (sampler_fn(seed), [])
 
@@ -377,10 +394,11 @@ CANDIDATES = {
     "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
     "tradeoff (history cap 40)": (history_capped(40), False),
     "tradeoff (history cap 80)": (history_capped(80), False),
-    "tradeoff + every 3rd random": (mixed(3), False),
-    "tradeoff + every 2nd random": (mixed(2), False),
-    "tradeoff, 4 of 9 start plans at width 1": (top_width_start(4), False),
-    "tradeoff, gamma 25 %": (tpe_gamma(0.25), False),
+    "tradeoff + 1 in 3 random": (mixed(3), False),
+    "tradeoff + 1 in 2 random": (mixed(2), False),
+    "tradeoff: 4 of 9 start plans at width 1": (top_width_start(4), False),
+    "tradeoff: gamma 25 %": (tpe_gamma(0.25), False),
+    "tradeoff: start design + independent TPE": (independent_start(), False),
 }
 QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 # Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40
