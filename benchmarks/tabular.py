@@ -29,7 +29,8 @@ the allocation sharpness), whose plans are per-layer: the task's sensitivity tab
 once (as `tradeoff search` does), each grid point is turned into its per-layer plan by the
 search's own `plan_from_params`, and each distinct per-layer structure is fine-tuned once and
 quantized at every average-bits budget (mixed precision where the allocation mixes). 3 widths x
-3 pruning budgets x 3 rank budgets x 3 sharpnesses x 6 bit budgets = 486 plans, plus off-grid
+3 pruning budgets x 3 rank budgets x 3 sharpnesses x 6 bit budgets = 486 plans (on Fashion-MNIST
+4 widths, 648 plans: the 0.875 student below the teacher's width, as in the global grid), plus off-grid
 plans measured live for the interpolation check.
 """
 
@@ -91,6 +92,7 @@ ALLOCATED_GRID = {
     "allocation": [0.0, 0.5, 1.0],
     "weight_bits": [32, 8, 6, 4, 3, 2],
 }
+TASK_ALLOCATED_GRIDS = {"fashion-mnist": dict(ALLOCATED_GRID, student_width=[0.25, 0.5, 0.875, 1.0])}
 QUICK_ALLOCATED_GRID = {
     "student_width": [0.5, 1.0],
     "prune_ratio": [0.0, 0.5],
@@ -460,7 +462,7 @@ def main() -> None:
     if a.action == "allocated":
         quick = os.path.join(HERE, "results", "quick_allocated.json")
         build_allocated(
-            QUICK_ALLOCATED_GRID if a.quick else ALLOCATED_GRID,
+            QUICK_ALLOCATED_GRID if a.quick else TASK_ALLOCATED_GRIDS.get(a.task, ALLOCATED_GRID),
             "tiny_resnet" if a.quick else "resnet18",
             a.table or (quick if a.quick else table_path(a.task, "allocated")),
             threads=a.threads,
