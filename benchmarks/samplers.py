@@ -45,8 +45,9 @@ count: the budget is measured plans, and a run that repeats 25 plans in a row st
 worker does). ``--variants`` replays what the search does by default (``reuse``): each newly
 measured structure queues its other bit-widths (bit budgets at ``allocated``), measured next at
 the cost of a quantization and counted outside the budget, so a budget of 40 is 40 plans the
-sampler chose and their variants, as `benchmarks/real_search.py` counts its real runs. Budgets are prefixes of one run for samplers that do not know the budget, and a
-run of its own for those that do (NSGA-II's population is fitted to the budget).
+sampler chose and their variants, as `benchmarks/real_search.py` counts its real runs. Budgets
+are prefixes of one run for samplers that do not know the budget, and a run of its own for
+those that do (NSGA-II's population is fitted to the budget).
 
 Hypervolume: every objective turned into one to minimise, relative to the baseline: accuracy as
 points of drop (100 x (baseline - accuracy)), size, latency and energy as log10 of the ratio to
@@ -72,7 +73,7 @@ from optuna._hypervolume import compute_hypervolume
 from tabular import ALLOCATED_TABLE, HERE, TABLE, load, table_path
 
 from tradeoff.search.study.config import SearchConfig
-from tradeoff.search.study.sampler import make_sampler
+from tradeoff.search.study.sampler import TPE_STARTUP, CappedTPESampler, make_sampler
 from tradeoff.search.study.study import study_sampler, study_start
 from tradeoff.search.study.worker import MAX_REPEATS
 from tradeoff.spaces import Plan, probe_plans, space_filling_plans, suggest_plan
@@ -316,10 +317,13 @@ class Mixed(optuna.samplers.BaseSampler):
         self.inner.after_trial(study, trial, state, values)
 
 
-def mixed(every: int):
+def auto_start(sampler_for):
+    """CANDIDATES: `tradeoff`'s start design (as `--sampler auto` builds it), then the sampler
+    ``sampler_for(auto's sampler, seed)`` returns."""
+
     def make(space: dict, seed: int, budget: int, granularity: str = "global"):
         sampler, plans = product("auto")(space, seed, budget, granularity)
-        return Mixed(sampler, every, seed), plans
+        return sampler_for(sampler, seed), plans
 
     return make
 
@@ -331,8 +335,7 @@ def top_width_start(n_top: int):
     def make(space: dict, seed: int, budget: int, granularity: str = "global"):
         sampler, plans = product("auto")(space, seed, budget, granularity)
         wide = space["student_width"]["high"]
-        fill = plans[1:]
-        for i, params in enumerate(fill):
+        for i, params in enumerate(plans[1:]):
             if i < n_top:
                 params["student_width"] = wide
             elif params.get("student_width", wide) >= wide:
@@ -345,35 +348,15 @@ def top_width_start(n_top: int):
 def tpe_gamma(fraction: float):
     """CANDIDATE: `tradeoff` with TPE's "good" share of trials at ``fraction`` (Optuna's default:
     10 %, at most 25 trials)."""
-
-    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
-        from tradeoff.search.study.sampler import TPE_STARTUP, CappedTPESampler
-
-        _, plans = product("auto")(space, seed, budget, granularity)
-        sampler = CappedTPESampler(
+    return auto_start(
+        lambda _auto, seed: CappedTPESampler(
             multivariate=True,
             constant_liar=True,
             n_startup_trials=TPE_STARTUP,
             seed=seed,
             gamma=lambda n: min(math.ceil(fraction * n), 25),
         )
-        return sampler, plans
-
-    return make
-
-
-def independent_start():
-    """CANDIDATE: `tradeoff`'s start design, then Optuna's independent TPE (one density per knob)
-    with the constant liar, in place of the joint one."""
-
-    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
-        from tradeoff.search.study.sampler import TPE_STARTUP
-
-        _, plans = product("auto")(space, seed, budget, granularity)
-        sampler = optuna.samplers.TPESampler(n_startup_trials=TPE_STARTUP, constant_liar=True, seed=seed)
-        return sampler, plans
-
-    return make
+    )
 
 
 def plain(sampler_fn):
@@ -394,11 +377,19 @@ CANDIDATES = {
     "nsga2 (Optuna default)": (plain(lambda s: optuna.samplers.NSGAIISampler(seed=s)), False),
     "tradeoff (history cap 40)": (history_capped(40), False),
     "tradeoff (history cap 80)": (history_capped(80), False),
-    "tradeoff + 1 in 3 random": (mixed(3), False),
-    "tradeoff + 1 in 2 random": (mixed(2), False),
+    "tradeoff + 1 in 3 random": (auto_start(lambda auto, seed: Mixed(auto, 3, seed)), False),
+    "tradeoff + 1 in 2 random": (auto_start(lambda auto, seed: Mixed(auto, 2, seed)), False),
     "tradeoff: 4 of 9 start plans at width 1": (top_width_start(4), False),
     "tradeoff: gamma 25 %": (tpe_gamma(0.25), False),
-    "tradeoff: start design + independent TPE": (independent_start(), False),
+    # Optuna's independent TPE (one density per knob) in place of the joint one
+    "tradeoff: start design + independent TPE": (
+        auto_start(
+            lambda _auto, seed: optuna.samplers.TPESampler(
+                n_startup_trials=TPE_STARTUP, constant_liar=True, seed=seed
+            )
+        ),
+        False,
+    ),
 }
 QUICK = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 # Optuna's GP sampler refits its model on every trial (tens of seconds per proposal at 20-40

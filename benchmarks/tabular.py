@@ -14,9 +14,10 @@ The table goes to ``benchmarks/data/TASK_resnet18_fine.json`` (``_allocated.json
 
 The grid is 5 widths x 5 pruning ratios x 4 ranks x 4 bit-widths = 400 plans, every value on
 the default space's steps (on Fashion-MNIST 6 widths, 480 plans: the widest student, 0.875, is
-measured because width 1.0, the teacher's own weights, is a cliff above it); after it, ``--holdout`` plans drawn from the default space *off* the
-grid are measured live the same way and stored beside it, so that `samplers.py` can report how
-far interpolating the grid onto the whole stepped space is from a real measurement.
+measured because width 1.0, the teacher's own weights, is a cliff above it); after it,
+``--holdout`` plans drawn from the default space *off* the grid are measured live the same way
+and stored beside it, so that `samplers.py` can report how far interpolating the grid onto the
+whole stepped space is from a real measurement.
 
 Each structural combination (student width x prune ratio x rank ratio) is built once by the
 runner (`Runner.build`, the search's own code: teacher copy, knobs, distillation/fine-tune),
@@ -30,8 +31,8 @@ once (as `tradeoff search` does), each grid point is turned into its per-layer p
 search's own `plan_from_params`, and each distinct per-layer structure is fine-tuned once and
 quantized at every average-bits budget (mixed precision where the allocation mixes). 3 widths x
 3 pruning budgets x 3 rank budgets x 3 sharpnesses x 6 bit budgets = 486 plans (on Fashion-MNIST
-4 widths, 648 plans: the 0.875 student below the teacher's width, as in the global grid), plus off-grid
-plans measured live for the interpolation check.
+4 widths, 648 plans: the 0.875 student below the teacher's width, as in the global grid), plus
+off-grid plans measured live for the interpolation check.
 """
 
 from __future__ import annotations
