@@ -186,9 +186,21 @@ def export(budget: int, steps: int) -> dict:
     }
 
 
-def exports(part: dict) -> list[dict]:
-    """The budget's exports, by final fine-tune steps."""
-    return [part["exports"][k] for k in sorted(part.get("exports", {}), key=int)]
+def runs(part: dict) -> list[tuple[dict, list[dict]]]:
+    """The budget's searches (earlier ones first: a new machine searches again) with their exports,
+    by final fine-tune steps."""
+    found = [*part.get("earlier", []), part]
+    return [
+        (r["search"], [r["exports"][k] for k in sorted(r.get("exports", {}), key=int)])
+        for r in found
+        if "search" in r
+    ]
+
+
+def machine_text(m: dict | None) -> str:
+    if not m:
+        return "machine not recorded"
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, optuna {m['optuna']}, ONNX Runtime {m['onnxruntime']}"
 
 
 def pct(x: float) -> str:
@@ -197,31 +209,34 @@ def pct(x: float) -> str:
 
 def report(results: dict) -> str:
     rows = published_rows()
+    budgets = sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0]))
+    machines = []
+    for _, part in budgets:
+        for s, es in runs(part):
+            for m in (s.get("machine"), *(e.get("machine") for e in es)):
+                if m and m not in machines:
+                    machines.append(m)
     lines = [
         "### The final-fine-tuned front against Zalando's published models",
         "",
-        "`python benchmarks/published.py` "
-        + (
-            f"({results['machine']['cpu']}, {results['machine']['cores']} cores, torch {results['machine']['torch']}, "
-            f"optuna {results['machine']['optuna']}, ONNX Runtime {results['machine']['onnxruntime']})"
-            if "machine" in results
-            else ""
-        ),
+        "`python benchmarks/published.py` (" + "; ".join(machine_text(m) for m in machines) + ")",
         "",
         "| model | parameters | test accuracy (95 % interval) | size | latency (ONNX Runtime, batch 1) | source |",
         "|---|---|---|---|---|---|",
     ]
     teacher = None
-    for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
-        for e in exports(part):
-            teacher = teacher or e["baseline"]
-            lo, hi = e["final"]["test_interval"]
-            lines.append(
-                f"| tradeoff, within {int(budget):,} parameters: #{e['trial']} `{e['plan']}` | {e['params']:,} | "
-                f"**{pct(e['test_accuracy'])}** ({pct(lo)}-{pct(hi)}) | {e['size_bytes'] / 1e3:,.1f} kB | "
-                f"{e['latency_ms']:.3f} ms ({e['latency_ratio']:.3f}x the teacher's) | search {part['search']['n_trials']} "
-                f"plans, then {e['final_steps']} final steps ({e['final_seconds'] / 60:.1f} min) |"
-            )
+    for budget, part in budgets:
+        for s, es in runs(part):
+            for e in es:
+                teacher = teacher or e["baseline"]
+                lo, hi = e["final"]["test_interval"]
+                lines.append(
+                    f"| tradeoff, within {int(budget):,} parameters: #{e['trial']} `{e['plan']}` | {e['params']:,} | "
+                    f"**{pct(e['test_accuracy'])}** ({pct(lo)}-{pct(hi)}) | {e['size_bytes'] / 1e3:,.1f} kB | "
+                    f"{e['latency_ms']:.3f} ms ({e['latency_ratio']:.3f}x the teacher's) | search {s['n_trials']} "
+                    f"plans, then {e['final_steps']} final steps ({e['final_seconds'] / 60:.1f} min; "
+                    f"{(e.get('machine') or {}).get('cpu', 'machine not recorded')}) |"
+                )
     if teacher:
         lines.append(
             f"| tradeoff's teacher (resnet18, 12 epochs; its validation accuracy) | {teacher['params']:,} | "
@@ -238,23 +253,21 @@ def report(results: dict) -> str:
             f"({r['preprocessing'] or 'no preprocessing'}) |"
         )
     lines.append("")
-    for budget, part in sorted(results.get("budgets", {}).items(), key=lambda kv: int(kv[0])):
-        s = part.get("search")
-        for e in exports(part) or [None]:
-            if not s:
-                continue
-            lines.append(
-                f"- within {int(budget):,} parameters: `{s['command']}`; trials by state {s['states']}, "
-                f"{s['feasible_measured']} measured within the budget"
-                + (f"; `{e['command']}`, {e['wall_seconds'] / 60:.1f} min" if e else "")
-                + (
-                    f"; search-time validation {pct(e['search']['val_accuracy'])} -> final "
-                    f"{pct(e['final']['val_accuracy'])}, test {pct(e['search']['test_accuracy'])} -> "
-                    f"{pct(e['final']['test_accuracy'])}"
-                    if e
-                    else ""
+    for budget, part in budgets:
+        for s, es in runs(part):
+            for e in es or [None]:
+                lines.append(
+                    f"- within {int(budget):,} parameters: `{s['command']}` ({machine_text(s.get('machine'))}); "
+                    f"trials by state {s['states']}, {s['feasible_measured']} measured within the budget"
+                    + (f"; `{e['command']}`, {e['wall_seconds'] / 60:.1f} min" if e else "")
+                    + (
+                        f"; search-time validation {pct(e['search']['val_accuracy'])} -> final "
+                        f"{pct(e['final']['val_accuracy'])}, test {pct(e['search']['test_accuracy'])} -> "
+                        f"{pct(e['final']['test_accuracy'])}"
+                        if e
+                        else ""
+                    )
                 )
-            )
     return "\n".join(lines) + "\n"
 
 
@@ -280,20 +293,38 @@ def main() -> None:
             json.dump(results, f, indent=1, sort_keys=True)
             f.write("\n")
 
+    # each search and export records the machine it ran on (the first version kept one for the file)
+    first_machine = results.pop("machine", None)
+    for part in results["budgets"].values():
+        for rec in [part.get("search"), *part.get("exports", {}).values(), part.get("export")]:
+            if rec is not None and first_machine and "machine" not in rec:
+                rec["machine"] = first_machine
     if not args.report:
-        results["machine"] = machine()
+        here = machine()
         for budget in args.budgets:
             part = results["budgets"].setdefault(str(budget), {})
             if "export" in part:  # a single export, as the first version kept it
                 old = part.pop("export")
                 part.setdefault("exports", {})[str(old["final_steps"])] = old
+            wanted = [s for s in args.finetune_steps if args.redo or str(s) not in part.get("exports", {})]
+            if "search" in part and wanted and study_of(f"params-{budget}") is None:
+                # the study lies in the work folder, which is not committed: on a new machine the
+                # search runs again, and the figures of the earlier one stay in the file and report
+                print(
+                    f"params-{budget}: the study is not in {WORK}; searching again (the earlier search "
+                    "and its exports are kept under 'earlier')",
+                    file=sys.stderr,
+                )
+                part.setdefault("earlier", []).append(
+                    {"search": part.pop("search"), "exports": part.pop("exports", {})}
+                )
             if args.redo or part.get("search", {}).get("n_trials") != args.n_trials:
-                part["search"] = search(budget, args.n_trials)
+                part["search"] = dict(search(budget, args.n_trials), machine=here)
                 part.pop("exports", None)
                 save()
             for steps in args.finetune_steps:
                 if args.redo or str(steps) not in part.get("exports", {}):
-                    part.setdefault("exports", {})[str(steps)] = export(budget, steps)
+                    part.setdefault("exports", {})[str(steps)] = dict(export(budget, steps), machine=here)
                     save()
     text = report(results)
     with open(REPORT, "w") as f:
