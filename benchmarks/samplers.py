@@ -513,6 +513,8 @@ def table_lines(problem: Problem, hv: dict, budgets, n_seeds: int) -> list[str]:
     return lines
 
 
+# the samplers the per-layer problems replay unless `--only` names others (every candidate takes
+# the study's granularity)
 PER_LAYER = ("tradeoff", "random", "tpe", "nsga2 (--sampler nsga2)")
 
 
@@ -534,6 +536,7 @@ def paired_ratio(ours: dict, theirs: dict, budgets) -> str:
 def per_layer_lines(
     table: dict, names, seeds, budgets, log, name: str = "per-layer", variants: bool = False
 ) -> list[str]:
+    names = list(names) if "tradeoff" in names else ["tradeoff", *names]  # the ratios below need it
     space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
     problem = Problem(name, table, space, granularity="allocated")
     uniform = problem.sharpness_zero("per-layer at sharpness 0 (uniform values: the global space)")
@@ -634,7 +637,7 @@ def main() -> None:
     quick = os.path.join(HERE, "results", "quick_allocated.json")
     allocated = a.allocated_table or (quick if a.quick else ALLOCATED_TABLE)
     if "per-layer" in wanted and os.path.exists(allocated):
-        per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
+        per_layer = names if a.only else [n for n in names if n in PER_LAYER]
         out += per_layer_lines(load(allocated), per_layer, seeds, budgets, log, variants=a.variants) + [""]
     elif "per-layer" in wanted:
         out += [
@@ -657,7 +660,7 @@ def main() -> None:
                 load(path), wanted, names, seeds, budgets, log, first=problem, variants=a.variants
             )
         else:
-            per_layer = [n for n in names if n in PER_LAYER] or ["tradeoff"]
+            per_layer = names if a.only else [n for n in names if n in PER_LAYER]
             out += per_layer_lines(
                 load(path), per_layer, seeds, budgets, log, name=problem, variants=a.variants
             )
