@@ -381,6 +381,16 @@ CANDIDATES = {
     "tradeoff + 1 in 2 random": (auto_start(lambda auto, seed: Mixed(auto, 2, seed)), False),
     "tradeoff: 4 of 9 start plans at width 1": (top_width_start(4), False),
     "tradeoff: gamma 25 %": (tpe_gamma(0.25), False),
+    # the policy until 2026-12-05 wherever the granularity: one joint density over the knobs (a
+    # global study's `tradeoff` still runs it; an allocated one's now runs one density per knob)
+    "tradeoff: start design + joint TPE": (
+        auto_start(
+            lambda _auto, seed: CappedTPESampler(
+                multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed
+            )
+        ),
+        False,
+    ),
     # Optuna's independent TPE (one density per knob) in place of the joint one
     "tradeoff: start design + independent TPE": (
         auto_start(

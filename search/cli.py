@@ -522,9 +522,10 @@ def _config_args(s: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        help="what proposes the plans (default: auto: a start design, then multivariate TPE, which beat "
-        "random search, independent TPE and NSGA-II at 10-320 plans in benchmarks/samplers.py); tpe, "
-        "nsga2, gp (Gaussian process) or random; stored with the study",
+        help="what proposes the plans (default: auto: a start design, then TPE, one joint density over "
+        "the knobs of a global study and one per knob where the allocation sets them layer by layer, "
+        "chosen in benchmarks/samplers.py); tpe, nsga2, gp (Gaussian process) or random; stored with "
+        "the study",
     )
     g.add_argument(
         "--population-size",

@@ -12,7 +12,7 @@ from typing import Any
 from tradeoff.search.errors import UsageError
 from tradeoff.search.plugins import import_plugin_modules, is_plugin
 from tradeoff.search.study.goals import check_goal, given_text
-from tradeoff.search.study.sampler import SAMPLERS, fitted_population
+from tradeoff.search.study.sampler import SAMPLERS, TPE_DENSITIES, default_tpe_density, fitted_population
 from tradeoff.search.task.data import NORMALIZATIONS, TASKS_WITH_ROOT, data_kind
 from tradeoff.search.task.models import MODELS, torchvision_models
 from tradeoff.search.trial.figures import FIGURES
@@ -28,8 +28,9 @@ from tradeoff.storage.artifacts import sha256_file
 # studies measured TorchScript. 5: cheaper trials (reuse, early_stop, keep_models): an older
 # tradeoff would run them without. 6: the granularity (global | allocated | layer); older studies
 # searched one value per knob. 7: the knobs set layer by layer beyond the default ones (allocate),
-# constraints relative to the baseline (goals).
-CONFIG_VERSION = 7
+# constraints relative to the baseline (goals). 8: TPE's density (tpe_density); older studies ran
+# the joint one whatever their granularity.
+CONFIG_VERSION = 8
 # Energy is an objective by default only where a hardware counter measures it: the estimate is a
 # function of MACs and bytes moved, which size and latency already trade (BENCHMARKS.md, "The
 # default search on the bundled task"); it is recorded on every trial either way, and
@@ -82,6 +83,8 @@ class SearchConfig:
     keep_models: str = "front"  # search.trial.kept.KEEP_MODELS
     granularity: str = "allocated"  # spaces.allocation.GRANULARITIES
     allocate: tuple[str, ...] = ()  # --allocate: per-layer knobs not set layer by layer by default
+    # TPE's density (auto, tpe): "joint" or "independent"; "" = by granularity (search.study.sampler)
+    tpe_density: str = ""
     version: int = CONFIG_VERSION
 
     # -- validation ---------------------------------------------------------------------------
@@ -213,6 +216,9 @@ class SearchConfig:
             raise UsageError("--allocate names a knob twice")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        tpe_density = self.tpe_density or default_tpe_density(self.granularity)
+        if tpe_density not in TPE_DENSITIES:
+            raise UsageError(f"`tpe_density` {tpe_density!r}: choose one of {', '.join(TPE_DENSITIES)}")
         population = self.population_size
         if population == 0 and n_trials is not None:
             population = fitted_population(n_trials)
@@ -234,6 +240,7 @@ class SearchConfig:
             plugins=plugins,
             allocate=allocate,
             goals=goals,
+            tpe_density=tpe_density,
         )
 
     @property
@@ -278,6 +285,8 @@ class SearchConfig:
             data["runtime"] = PYTORCH_RUNTIME  # what every study made before runtimes measured
         if int(data.get("version", 1)) < 6:
             data["granularity"] = "global"  # one value per knob: what every older study searched
+        if int(data.get("version", 1)) < 8:
+            data["tpe_density"] = "joint"  # what every older study's TPE ran
         if "keep_weights" in data:  # the field's name until 2026-12
             data.setdefault("keep_models", data.pop("keep_weights"))
         names = {f.name for f in dataclasses.fields(cls)}

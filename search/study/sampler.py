@@ -3,12 +3,19 @@
 ``--sampler`` (stored with the study, so every worker that joins runs the same search):
 
 - ``auto`` (default): the start design (the baseline and 9 Latin-hypercube plans), then Optuna's
-  TPE with one joint density over all knobs (``multivariate=True``) and the constant liar, for
-  as long as the study runs. Chosen from ``benchmarks/samplers.py`` (BENCHMARKS.md): of the
-  start designs tried, this one is the only one at least even with random search at 10 plans on
-  both problems (the single-technique plans add almost no hypervolume, so they are not part of
-  it), and NSGA-II stayed behind multivariate TPE at every budget up to 320 plans on both, so
-  ``auto`` never hands over to it.
+  TPE with the constant liar, for as long as the study runs. Chosen from
+  ``benchmarks/samplers.py`` (BENCHMARKS.md): of the start designs tried, this one is the only
+  one at least even with random search at 10 plans on both digits problems (the
+  single-technique plans add almost no hypervolume, so they are not part of it), and NSGA-II
+  stayed behind TPE at every budget up to 320 plans, so ``auto`` never hands over to it.
+  TPE's density depends on the granularity (``tpe_density``, stored with the study): a
+  ``global`` study's TPE fits one joint density over its knobs (``multivariate=True``: a narrow
+  student needs less pruning; independent densities lost 0.73-0.93x on the steep digits
+  problem), an ``allocated`` or ``layer`` study's one density per knob: its knobs are budgets
+  that the allocation already spreads over the layers by measured sensitivity, and on the
+  Fashion-MNIST per-layer table the joint density fell behind random search (0.92x at 40
+  plans) where independent densities reached 1.13x the joint one, level with it on digits
+  (0.99-1.00x).
 - ``tpe``: the same TPE after the baseline and one plan per technique alone (so the front shows
   what each technique achieves by itself).
 - ``nsga2``: NSGA-II with a population fitted to the first run's budget, a first generation of
@@ -36,6 +43,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "random")
+TPE_DENSITIES = ("joint", "independent")
 START_FILL = 9  # Latin-hypercube plans after the baseline (auto, gp)
 TPE_STARTUP = 5  # complete trials before TPE fits its densities (auto's start design is longer)
 REDRAWS = 16  # NSGA-II: children drawn again at most this often while they repeat a measured plan
@@ -43,6 +51,12 @@ REDRAWS = 16  # NSGA-II: children drawn again at most this often while they repe
 # complete trials, 625 ms at 5,000 (benchmarks/scale.py). Past this many it reads the front and
 # the most recent trials only (CappedTPESampler).
 HISTORY_CAP = 1000
+
+
+def default_tpe_density(granularity: str) -> str:
+    """TPE's density for a study of ``granularity`` (module docstring): joint over the knobs of a
+    global study, one per knob where the allocation sets values layer by layer."""
+    return "joint" if granularity == "global" else "independent"
 
 
 def fitted_population(n_trials: int) -> int:
@@ -80,11 +94,12 @@ def sampler_seed(seed: int, n_trials: int, who: str = "") -> int:
 
 
 def make_sampler(
-    name: str, *, seed: int | None, population: int = 0, scalarized: bool = False
+    name: str, *, seed: int | None, population: int = 0, scalarized: bool = False, joint: bool = True
 ) -> BaseSampler:
     """The Optuna sampler for ``--sampler name``. A scalarized study (one objective, the weighted
-    cost) gets TPE for every model-based choice. Constraints reach every sampler through
-    ``trial.set_constraint`` in the runner (feasible plans are preferred)."""
+    cost) gets TPE for every model-based choice; ``joint``: TPE's one density over all knobs,
+    else one per knob. Constraints reach every sampler through ``trial.set_constraint`` in the
+    runner (feasible plans are preferred)."""
     if name not in SAMPLERS:
         raise ValueError(f"`sampler` must be one of {', '.join(SAMPLERS)}, not {name!r}.")
     if name == "random":
@@ -95,9 +110,8 @@ def make_sampler(
         return sampler
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=TPE_STARTUP)
-    # multivariate: one joint density over the knobs, which interact (a narrow student needs less
-    # pruning); the start design replaces TPE's own random start-up trials.
-    return CappedTPESampler(multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed)
+    # the start design replaces TPE's own random start-up trials
+    return CappedTPESampler(multivariate=joint, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed)
 
 
 class CappedTPESampler(optuna.samplers.TPESampler):
@@ -204,16 +218,17 @@ def _key(params: dict) -> tuple:
     return tuple(sorted((k, round(v, 10) if isinstance(v, float) else v) for k, v in params.items()))
 
 
-def describe(name: str, *, population: int = 0, start: int = 0) -> str:
+def describe(name: str, *, population: int = 0, start: int = 0, density: str = "joint") -> str:
     """One line: the sampler of a study and why, printed when a search starts and stored."""
+    tpe = "multivariate TPE" if density == "joint" else "TPE with one density per knob"
     if name == "auto":
         return (
-            f"sampler auto: {start} start plans (the baseline and a Latin hypercube), then multivariate "
-            "TPE with the constant liar; NSGA-II stayed behind it at every budget up to 320 plans in "
+            f"sampler auto: {start} start plans (the baseline and a Latin hypercube), then {tpe} "
+            "with the constant liar; NSGA-II stayed behind it at every budget up to 320 plans in "
             "benchmarks/samplers.py, so auto does not switch to it"
         )
     if name == "tpe":
-        return f"sampler tpe: {start} start plans (baseline, each technique alone), then multivariate TPE"
+        return f"sampler tpe: {start} start plans (baseline, each technique alone), then {tpe}"
     if name == "nsga2":
         return f"sampler nsga2: population {population}, first generation of {start} seeded plans"
     if name == "gp":

@@ -12,7 +12,13 @@ from tradeoff.search.errors import UsageError
 from tradeoff.search.plugins import import_plugin_modules
 from tradeoff.search.study.config import SearchConfig
 from tradeoff.search.study.records import CONFIG_ATTR, ROLE_ATTR, SAMPLER_ATTR
-from tradeoff.search.study.sampler import describe, make_sampler, sampler_seed, start_design
+from tradeoff.search.study.sampler import (
+    default_tpe_density,
+    describe,
+    make_sampler,
+    sampler_seed,
+    start_design,
+)
 
 
 def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> optuna.samplers.BaseSampler:
@@ -23,6 +29,7 @@ def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> opt
         seed=sampler_seed(config.seed, n_trials, who),
         population=config.population_size,
         scalarized=bool(config.scalarize),
+        joint=(config.tpe_density or default_tpe_density(config.granularity)) == "joint",
     )
 
 
@@ -48,7 +55,12 @@ def study_start(config: SearchConfig) -> list[tuple[dict, str]]:
 
 def sampler_line(config: SearchConfig) -> str:
     """The sampler of a study and why, as printed when the search starts and stored with it."""
-    return describe(config.sampler, population=config.population_size, start=len(study_start(config)))
+    return describe(
+        config.sampler,
+        population=config.population_size,
+        start=len(study_start(config)),
+        density=config.tpe_density or default_tpe_density(config.granularity),
+    )
 
 
 def stored_config(storage: optuna.storages.BaseStorage, study_name: str) -> SearchConfig | None:

@@ -180,13 +180,32 @@ def test_each_sampler_is_the_one_its_name_says(tmp_path):
     expected = {"auto": CappedTPESampler, "tpe": CappedTPESampler, "nsga2": NSGAIISampler, "gp": GPSampler}
     expected["random"] = RandomSampler
     for name, cls in expected.items():
-        config = SearchConfig(sampler=name).validated(n_trials=40)
-        sampler = study_sampler(config)
-        assert type(sampler) is cls, name
-        if issubclass(cls, TPESampler):  # one joint density over the knobs, the constant liar for workers
-            assert sampler._multivariate and sampler._constant_liar
+        for granularity, joint in (("global", True), ("allocated", False), ("layer", False)):
+            config = SearchConfig(sampler=name, granularity=granularity).validated(n_trials=40)
+            sampler = study_sampler(config)
+            assert type(sampler) is cls, name
+            if issubclass(cls, TPESampler):
+                # one joint density over a global study's knobs, one per knob where the allocation
+                # sets them layer by layer; the constant liar for workers either way
+                assert sampler._multivariate is joint and sampler._constant_liar, (name, granularity)
+                assert config.tpe_density == ("joint" if joint else "independent")
     with pytest.raises(UsageError, match="--sampler 'cmaes'"):
         SearchConfig(sampler="cmaes").validated()
+
+
+def test_a_study_made_before_tpe_density_resumes_on_the_joint_density():
+    import json
+
+    from tradeoff.search.study.study import study_sampler
+
+    stored = json.loads(SearchConfig().validated(n_trials=40).to_json())
+    assert stored["tpe_density"] == "independent" and stored["granularity"] == "allocated"
+    stored["version"] = 7
+    del stored["tpe_density"]
+    old = SearchConfig.from_json(json.dumps(stored))
+    assert old.tpe_density == "joint" and study_sampler(old.validated())._multivariate
+    with pytest.raises(UsageError, match="tpe_density"):
+        SearchConfig(tpe_density="diagonal").validated()
 
 
 def test_a_study_made_before_the_sampler_policy_resumes_on_nsga2():
