@@ -224,7 +224,7 @@ def describe(name: str, *, population: int = 0, start: int = 0, density: str = "
     if name == "auto":
         return (
             f"sampler auto: {start} start plans (the baseline and a Latin hypercube), then {tpe} "
-            "with the constant liar; NSGA-II stayed behind it at every budget up to 320 plans in "
+            "and the constant liar; NSGA-II stayed behind it at every budget up to 320 plans in "
             "benchmarks/samplers.py, so auto does not switch to it"
         )
     if name == "tpe":

@@ -174,7 +174,7 @@ def test_each_sampler_is_the_one_its_name_says(tmp_path):
     from optuna.samplers import GPSampler, NSGAIISampler, RandomSampler, TPESampler
 
     from tradeoff.search.study.sampler import CappedTPESampler
-    from tradeoff.search.study.study import study_sampler
+    from tradeoff.search.study.study import sampler_line, study_sampler
 
     # the default's TPE reads the front and the latest trials past 1,000 (test_sampler.py)
     expected = {"auto": CappedTPESampler, "tpe": CappedTPESampler, "nsga2": NSGAIISampler, "gp": GPSampler}
@@ -189,6 +189,8 @@ def test_each_sampler_is_the_one_its_name_says(tmp_path):
                 # sets them layer by layer; the constant liar for workers either way
                 assert sampler._multivariate is joint and sampler._constant_liar, (name, granularity)
                 assert config.tpe_density == ("joint" if joint else "independent")
+                # the sampler line printed and stored with the study says which
+                assert ("multivariate TPE" if joint else "one density per knob") in sampler_line(config)
     with pytest.raises(UsageError, match="--sampler 'cmaes'"):
         SearchConfig(sampler="cmaes").validated()
 
