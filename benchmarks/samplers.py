@@ -384,11 +384,7 @@ CANDIDATES = {
     # the policy until 2026-12-05 wherever the granularity: one joint density over the knobs (a
     # global study's `tradeoff` still runs it; an allocated one's now runs one density per knob)
     "tradeoff: start design + joint TPE": (
-        auto_start(
-            lambda _auto, seed: CappedTPESampler(
-                multivariate=True, constant_liar=True, n_startup_trials=TPE_STARTUP, seed=seed
-            )
-        ),
+        auto_start(lambda _auto, seed: make_sampler("auto", seed=seed, joint=True)),
         False,
     ),
     # Optuna's independent TPE (one density per knob) in place of the joint one

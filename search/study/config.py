@@ -216,7 +216,7 @@ class SearchConfig:
             raise UsageError("--allocate names a knob twice")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        tpe_density = self.tpe_density or default_tpe_density(self.granularity)
+        tpe_density = self.density
         if tpe_density not in TPE_DENSITIES:
             raise UsageError(f"`tpe_density` {tpe_density!r}: choose one of {', '.join(TPE_DENSITIES)}")
         population = self.population_size
@@ -242,6 +242,11 @@ class SearchConfig:
             goals=goals,
             tpe_density=tpe_density,
         )
+
+    @property
+    def density(self) -> str:
+        """TPE's density: the stored one, else the granularity's default (search.study.sampler)."""
+        return self.tpe_density or default_tpe_density(self.granularity)
 
     @property
     def directions(self) -> list[str]:

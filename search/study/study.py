@@ -13,7 +13,6 @@ from tradeoff.search.plugins import import_plugin_modules
 from tradeoff.search.study.config import SearchConfig
 from tradeoff.search.study.records import CONFIG_ATTR, ROLE_ATTR, SAMPLER_ATTR
 from tradeoff.search.study.sampler import (
-    default_tpe_density,
     describe,
     make_sampler,
     sampler_seed,
@@ -29,7 +28,7 @@ def study_sampler(config: SearchConfig, n_trials: int = 0, who: str = "") -> opt
         seed=sampler_seed(config.seed, n_trials, who),
         population=config.population_size,
         scalarized=bool(config.scalarize),
-        joint=(config.tpe_density or default_tpe_density(config.granularity)) == "joint",
+        joint=config.density == "joint",
     )
 
 
@@ -59,7 +58,7 @@ def sampler_line(config: SearchConfig) -> str:
         config.sampler,
         population=config.population_size,
         start=len(study_start(config)),
-        density=config.tpe_density or default_tpe_density(config.granularity),
+        density=config.density,
     )
 
 
