@@ -99,8 +99,16 @@ def _postgres_database():
     with engine.connect() as c:
         c.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with engine.connect() as c:
-        c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    # the drop can fall in another process's restart of the server too ("the database system is
+    # shutting down"): wait the restart out and drop again
+    for attempt in range(5):
+        try:
+            with engine.connect() as c:
+                c.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            break
+        except sqlalchemy.exc.OperationalError:
+            if attempt == 4 or not _postgres_up():
+                raise
     engine.dispose()
 
 
