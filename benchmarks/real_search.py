@@ -20,6 +20,13 @@ Arms run apart see different loads, so wherever a trial recorded its paired late
 (`latency_ratio`: the plan timed interleaved with the baseline in one window) the hypervolume
 reads that ratio, times the seed's reference latency, instead of its milliseconds.
 
+Each arm's figures are kept in ``benchmarks/results/real_search/TASK/ARM-SEED.json`` (every measured
+plan's objectives, paired latency ratio, seconds and order; the baseline; the sampler line; the
+machine) as soon as the arm ends, and committed: a new machine (a new session) has no work
+directory, so the table is recomputed from these records where an arm's study is gone, and an arm
+recorded at --n-trials plans is not run again. Delete a record to run its arm again (after a change
+of the sampler policy, say).
+
 An arm may name a granularity too, ``SAMPLER:GRANULARITY``: ``--samplers auto auto:global`` is
 per-layer allocation (the default) against one value per knob, the same sampler, seed and budget,
 so one run of the default arm serves both comparisons.
@@ -28,6 +35,7 @@ so one run of the default arm serves both comparisons.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -39,11 +47,12 @@ import optuna
 from allocation import minutes  # beside this script
 from samplers import OBJECTIVES, hypervolume, normalise
 
-from tradeoff.search.study.records import BASELINE_ATTR, DUPLICATE_ATTR
+from tradeoff.search.study.records import BASELINE_ATTR, CONFIG_ATTR, DUPLICATE_ATTR, SAMPLER_ATTR
 from tradeoff.search.trial.measure import cpu_name
 from tradeoff.storage import open_storage
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RECORDS = os.path.join(HERE, "results", "real_search")
 
 
 def tradeoff(args: list[str], cwd: str) -> subprocess.Popen:
@@ -62,27 +71,21 @@ def load(directory: str) -> optuna.Study:
     return optuna.load_study(study_name="tradeoff", storage=open_storage(url, heartbeat_interval=None))
 
 
-def common_baseline(studies: list[optuna.Study]) -> dict:
-    """The baseline figures of the studies of one seed, latency as the geometric mean of theirs."""
-    bases = [s.user_attrs[BASELINE_ATTR] for s in studies]
-    base = dict(bases[0])
-    for name in OBJECTIVES[1:]:
-        base[name] = statistics.geometric_mean([b[name] for b in bases])
-    return base
+def record_path(task: str | None, arm: str, seed: int) -> str:
+    """Where the record of one arm and seed is kept (committed)."""
+    return os.path.join(RECORDS, task or "digits", f"{arm.replace(':', '-')}-{seed}.json")
 
 
-def figures(t: optuna.trial.FrozenTrial, base: dict) -> dict:
-    """The trial's objectives, its latency as its paired ratio times the reference where it has one."""
-    f = {o: t.user_attrs[o] for o in OBJECTIVES}
-    if t.user_attrs.get("latency_ratio"):
-        f["latency_ms"] = t.user_attrs["latency_ratio"] * base["latency_ms"]
-    return f
+def read_record(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
-def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, str, str, str]:
-    """(hypervolume of the measured plans against ``base``; how many, of them the budgeted ones;
-    median trial seconds of the budgeted plans and of the others, the queued bit-width variants;
-    the hypervolume when 10 and 20 budgeted plans had completed, in the order they completed)."""
+def record_of(study: optuna.Study, arm: str, seed: int, task: str | None, machine: str) -> dict:
+    """What the table needs of one arm's study: its measured plans (complete, not repeats) in the
+    order they completed, each with its objectives, paired latency ratio and seconds."""
     from tradeoff.search.study.worker import budgeted
 
     done = sorted(
@@ -93,11 +96,88 @@ def study_hypervolume(study: optuna.Study, base: dict) -> tuple[float, str, str,
         ),
         key=lambda t: t.datetime_complete,
     )
+    from tradeoff.search.study.config import SearchConfig
+
+    config = SearchConfig.from_json(study.user_attrs[CONFIG_ATTR])
+    return {
+        "task": task or "digits",
+        "arm": arm,
+        "seed": seed,
+        "machine": machine,
+        "sampler": study.user_attrs.get(SAMPLER_ATTR),
+        "tpe_density": config.density if config.sampler in ("auto", "tpe") else None,
+        "baseline": study.user_attrs[BASELINE_ATTR],
+        "minutes": round(minutes(study), 2),
+        "trials": [
+            {
+                "number": t.number,
+                "budgeted": budgeted(t),
+                "seconds": round(t.duration.total_seconds(), 2),
+                "figures": {o: t.user_attrs[o] for o in OBJECTIVES},
+                "latency_ratio": t.user_attrs.get("latency_ratio"),
+            }
+            for t in done
+        ],
+    }
+
+
+def save_record(record: dict) -> str:
+    path = record_path(None if record["task"] == "digits" else record["task"], record["arm"], record["seed"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def refreshed(directory: str, arm: str, seed: int, task: str | None) -> dict | None:
+    """The arm's record: from its study where the work directory holds one (saved again, keeping
+    the machine it was first recorded on when it has no more plans than then), else as committed."""
+    path = record_path(task, arm, seed)
+    kept = read_record(path)
+    study = existing(directory)
+    if study is None:
+        return kept
+    here = f"{cpu_name()}, {os.cpu_count()} cores"
+    record = record_of(study, arm, seed, task, here)
+    if kept and len(kept["trials"]) == len(record["trials"]):
+        record["machine"] = kept["machine"]
+    save_record(record)
+    return record
+
+
+def budgeted_count(record: dict | None) -> int:
+    return sum(t["budgeted"] for t in record["trials"]) if record else 0
+
+
+def common_baseline(records: list[dict]) -> dict:
+    """The baseline figures of the arms of one seed, latency as the geometric mean of theirs."""
+    bases = [r["baseline"] for r in records]
+    base = dict(bases[0])
+    for name in OBJECTIVES[1:]:
+        base[name] = statistics.geometric_mean([b[name] for b in bases])
+    return base
+
+
+def figures(t: dict, base: dict) -> dict:
+    """The trial's objectives, its latency as its paired ratio times the reference where it has one."""
+    f = dict(t["figures"])
+    if t.get("latency_ratio"):
+        f["latency_ms"] = t["latency_ratio"] * base["latency_ms"]
+    return f
+
+
+def record_hypervolume(record: dict, base: dict) -> tuple[float, str, str, str]:
+    """(hypervolume of the measured plans against ``base``; how many, of them the budgeted ones;
+    median trial seconds of the budgeted plans and of the others, the queued bit-width variants;
+    the hypervolume when 10 and 20 budgeted plans had completed, in the order they completed)."""
+    done = record["trials"]
     points = [normalise(figures(t, base), base) for t in done]
-    own = [t for t in done if budgeted(t)]
+    own = [t for t in done if t["budgeted"]]
     seconds = [
-        f"{statistics.median(t.duration.total_seconds() for t in ts):.1f}" if ts else "-"
-        for ts in (own, [t for t in done if not budgeted(t)])
+        f"{statistics.median(t['seconds'] for t in ts):.1f}" if ts else "-"
+        for ts in (own, [t for t in done if not t["budgeted"]])
     ]
     # the points measured before the budgeted plan after the 10th (20th) completed
     ends = [done.index(own[k]) if k < len(own) else len(done) for k in (10, 20)]
@@ -126,6 +206,24 @@ def measured(directory: str) -> int:
     return counts(study)[0] if study else 0
 
 
+def to_measure(directory: str, arm: str, seed: int, a: argparse.Namespace) -> int:
+    """Plans the arm still has to measure: none where its study or its committed record holds
+    --n-trials; where only a shorter record is left (its study gone with another machine), the
+    whole arm runs again in a new study."""
+    if os.path.exists(os.path.join(directory, "tradeoff.db")):
+        return a.n_trials - measured(directory)
+    kept = budgeted_count(read_record(record_path(a.task, arm, seed)))
+    if kept >= a.n_trials:
+        return 0
+    if kept:
+        print(
+            f"seed {seed}: {arm}: its record holds {kept} plans and its study is not here; running it again",
+            file=sys.stderr,
+            flush=True,
+        )
+    return a.n_trials
+
+
 def arm_dir(work: str, arm: str, seed: int) -> str:
     """The study directory of one arm (``SAMPLER`` or ``SAMPLER:GRANULARITY``) and seed."""
     return os.path.join(work, f"{arm.replace(':', '-')}-{seed}")
@@ -137,7 +235,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
     for s in a.samplers:
         d = arm_dir(work, s, seed)
         os.makedirs(d, exist_ok=True)
-        missing = a.n_trials - measured(d)
+        missing = to_measure(d, s, seed, a)
         if missing > 0:
             todo[s] = (d, missing)
     if not todo:
@@ -164,12 +262,15 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
         out, _ = proc.communicate()
         with open(os.path.join(d, "search.log"), "a") as f:
             f.write(out)
+        refreshed(d, s, seed, a.task)  # kept even where the arm failed part way
         if proc.returncode:
             sys.exit(out)
     for p in procs:
         out, _ = p.communicate()
         if p.returncode:
             sys.exit(out)
+    for s, (d, _) in todo.items():
+        refreshed(d, s, seed, a.task)
 
 
 def main() -> None:
@@ -200,18 +301,18 @@ def main() -> None:
         if not a.report:
             run_seed(seed, a, work)
         # the arms run so far (a benchmark in parts reports what it has)
-        found = {s: existing(arm_dir(work, s, seed)) for s in a.samplers}
-        studies = {s: study for s, study in found.items() if study}
-        if not studies:
+        found = {s: refreshed(arm_dir(work, s, seed), s, seed, a.task) for s in a.samplers}
+        records = {s: r for s, r in found.items() if r and r["trials"]}
+        if not records:
             continue
-        base = common_baseline(list(studies.values()))
-        for s, study in studies.items():
-            hv, n, median_s, early = study_hypervolume(study, base)
+        base = common_baseline(list(records.values()))
+        for s, r in records.items():
+            hv, n, median_s, early = record_hypervolume(r, base)
             results[s][seed] = hv
-            own = study.user_attrs[BASELINE_ATTR]["latency_ms"]
+            own = r["baseline"]["latency_ms"]
             rows.append(
                 f"| {seed} | {s} | {hv:.2f} | {early} | {n} | {median_s} | {own:.2f} / {base['latency_ms']:.2f} | "
-                f"{minutes(study):.1f} |"
+                f"{r['minutes']:.1f} | {r['machine']} | {r.get('tpe_density') or '-'} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
     took = (
@@ -228,11 +329,12 @@ def main() -> None:
     command += f" --samplers {' '.join(a.samplers)}" + (f" --task {a.task}" if a.task else "")
     command += " --one-at-a-time" if a.one_at_a_time else ""
     lines = [
-        f"`{command}` on {cpu_name()}, {os.cpu_count()} cores, {how}; {took}.",
+        f"`{command}`, {how}; {took}; each arm on the machine its row names (this report: {cpu_name()}, "
+        f"{os.cpu_count()} cores).",
         "",
         "| seed | sampler | hypervolume | at 10 / 20 budgeted plans | measured plans (budgeted) | median trial s: "
-        "budgeted / bit-width variants | baseline ms: own / reference | minutes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "budgeted / bit-width variants | baseline ms: own / reference | minutes | machine | TPE density |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
