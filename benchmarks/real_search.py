@@ -121,14 +121,12 @@ def record_of(study: optuna.Study, arm: str, seed: int, task: str | None, machin
     }
 
 
-def save_record(record: dict) -> str:
-    path = record_path(None if record["task"] == "digits" else record["task"], record["arm"], record["seed"])
+def save_record(record: dict, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
     os.replace(path + ".tmp", path)
-    return path
 
 
 def refreshed(directory: str, arm: str, seed: int, task: str | None) -> dict | None:
@@ -143,7 +141,7 @@ def refreshed(directory: str, arm: str, seed: int, task: str | None) -> dict | N
     record = record_of(study, arm, seed, task, here)
     if kept and len(kept["trials"]) == len(record["trials"]):
         record["machine"] = kept["machine"]
-    save_record(record)
+    save_record(record, path)
     return record
 
 
@@ -257,20 +255,19 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
         print(f"seed {seed}: {s}, {missing} plans to measure", file=sys.stderr, flush=True)
         proc = tradeoff(args, d)
         if not a.one_at_a_time:
-            procs.append(proc)
+            procs.append((s, proc))
             continue
         out, _ = proc.communicate()
         with open(os.path.join(d, "search.log"), "a") as f:
             f.write(out)
-        refreshed(d, s, seed, a.task)  # kept even where the arm failed part way
         if proc.returncode:
+            refreshed(d, s, seed, a.task)  # what it measured is kept; main() records the arms that end
             sys.exit(out)
-    for p in procs:
+    for s, p in procs:
         out, _ = p.communicate()
         if p.returncode:
+            refreshed(todo[s][0], s, seed, a.task)
             sys.exit(out)
-    for s, (d, _) in todo.items():
-        refreshed(d, s, seed, a.task)
 
 
 def main() -> None:
