@@ -176,11 +176,14 @@ def shadow_stops(study) -> tuple[int, int, list[str]]:
     return len(stops), sum(t.number in on_front for t in stops), lines
 
 
-def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
+def replay_siblings(
+    seeds: int, costs=(10, 20, 40), task: str | None = None, variant_cost: float = 0.15
+) -> list[str]:
     """The product's sampler replayed on the tabular benchmark (benchmarks/samplers.py's problems)
     with and without the queued bit-width variants, at equal cost: a fine-tuned plan costs 1, a
-    variant ``VARIANT_COST`` (its quantization and measurement against a median trial, from the
-    live `after` run's times on resnet18: about 1.2 s of 8.8 s). Hypervolume medians and IQR."""
+    variant ``variant_cost`` (its quantization and measurement against a fine-tuned plan's, from
+    the live `after` run: see `variant_cost`). Hypervolume medians and IQR. ``task``: where that
+    task's measured table exists (fashion-mnist), it is replayed first."""
     import warnings
 
     import samplers as S  # beside this script
@@ -191,7 +194,13 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = SearchConfig().validated(n_trials=40).space
-    table = tabular.load()
+    problems = [
+        ("digits (measured table)", tabular.load(), False),
+        ("steep (synthetic)", tabular.load(), True),
+    ]
+    own = tabular.table_path(task, "global") if task else None
+    if own and os.path.exists(own):
+        problems.insert(0, (f"{task} (measured table)", tabular.load(own), False))
 
     def run(problem, seed, budget, variants):
         sampler, enqueued = S.CANDIDATES["tradeoff"][0](space, seed, 40)
@@ -212,7 +221,7 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
                     continue
                 f = problem.figures[key]
                 seen[key] = [f[o] for o in S.OBJECTIVES]
-                cost += VARIANT_COST if key[:3] in structures else 1.0
+                cost += variant_cost if key[:3] in structures else 1.0
                 if variants and key[:3] not in structures:
                     for sibling in post_training_siblings(plan, space):
                         study.enqueue_trial(sibling.params())
@@ -225,7 +234,7 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
         "| problem | cost (fine-tunes) | without variants: hypervolume [IQR], plans | with variants: hypervolume [IQR], plans |",
         "|---|---|---|---|",
     ]
-    for name, steep in (("digits (measured table)", False), ("steep (synthetic)", True)):
+    for name, table, steep in problems:
         problem = S.Problem(name, table, space, steep=steep)
         for budget in costs:
             cells = []
@@ -238,7 +247,21 @@ def replay_siblings(seeds: int, costs=(10, 20, 40)) -> list[str]:
     return lines
 
 
-VARIANT_COST = 0.15
+def variant_cost(study) -> float:
+    """What a queued bit-width variant costs against a fine-tuned plan in ``study`` (the `after`
+    arm): the ratio of their median trial times; 0.15 (digits' live figure) where either is
+    missing."""
+    variants, fine_tuned = [], []
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE or "time_total_s" not in t.user_attrs:
+            continue
+        if t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE:
+            variants.append(t.user_attrs["time_total_s"])
+        elif "reused_float" not in t.user_attrs:  # a plan whose float model was fine-tuned for it
+            fine_tuned.append(t.user_attrs["time_total_s"])
+    if not variants or not fine_tuned:
+        return 0.15
+    return statistics.median(variants) / statistics.median(fine_tuned)
 
 
 def time_export(name: str, cwd: str, env: dict, study) -> tuple[float, str, int]:
@@ -391,12 +414,19 @@ def main() -> None:
         "`tradeoff export` of a front trial (the smallest quantized one), wall time including interpreter start:",
         *(f"- {n}: #{e[2]} in {e[0]:.1f} s, from {e[1]}" for n, e in exports.items()),
     ]
+    cost = variant_cost(studies["after"])
     lines += [
         "",
         f"Equal-cost replay of the product's sampler on the tabular benchmark ({2 if a.quick else a.seeds} seeds; a "
-        f"queued bit-width variant costs {VARIANT_COST} of a fine-tuned plan):",
+        f"queued bit-width variant costs {cost:.3f} of a fine-tuned plan, the ratio of the `after` arm's "
+        "median trial times, variants against plans fine-tuned for themselves):",
         "",
-        *replay_siblings(2 if a.quick else a.seeds, costs=(10, 20) if a.quick else (10, 20, 40)),
+        *replay_siblings(
+            2 if a.quick else a.seeds,
+            costs=(10, 20) if a.quick else (10, 20, 40),
+            task=a.task,
+            variant_cost=cost,
+        ),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

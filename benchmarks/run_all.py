@@ -51,6 +51,8 @@ def main() -> None:
     if a.quick or a.rebuild_table:
         times["tabular build"] = step("tabular build", [b.format("tabular"), "build", *q])
         times["tabular allocated"] = step("tabular allocated", [b.format("tabular"), "allocated", *q])
+    if a.quick:  # the depth table is measured once (hours); the quick run smoke-tests its build
+        times["tabular depth"] = step("tabular depth", [b.format("tabular"), "allocated", "--depth", *q])
     if not a.quick:
         times["tabular check"] = step("tabular check", [b.format("tabular"), "check", "--n", "4"])
     times["samplers"] = step("samplers", [b.format("samplers"), *q])

@@ -34,6 +34,11 @@ ratios x 19 ranks x 4 bit-widths = 9,044 plans):
   `suggest_plan` as a global study proposes. Its front against the per-layer one, both normalised
   to the same baseline, is the allocated-against-global comparison at equal measured plans with
   10 seeds instead of 3.
+- ``per-layer-depth`` (and ``fashion-per-layer-depth``): the per-layer space with the depth knob
+  searched as `depth.py`'s arm with depth searches it (``--space block_drop=0:0.6:0.2``), from
+  `tabular.py allocated --depth`, whose grid holds every value of that knob (measured, not
+  interpolated). Beside it, the same table's plans that drop no block, proposed in the space
+  without the knob: the front with depth against the front without, at equal measured plans.
 - ``fashion`` and ``fashion-per-layer``: the ``default`` and ``per-layer`` problems built the same
   way from tables measured on Fashion-MNIST (`tabular.py build --task fashion-mnist`, `tabular.py
   allocated --task fashion-mnist`), the real task, where compression costs accuracy: the sampler
@@ -131,11 +136,13 @@ class Problem:
         from scipy.interpolate import RegularGridInterpolator
 
         self.name, self.space, self.granularity = name, space, granularity
-        self.axes = ALLOCATED_AXES if granularity == "allocated" else STRUCTURE
+        grid = table["meta"]["grid"]
+        # knobs beyond the usual ones that the table measured on their own grid axis (block_drop)
+        extra = tuple(k for k in grid if k not in (*STRUCTURE, SHARPNESS, "weight_bits"))
+        self.axes = (ALLOCATED_AXES if granularity == "allocated" else STRUCTURE) + extra
         self.sensitivity = (
             SensitivityTable.from_dict(table["sensitivity"]) if granularity == "allocated" else None
         )
-        grid = table["meta"]["grid"]
         axes = [np.array(grid[k], dtype=float) for k in self.axes]
         by_key = {pkey(r["plan"], self.axes): r["figures"] for r in table["rows"]}
         self.interp = {}
@@ -193,16 +200,38 @@ class Problem:
         if self.granularity == "allocated":
             suggest_values(trial, self.space, "allocated", self.sensitivity)
             return pkey(trial.params, self.axes)
-        return pkey(suggest_plan(trial, self.space).params())
+        return pkey(suggest_plan(trial, self.space).params(), self.axes)
 
     def sharpness_zero(self, name: str) -> Problem:
         """The plans of this (allocated) problem at sharpness 0 and the space's own bit-widths,
         proposed as a global study proposes them: the same figures, keyed without the sharpness."""
-        view = object.__new__(Problem)
-        view.name, view.space, view.granularity, view.axes = name, self.space, "global", STRUCTURE
-        view.sensitivity, view.interp, view.latency_sigma = None, None, self.latency_sigma
         bits = {float(b) for b in self.space["weight_bits"]["choices"]}
-        view.figures = {(*k[:3], k[4]): f for k, f in self.figures.items() if k[3] == 0.0 and k[4] in bits}
+        return self._slice(name, SHARPNESS, "global", lambda k: k[-1] in bits)
+
+    def without(self, name: str, knob: str) -> Problem:
+        """The plans of this problem that leave ``knob`` off (0: block_drop), proposed in the space
+        without it: the same figures, keyed without the knob."""
+        return self._slice(name, knob, self.granularity, lambda k: True)
+
+    def _slice(self, name: str, knob: str, granularity: str, keep) -> Problem:
+        """The plans at ``knob`` = 0 (and ``keep(key)``), keyed and proposed without ``knob``."""
+        at = self.axes.index(knob)
+        view = object.__new__(Problem)
+        view.name, view.granularity = name, granularity
+        view.space = {k: v for k, v in self.space.items() if k != knob}
+        view.axes = tuple(a for a in self.axes if a != knob)
+        if granularity == "global":
+            view.axes = tuple(a for a in view.axes if a != SHARPNESS)
+        drop = {at} | (
+            {self.axes.index(SHARPNESS)} if SHARPNESS in self.axes and SHARPNESS not in view.axes else set()
+        )
+        view.sensitivity = self.sensitivity if granularity == "allocated" else None
+        view.interp, view.latency_sigma = None, self.latency_sigma
+        view.figures = {
+            tuple(v for i, v in enumerate(k) if i not in drop): f
+            for k, f in self.figures.items()
+            if all(k[i] == 0.0 for i in drop) and keep(k)
+        }
         view.baseline = self.baseline
         return view
 
@@ -573,6 +602,44 @@ def per_layer_lines(
     return out
 
 
+def depth_lines(
+    table: dict, names, seeds, budgets, log, name: str = "per-layer-depth", variants: bool = False
+) -> list[str]:
+    """The per-layer problem with the depth knob (a table of `tabular.py allocated --depth`), and
+    the same table's plans that drop no block proposed in the space without it."""
+    names = list(names) if "tradeoff" in names else ["tradeoff", *names]  # the ratios below need it
+    meta = table["meta"]
+    knob = "block_drop"
+    space = {k: dict(v) for k, v in SearchConfig().validated().space.items()}
+    space[knob] = dict(meta["config"]["space"][knob])
+    problem = Problem(name, table, space, granularity="allocated")
+    flat = problem.without(f"{name} without {knob} (the same table's plans that drop no block)", knob)
+    out = [
+        f"The {name} problem: {len(table['rows'])} per-layer plans of {meta['model']} on {meta['task']} "
+        f"({meta['cpu']}, {meta.get('threads')} thread(s), {meta['created']}; {meta['structures_fine_tuned']} "
+        f"structures fine-tuned; {knob} on the grid at {', '.join(f'{v:g}' for v in meta['grid'][knob])}), "
+        f"interpolated onto the {len(problem.figures)} plans of the allocated space with {knob} "
+        f"{space[knob]}; without it, {len(flat.figures)} plans.",
+        "",
+        interpolation_error(table, problem),
+        "",
+    ]
+    hv = evaluate(problem, names, seeds, budgets, log, variants)
+    out += table_lines(problem, hv, budgets, len(seeds)) + [""]
+    without = evaluate(flat, names, seeds, budgets, log, variants)
+    out += table_lines(flat, without, budgets, len(seeds)) + [""]
+    whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (problem, flat)]
+    out.append(
+        f"- with {knob} against without, `tradeoff` on both (the same measurements, the same baseline): "
+        + paired_ratio(hv["tradeoff"], without["tradeoff"], budgets)
+    )
+    out.append(
+        f"- the best either space can do (its whole front): {whole[0]:.2f} with {knob} against "
+        f"{whole[1]:.2f} without, {whole[0] / whole[1]:.2f}x"
+    )
+    return out
+
+
 def global_lines(
     table: dict, wanted: set, names, seeds, budgets, log, first: str = "default", variants: bool = False
 ) -> list[str]:
@@ -614,8 +681,8 @@ def main() -> None:
     ap.add_argument("--allocated-table", help=f"the per-layer table (default {ALLOCATED_TABLE})")
     ap.add_argument(
         "--problems",
-        default="default,steep,per-layer,fashion,fashion-per-layer",
-        help="comma-separated problems to run (fashion and fashion-per-layer: where their tables are measured)",
+        default="default,steep,per-layer,fashion,fashion-per-layer,per-layer-depth,fashion-per-layer-depth",
+        help="comma-separated problems to run (fashion..., ...-depth: where their tables are measured)",
     )
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--budgets", help=f"comma-separated budgets (default {','.join(map(str, BUDGETS))})")
@@ -671,12 +738,36 @@ def main() -> None:
                 load(path), per_layer, seeds, budgets, log, name=problem, variants=a.variants
             )
             out += [""]
+    for problem, task in (("per-layer-depth", "digits"), ("fashion-per-layer-depth", "fashion-mnist")):
+        path = table_path(task, "allocated", depth=True)
+        if a.quick and task == "digits":
+            path = os.path.join(HERE, "results", "quick_allocated_depth.json")
+        if problem not in wanted or (a.quick and task != "digits"):
+            continue
+        if not os.path.exists(path):
+            out += [
+                f"No {problem} problem: {path} is missing (`python benchmarks/tabular.py allocated --depth"
+                f"{' --quick' if a.quick else '' if task == 'digits' else ' --task ' + task}`).",
+                "",
+            ]
+            continue
+        per_layer = names if a.only else [n for n in names if n in PER_LAYER]
+        out += depth_lines(load(path), per_layer, seeds, budgets, log, name=problem, variants=a.variants)
+        out += [""]
     out.append(f"Replayed in {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(out)
     print(text)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # a run of some problems only does not overwrite the whole run's file
-    every = {"default", "steep", "per-layer", "fashion", "fashion-per-layer"}
+    every = {
+        "default",
+        "steep",
+        "per-layer",
+        "fashion",
+        "fashion-per-layer",
+        "per-layer-depth",
+        "fashion-per-layer-depth",
+    }
     part = "" if wanted >= every else "-" + "-".join(sorted(wanted))
     name = f"samplers{part}{'-variants' if a.variants else ''}{'-quick' if a.quick else ''}.md"
     with open(os.path.join(HERE, "results", name), "w") as f:

@@ -7,6 +7,7 @@ sampler comparisons replay trials from a table in seconds instead of hours.
     python benchmarks/tabular.py allocated        # the per-layer (allocated) space's grid (~15 min)
     python benchmarks/tabular.py build --task fashion-mnist --threads 2       # the real task (~1 h)
     python benchmarks/tabular.py allocated --task fashion-mnist --threads 2   # (~1 h)
+    python benchmarks/tabular.py allocated --depth    # the same with whole blocks dropped (block_drop)
 
 A build saves its rows after each structure (``TABLE.partial``) and, run again with the same
 task, grid and settings, resumes where it stopped: the Fashion-MNIST tables are built in parts.
@@ -33,6 +34,12 @@ quantized at every average-bits budget (mixed precision where the allocation mix
 3 pruning budgets x 3 rank budgets x 3 sharpnesses x 6 bit budgets = 486 plans (on Fashion-MNIST
 4 widths, 648 plans: the 0.875 student below the teacher's width, as in the global grid), plus
 off-grid plans measured live for the interpolation check.
+
+``allocated --depth``: the allocated space with the depth knob searched as `depth.py`'s arm with
+depth searches it (``--space block_drop=0:0.6:0.2``): every value of that knob (0, 0.2, 0.4,
+0.6 of the droppable blocks, dropped least harmful first by the same sensitivity table) is a grid
+axis, measured, not interpolated, so the grid is 4x the allocated one (the table:
+``TASK_resnet18_allocated_depth.json``; `samplers.py --problems per-layer-depth` replays it).
 """
 
 from __future__ import annotations
@@ -59,12 +66,11 @@ from tradeoff.spaces.quantization import quantize
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def table_path(task: str, granularity: str) -> str:
-    """Where the table of ``task`` is kept: benchmarks/data/TASK_resnet18_fine.json (global) or
-    ..._allocated.json."""
-    return os.path.join(
-        HERE, "data", f"{task}_resnet18_{'allocated' if granularity == 'allocated' else 'fine'}.json"
-    )
+def table_path(task: str, granularity: str, depth: bool = False) -> str:
+    """Where the table of ``task`` is kept: benchmarks/data/TASK_resnet18_fine.json (global),
+    ..._allocated.json, or ..._allocated_depth.json (``depth``: allocated with block_drop)."""
+    name = ("allocated" if granularity == "allocated" else "fine") + ("_depth" if depth else "")
+    return os.path.join(HERE, "data", f"{task}_resnet18_{name}.json")
 
 
 TABLE = table_path("digits", "global")
@@ -101,6 +107,10 @@ QUICK_ALLOCATED_GRID = {
     "allocation": [0.0, 1.0],
     "weight_bits": [32, 8, 6, 4, 3, 2],
 }
+# `--depth`: the depth knob as depth.py's arm with depth searches it, every value of it on the grid
+DEPTH_SPACE = {"block_drop": {"low": 0.0, "high": 0.6, "step": 0.2}}
+DEPTH_VALUES = [0.0, 0.2, 0.4, 0.6]
+QUICK_DEPTH_VALUES = [0.0, 0.6]  # tiny_resnet has one droppable block (layer1.0)
 FIGURES = (
     "accuracy",
     "size_bytes",
@@ -118,10 +128,17 @@ def key(plan: Plan | dict) -> str:
     return f"{float(d['student_width']):g}|{float(d['prune_ratio']):g}|{float(d['rank_ratio']):g}|{int(d['weight_bits'])}"
 
 
-def setup(model: str, threads: int | None = None, granularity: str = "global", task_name: str = "digits"):
+def setup(
+    model: str,
+    threads: int | None = None,
+    granularity: str = "global",
+    task_name: str = "digits",
+    space: dict | None = None,
+):
     torch.set_flush_denormal(True)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    config = SearchConfig(model=model, granularity=granularity, task=task_name).validated(n_trials=40)
+    config = SearchConfig(model=model, granularity=granularity, task=task_name, space=space or {})
+    config = config.validated(n_trials=40)
     task = task_for(config)
     teacher, _, _ = train_teacher(task, log=lambda m: print(m, file=sys.stderr))
     return config, task, Runner(config, task, teacher)
@@ -296,18 +313,22 @@ def write_table(out, task, config, grid, seconds, rows, held, base, meta=None, *
     print(f"wrote {len(rows)} plans to {out} in {table['meta']['seconds']:.0f} s", file=sys.stderr)
 
 
-def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict) -> list[dict]:
-    """The rows of the allocated plans at ``points`` (width, prune budget, rank budget, sharpness),
-    each at every budget of ``bit_budgets``: one fine-tune per distinct per-layer structure
-    (``done`` keeps them across calls), quantized from it as `apply_plan` does."""
+def allocated_rows(
+    runner: Runner, task, table, points, bit_budgets, done: dict, axes: tuple = ()
+) -> list[dict]:
+    """The rows of the allocated plans at ``points`` (width, prune budget, rank budget, sharpness,
+    then the values of the extra ``axes``: block_drop), each at every budget of ``bit_budgets``:
+    one fine-tune per distinct per-layer structure (``done`` keeps them across calls), quantized
+    from it as `apply_plan` does."""
     from tradeoff.spaces import KNOBS
     from tradeoff.spaces.allocation import SHARPNESS, plan_from_params
     from tradeoff.spaces.plan import format_plan, structure_key
 
     space = runner.config.space
     rows = []
-    for w, p, r, s in points:
+    for w, p, r, s, *extra in points:
         params = {"student_width": w, "prune_ratio": p, "rank_ratio": r, SHARPNESS: s}
+        params.update(zip(axes, extra))
 
         def plan_at(bits, params=params):
             return plan_from_params(
@@ -357,7 +378,9 @@ def allocated_rows(runner: Runner, task, table, points, bit_budgets, done: dict)
 
 
 def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, ...]]:
-    """``n`` (width, prune budget, rank budget, sharpness) points of the allocated space off the grid."""
+    """``n`` (width, prune budget, rank budget, sharpness) points of the allocated space off the
+    grid, each with a value of every extra axis (block_drop: on its grid, which holds every value
+    of its space)."""
     import random
 
     from tradeoff.spaces.allocation import SHARPNESS_STEP
@@ -366,16 +389,27 @@ def off_grid_allocated(grid: dict, n: int, seed: int = 7) -> list[tuple[float, .
     structural = off_grid({k: grid[k] for k in ("student_width", "prune_ratio", "rank_ratio")}, n, seed)
     sharp = [round(i * SHARPNESS_STEP, 6) for i in range(round(1 / SHARPNESS_STEP) + 1)]
     sharp = [v for v in sharp if all(abs(v - g) > 1e-9 for g in grid["allocation"])]
-    return [(*point, rng.choice(sharp)) for point in structural]
+    extra = [k for k in grid if k not in (*STRUCTURAL, "allocation", "weight_bits")]
+    return [(*point, rng.choice(sharp), *(rng.choice(grid[k]) for k in extra)) for point in structural]
+
+
+STRUCTURAL = ("student_width", "prune_ratio", "rank_ratio")
 
 
 def build_allocated(
-    grid: dict, model: str, out: str, threads: int | None = None, holdout: int = 0, task_name: str = "digits"
+    grid: dict,
+    model: str,
+    out: str,
+    threads: int | None = None,
+    holdout: int = 0,
+    task_name: str = "digits",
+    space: dict | None = None,
 ) -> None:
     from tradeoff.search.study.sensitivity import measure_for_study
     from tradeoff.spaces.sensitivity import SensitivityTable
 
-    config, task, runner = setup(model, threads, granularity="allocated", task_name=task_name)
+    config, task, runner = setup(model, threads, granularity="allocated", task_name=task_name, space=space)
+    extra = tuple(k for k in grid if k not in (*STRUCTURAL, "allocation", "weight_bits"))
     progress = Progress(out, task, config, grid)
     state = progress.state
     if "sensitivity" in state:  # a resumed build keeps the table its rows were allocated by
@@ -387,25 +421,35 @@ def build_allocated(
         progress.save()
     runner.table = table
     points = list(
-        itertools.product(grid["student_width"], grid["prune_ratio"], grid["rank_ratio"], grid["allocation"])
+        itertools.product(
+            grid["student_width"],
+            grid["prune_ratio"],
+            grid["rank_ratio"],
+            grid["allocation"],
+            *(grid[k] for k in extra),
+        )
     )
     done: dict = {}
     for i, point in enumerate(points):
         if progress.done(point):
             continue
-        rows = allocated_rows(runner, task, table, [point], grid["weight_bits"], done)
+        rows = allocated_rows(runner, task, table, [point], grid["weight_bits"], done, extra)
         state["structures"] = sorted(set(state.get("structures", [])) | set(done))
         progress.add(point, rows)
         print(
-            f"[{i + 1}/{len(points)}] width/prune/rank/sharpness {point}: {progress.seconds():.0f} s so far",
+            f"[{i + 1}/{len(points)}] width/prune/rank/sharpness{''.join('/' + k for k in extra)} {point}: {progress.seconds():.0f} s so far",
             file=sys.stderr,
         )
-    held = allocated_rows(runner, task, table, off_grid_allocated(grid, holdout), grid["weight_bits"], {})
+    held = allocated_rows(
+        runner, task, table, off_grid_allocated(grid, holdout), grid["weight_bits"], {}, extra
+    )
     rows = state["rows"]
     base = next(
         r
         for r in rows
-        if key(r["plan"]) == key(Plan()) and float(r["plan"]["allocation"]) == grid["allocation"][0]
+        if key(r["plan"]) == key(Plan())
+        and float(r["plan"]["allocation"]) == grid["allocation"][0]
+        and all(float(r["plan"][k]) == 0.0 for k in extra)
     )
     meta = {
         "granularity": "allocated",
@@ -460,18 +504,29 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads for training and latency (default 1)"
     )
     ap.add_argument("--holdout", type=int, default=6, help="build: off-grid structural plans measured live")
+    ap.add_argument(
+        "--depth",
+        action="store_true",
+        help="allocated: search block_drop too (0, 0.2, 0.4, 0.6 on the grid; table ..._allocated_depth.json)",
+    )
     a = ap.parse_args()
     if a.action == "allocated":
-        quick = os.path.join(HERE, "results", "quick_allocated.json")
+        quick = os.path.join(HERE, "results", f"quick_allocated{'_depth' if a.depth else ''}.json")
+        grid = QUICK_ALLOCATED_GRID if a.quick else TASK_ALLOCATED_GRIDS.get(a.task, ALLOCATED_GRID)
+        if a.depth:
+            grid = dict(grid, block_drop=QUICK_DEPTH_VALUES if a.quick else DEPTH_VALUES)
         build_allocated(
-            QUICK_ALLOCATED_GRID if a.quick else TASK_ALLOCATED_GRIDS.get(a.task, ALLOCATED_GRID),
+            grid,
             "tiny_resnet" if a.quick else "resnet18",
-            a.table or (quick if a.quick else table_path(a.task, "allocated")),
+            a.table or (quick if a.quick else table_path(a.task, "allocated", depth=a.depth)),
             threads=a.threads,
             holdout=1 if a.quick else a.holdout,
             task_name=a.task,
+            space=DEPTH_SPACE if a.depth else None,
         )
         return
+    if a.depth:
+        sys.exit("--depth: only with `allocated` (the search's default granularity)")
     quick = os.path.join(HERE, "results", "quick_grid.json")
     path = a.table or (quick if a.quick else table_path(a.task, "global"))
     if a.action == "build":
