@@ -586,20 +586,32 @@ def per_layer_lines(
         interpolation_error(table, problem),
         "",
     ]
-    hv = evaluate(problem, names, seeds, budgets, log, variants)
-    out += table_lines(problem, hv, budgets, len(seeds)) + [""]
-    flat = evaluate(uniform, ["tradeoff"], seeds, budgets, log, variants)
-    out += table_lines(uniform, flat, budgets, len(seeds)) + [""]
-    whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (problem, uniform)]
-    out.append(
-        "- allocated against global, `tradeoff` on both (the same measurements, the same baseline): "
-        + paired_ratio(hv["tradeoff"], flat["tradeoff"], budgets)
+    return out + against(
+        (problem, names, "per-layer"),
+        (uniform, ["tradeoff"], "at sharpness 0"),
+        "allocated against global",
+        seeds,
+        budgets,
+        log,
+        variants,
     )
-    out.append(
-        f"- the best either space can do (its whole front): {whole[0]:.2f} per-layer against {whole[1]:.2f} "
-        f"at sharpness 0, {whole[0] / whole[1]:.2f}x"
-    )
-    return out
+
+
+def against(ours: tuple, theirs: tuple, what: str, seeds, budgets, log, variants: bool) -> list[str]:
+    """Two problems built from one table's measurements (a space and a slice of it), each
+    (problem, candidates, label): their replay tables, `tradeoff`'s hypervolume on the first
+    against the second, and their whole fronts."""
+    hv = [evaluate(problem, names, seeds, budgets, log, variants) for problem, names, _ in (ours, theirs)]
+    out = []
+    for (problem, _, _), h in zip((ours, theirs), hv):
+        out += table_lines(problem, h, budgets, len(seeds)) + [""]
+    whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (ours[0], theirs[0])]
+    return out + [
+        f"- {what}, `tradeoff` on both (the same measurements, the same baseline): "
+        + paired_ratio(hv[0]["tradeoff"], hv[1]["tradeoff"], budgets),
+        f"- the best either space can do (its whole front): {whole[0]:.2f} {ours[2]} against {whole[1]:.2f} "
+        f"{theirs[2]}, {whole[0] / whole[1]:.2f}x",
+    ]
 
 
 def depth_lines(
@@ -624,20 +636,15 @@ def depth_lines(
         interpolation_error(table, problem),
         "",
     ]
-    hv = evaluate(problem, names, seeds, budgets, log, variants)
-    out += table_lines(problem, hv, budgets, len(seeds)) + [""]
-    without = evaluate(flat, names, seeds, budgets, log, variants)
-    out += table_lines(flat, without, budgets, len(seeds)) + [""]
-    whole = [hypervolume([q.normalised(f) for f in q.figures.values()]) for q in (problem, flat)]
-    out.append(
-        f"- with {knob} against without, `tradeoff` on both (the same measurements, the same baseline): "
-        + paired_ratio(hv["tradeoff"], without["tradeoff"], budgets)
+    return out + against(
+        (problem, names, f"with {knob}"),
+        (flat, names, "without"),
+        f"with {knob} against without",
+        seeds,
+        budgets,
+        log,
+        variants,
     )
-    out.append(
-        f"- the best either space can do (its whole front): {whole[0]:.2f} with {knob} against "
-        f"{whole[1]:.2f} without, {whole[0] / whole[1]:.2f}x"
-    )
-    return out
 
 
 def global_lines(
