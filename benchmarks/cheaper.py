@@ -49,6 +49,7 @@ from optuna._hypervolume import compute_hypervolume
 from tradeoff.search.study.records import (
     CURVE_ATTR,
     DUPLICATE_ATTR,
+    REUSED_ATTR,
     ROLE_ATTR,
     SIBLING_ROLE,
     STOPPED_ATTR,
@@ -176,8 +177,11 @@ def shadow_stops(study) -> tuple[int, int, list[str]]:
     return len(stops), sum(t.number in on_front for t in stops), lines
 
 
+DIGITS_VARIANT_COST = 0.15  # a variant against a fine-tuned plan in the digits `after` run
+
+
 def replay_siblings(
-    seeds: int, costs=(10, 20, 40), task: str | None = None, variant_cost: float = 0.15
+    seeds: int, costs=(10, 20, 40), task: str | None = None, variant_cost: float = DIGITS_VARIANT_COST
 ) -> list[str]:
     """The product's sampler replayed on the tabular benchmark (benchmarks/samplers.py's problems)
     with and without the queued bit-width variants, at equal cost: a fine-tuned plan costs 1, a
@@ -194,10 +198,8 @@ def replay_siblings(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = SearchConfig().validated(n_trials=40).space
-    problems = [
-        ("digits (measured table)", tabular.load(), False),
-        ("steep (synthetic)", tabular.load(), True),
-    ]
+    digits = tabular.load()
+    problems = [("digits (measured table)", digits, False), ("steep (synthetic)", digits, True)]
     own = tabular.table_path(task, "global") if task else None
     if own and os.path.exists(own):
         problems.insert(0, (f"{task} (measured table)", tabular.load(own), False))
@@ -257,10 +259,10 @@ def variant_cost(study) -> float:
             continue
         if t.user_attrs.get(ROLE_ATTR) == SIBLING_ROLE:
             variants.append(t.user_attrs["time_total_s"])
-        elif "reused_float" not in t.user_attrs:  # a plan whose float model was fine-tuned for it
+        elif REUSED_ATTR not in t.user_attrs:  # a plan whose float model was fine-tuned for it
             fine_tuned.append(t.user_attrs["time_total_s"])
     if not variants or not fine_tuned:
-        return 0.15
+        return DIGITS_VARIANT_COST
     return statistics.median(variants) / statistics.median(fine_tuned)
 
 
