@@ -251,7 +251,16 @@ def _fleet_worker(url: str, sleep_s: float, start_at: float, stop_at: float, out
 
     time.sleep(max(0.0, start_at - time.time()))
     try:
-        w.run_worker(study, storage, objective, budget=None, stopper=stopper, on_trial=on_trial, poll_s=0.5)
+        w.run_worker(
+            study,
+            storage,
+            objective,
+            propose=suggest_default,  # under the lock, as the search command proposes
+            budget=None,
+            stopper=stopper,
+            on_trial=on_trial,
+            poll_s=0.5,
+        )
     except KeyboardInterrupt:
         pass
     out.put({"done": done, "held": held})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tradeoff.search.study.sampler import SAMPLERS
@@ -854,6 +855,29 @@ COMMANDS = {
 }
 
 
+# commands that run models outside a search: on this process's share of the host's cores, as a
+# search's trials are (search, create and worker take theirs around the teacher and the trials)
+ON_A_SHARE = ("export", "verify", "profile")
+
+
+@contextlib.contextmanager
+def _cores(command: str) -> Iterator[None]:
+    """Torch's threads for ``command``: its share of the cores beside the other tradeoff
+    processes registered on this host (two processes that each take every core slow each other
+    by 10-100x); the default where the command runs no model or the run directory is unusable."""
+    if command not in ON_A_SHARE:
+        yield
+        return
+    import torch
+
+    from tradeoff.search.study.worker import host_share
+
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(TradeoffError, OSError):  # no share: torch's own default
+            torch.set_num_threads(stack.enter_context(host_share())())
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import warnings
@@ -865,7 +889,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        with _cores(args.command):
+            return COMMANDS[args.command](args)
     except TradeoffError as e:
         print(f"tradeoff: error: {e}", file=sys.stderr)
         return 2

@@ -210,60 +210,61 @@ def run_trials(
     log(sampler_line(config))
     task = tasks[0] if tasks else task_for(config, log=log)
     store = open_artifact_store(artifacts)
-    teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
-    kept_models = KeptModels(store, keep=config.keep_models)
-    table = None
-    if config.granularity != "global":
-        from tradeoff.search.study.sensitivity import ensure_sensitivity
+    # the teacher, the sensitivity pass and every trial run on this process's share of the host's
+    # cores (another worker or test beside it would otherwise oversubscribe them)
+    with host_share() as share:
+        torch.set_num_threads(threads or share())
+        teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
+        kept_models = KeptModels(store, keep=config.keep_models)
+        table = None
+        if config.granularity != "global":
+            from tradeoff.search.study.sensitivity import ensure_sensitivity
 
-        if threads:
-            torch.set_num_threads(threads)
-        table = ensure_sensitivity(study, storage, config, task, teacher, store, log=log)
-        save_sensitivity(study, table)
-    runner = Runner(config, task, teacher, device=device, kept=kept_models, table=table)
+            table = ensure_sensitivity(study, storage, config, task, teacher, store, log=log)
+            save_sensitivity(study, table)
+        runner = Runner(config, task, teacher, device=device, kept=kept_models, table=table)
 
-    def tidy() -> dict[str, int]:
-        return kept_models.tidy(
-            study, config.objectives, lambda params: structure_key(runner.plan_of(params))
-        )
-
-    start, done = time.perf_counter(), 0
-    total = to_run or max(0, (budget or 0) - complete)
-
-    def progress(trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal done
-        # a repeated plan, a pruned one and a queued bit-width variant are not counted
-        done += budgeted(trial)
-        log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
-        write_notes(study, trial, log=log)
-        with contextlib.suppress(Exception):  # tidying is best effort: the next trial tidies again
-            tidy()
-
-    with contextlib.ExitStack() as stack:
-        share = stack.enter_context(host_share())
-        stopper = stack.enter_context(Stopper())
-
-        def set_threads() -> None:
-            torch.set_num_threads(threads or share())
-
-        try:
-            run_worker(
-                study,
-                storage,
-                runner,
-                budget=budget,
-                n_trials=to_run,
-                stopper=stopper,
-                on_trial=progress,
-                before_trial=set_threads,
-                on_wait=log,
-                constraints=dict(config.constraints),
-                stop_when_met=stop_when_met,
+        def tidy() -> dict[str, int]:
+            return kept_models.tidy(
+                study, config.objectives, lambda params: structure_key(runner.plan_of(params))
             )
-        except NothingMeetsBounds as e:
-            with contextlib.suppress(Exception):
+
+        start, done = time.perf_counter(), 0
+        total = to_run or max(0, (budget or 0) - complete)
+
+        def progress(trial: optuna.trial.FrozenTrial) -> None:
+            nonlocal done
+            # a repeated plan, a pruned one and a queued bit-width variant are not counted
+            done += budgeted(trial)
+            log(progress_line(study, trial, done=done, total=total, elapsed_s=time.perf_counter() - start))
+            write_notes(study, trial, log=log)
+            with contextlib.suppress(Exception):  # tidying is best effort: the next trial tidies again
                 tidy()
-            raise UsageError(str(e)) from None
+
+        with Stopper() as stopper:
+
+            def set_threads() -> None:
+                torch.set_num_threads(threads or share())
+
+            try:
+                run_worker(
+                    study,
+                    storage,
+                    runner,
+                    propose=runner.propose,
+                    budget=budget,
+                    n_trials=to_run,
+                    stopper=stopper,
+                    on_trial=progress,
+                    before_trial=set_threads,
+                    on_wait=log,
+                    constraints=dict(config.constraints),
+                    stop_when_met=stop_when_met,
+                )
+            except NothingMeetsBounds as e:
+                with contextlib.suppress(Exception):
+                    tidy()
+                raise UsageError(str(e)) from None
     if stopper.requested:
         log("stopped: no trial of this worker is left running")
     kept = tidy()

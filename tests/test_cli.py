@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import optuna
 import pytest
+import torch
 from conftest import QUICKER
 from conftest import run_tradeoff as tradeoff  # the real command in a subprocess
 
@@ -201,3 +204,26 @@ def test_a_search_with_depth_drops_blocks_and_names_them_in_front_and_export(tmp
     record = json.loads((tmp_path / "out" / "record.json").read_text())
     assert record["plan_text"].startswith("block_drop=1 (layer1.0)")
     assert record["plan"]["block_drop"] == 1
+
+
+def test_commands_that_run_models_take_their_share_of_the_cores(tmp_path, monkeypatch):
+    """export, verify and profile run models: each registers as a tradeoff process and takes its
+    share of the cores beside the others (a search does the same around its teacher and trials);
+    a command that runs none leaves torch alone."""
+    from tradeoff.search import cli
+    from tradeoff.search.study.worker import available_cores
+
+    monkeypatch.setenv("TRADEOFF_RUN_DIR", str(tmp_path))
+    (tmp_path / str(os.getppid())).touch()  # another tradeoff process on this host, alive
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(7)
+        with cli._cores("export"):
+            assert torch.get_num_threads() == max(1, available_cores() // 2)
+            assert sorted(os.listdir(tmp_path)) == sorted([str(os.getppid()), str(os.getpid())])
+        assert os.listdir(tmp_path) == [str(os.getppid())]  # unregistered on the way out
+        torch.set_num_threads(7)
+        with cli._cores("front"):
+            assert torch.get_num_threads() == 7 and os.listdir(tmp_path) == [str(os.getppid())]
+    finally:
+        torch.set_num_threads(before)

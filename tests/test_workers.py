@@ -28,14 +28,15 @@ def compose_command(service: str) -> list[str]:
 
 
 def env_for(url: str, tmp_path) -> dict:
-    env = dict(
+    # the host's run directory, where this suite's parallel test processes are registered: the
+    # workers divide the cores with them as with each other (a run directory of their own made
+    # each take every core beside a busy test process: 4-5x slower in the suite than alone)
+    return dict(
         os.environ,
         PYTHONWARNINGS="ignore",
         TRADEOFF_STORAGE=url,
         TRADEOFF_ARTIFACTS=str(tmp_path / "artifacts"),
-        TRADEOFF_RUN_DIR=str(tmp_path / "run"),
     )
-    return env
 
 
 def start(args: list[str], url: str, tmp_path) -> subprocess.Popen:

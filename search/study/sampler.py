@@ -26,9 +26,11 @@
 - ``random``: random search after the baseline and the single-technique plans (a reference).
 
 Parallel workers do not all propose the same plan: each process seeds its sampler differently
-(the study's seed, the trials already in it and, for workers, the process), and TPE's constant
-liar counts running trials as poor results, so a plan another worker is measuring is not the
-most promising one any more. NSGA-II and random search draw from the per-process seed.
+(the study's seed, the trials already in it and, for workers, the process), proposes under the
+study lock (``run_worker``'s ``propose``), and TPE's constant liar counts running trials as poor
+results, so a plan another worker is measuring is not the most promising one any more. NSGA-II
+and random search draw from the per-process seed. A plan proposed all the same while a running
+trial measures it waits for that trial and is answered from it (``worker.py``).
 """
 
 from __future__ import annotations

@@ -19,12 +19,15 @@ when the budget is met are measured before the worker stops.
 The study lock, which the storage owns (``tradeoff.storage.lock``: a PostgreSQL advisory lock
 or MySQL's GET_LOCK for a shared database, a file lock for SQLite; through ``tradeoff proxy``
 the same lock, held by the proxy for the worker), is what makes "exactly N complete trials"
-hold with many workers. It covers the count and the reservation of a trial (``ask`` creates
-the RUNNING row, or takes a queued one), not the sampler's proposal: Optuna samples a trial's
-relative parameters lazily, at its first ``suggest_*``, which the objective makes after the
-lock is released; nor the stale-trial check, which is safe unlocked. Held 30-60 ms per trial
-with 1-4 workers, so one study lock admits tens of trials a second (benchmarks/scale.py,
-BENCHMARKS.md "Scale").
+hold with many workers. It covers the count, the reservation of a trial (``ask`` creates the
+RUNNING row, or takes a queued one) and, where the caller gives ``propose``, the sampler's
+proposal: Optuna samples lazily, at a trial's first ``suggest_*``, so without it two workers
+could draw at the same moment, neither seeing the other's plan. Under the lock each proposal
+sees every running trial's plan (TPE's constant liar counts them as poor results), and a plan
+proposed while a running trial measures it waits for that trial and is answered from it (one
+measurement, not two). Not the stale-trial check, which is safe unlocked. Held 30-60 ms per
+trial with 1-4 workers and no proposal, so one study lock admits tens of trials a second
+(benchmarks/scale.py, BENCHMARKS.md "Scale"); a TPE proposal adds its own time (tens of ms).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from tradeoff.search.study.records import (
     BUDGET_ATTR,
@@ -174,6 +177,34 @@ def take_waiting(study: optuna.Study, role: str) -> optuna.Trial | None:
     return None
 
 
+def running_twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:
+    """Another running trial with ``trial``'s numbers (both proposed under the study lock, so
+    each holds its whole plan), or None."""
+    params = trial.params
+    if not params:
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number != trial.number and t.params == params:
+            return t
+    return None
+
+
+def wait_for(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    twin: FrozenTrial,
+    stopper: Stopper,
+    poll_s: float,
+) -> None:
+    """Until ``twin`` is finished (measured, pruned or failed: a twin whose worker vanished is
+    failed here too, and this trial then measures the plan) or the worker is asked to stop."""
+    while not stopper.requested and storage.get_trial(twin._trial_id).state == TrialState.RUNNING:
+        time.sleep(poll_s)
+        fail_lost_trials(study, storage)
+    if stopper.requested:
+        raise KeyboardInterrupt
+
+
 def ask(study: optuna.Study) -> optuna.Trial:
     """``study.ask()``, but a queued baseline goes first: the retry of a baseline whose worker was
     lost is queued behind the seeded plans, and until the baseline is measured `select` and
@@ -190,6 +221,18 @@ def left_queued(study: optuna.Study) -> dict[str, int]:
     return out
 
 
+def _proposed(
+    trial: optuna.Trial, propose: Callable[[optuna.Trial], None], study: optuna.Study
+) -> FrozenTrial | None:
+    """``propose(trial)``, under the lock; the running trial with the same plan, if any. A plan
+    that cannot be proposed is left to the objective, which fails the trial with its reason."""
+    try:
+        propose(trial)
+    except Exception:  # noqa: BLE001 - the objective proposes again and records why it failed
+        return None
+    return running_twin(study, trial)
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -199,6 +242,7 @@ def run_worker(
     storage: optuna.storages.RDBStorage,
     objective: Callable[[optuna.Trial], list[float]],
     *,
+    propose: Callable[[optuna.Trial], None] | None = None,
     budget: int | None,
     n_trials: int | None = None,
     stopper: Stopper | None = None,
@@ -219,6 +263,8 @@ def run_worker(
     gives up, :class:`NothingMeetsBounds` says which bound and the nearest value measured.
     ``stop_when_met``: stop, asking for no new plan, once the study holds a complete trial that
     meets every constraint (any worker's; queued bit-width variants are not measured either).
+    ``propose`` draws a trial's numbers (the objective's ``suggest_*`` calls) under the study
+    lock; a plan a running trial is measuring then waits for it (module docstring).
     Returns the number of trials it ran, repeats, pruned plans and queued variants not counted."""
     ran, waiting, repeats, pruned, feasible_plans = 0, False, 0, 0, 0
     met: optuna.trial.FrozenTrial | None = None
@@ -251,10 +297,13 @@ def run_worker(
                 trial = take_waiting(study, SIBLING_ROLE)
             else:
                 trial = ask(study)
+            twin = None
             if trial is not None:
                 trial.set_user_attr(WORKER_ATTR, worker_id())  # under the lock: never unowned
                 if storage.get_heartbeat_interval():
                     trial.set_user_attr(HEARTBEAT_ATTR, int(storage.get_heartbeat_interval()))
+                if propose is not None:
+                    twin = _proposed(trial, propose, study)
         if trial is None:
             if on_wait is not None and not waiting:
                 on_wait(_why_waiting(study, storage))
@@ -267,6 +316,8 @@ def run_worker(
         state, values = TrialState.FAIL, None
         try:
             with heartbeat(storage, trial._trial_id):
+                if twin is not None:  # measured once: this trial is answered from it
+                    wait_for(study, storage, twin, stopper, poll_s)
                 values = objective(trial)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:  # the runner recorded where and why

@@ -550,11 +550,17 @@ class Runner:
         self._note_baseline(trial, plan, measured)
         return self._objectives(trial, measured)
 
+    def propose(self, trial: optuna.Trial) -> None:
+        """The sampler's numbers for ``trial``, drawn now: the worker calls this under the study
+        lock, so the next proposal sees them (the constant liar, a running twin); the trial then
+        reads the same numbers back."""
+        c = self.config
+        suggest_values(trial, c.space, c.granularity, self.table)
+
     def _make_plan(self, trial: optuna.Trial) -> Plan:
         """The sampler's numbers for this trial, made a plan (allocated per layer where the
         study is), stored on the trial as data and in words."""
-        c = self.config
-        suggest_values(trial, c.space, c.granularity, self.table)
+        self.propose(trial)  # drawn already where the worker proposed it under the lock
         plan = self.plan_of(trial.params)
         trial.set_user_attr(PLAN_ATTR, plan.to_dict())
         trial.set_user_attr(PLAN_TEXT_ATTR, format_plan(plan))

@@ -88,8 +88,8 @@ def _synthetic(plan, objectives) -> list[float]:
 
 def test_two_workers_on_one_study_do_not_propose_the_same_plans(tmp_path):
     """Two workers (threads, each with its own sampler as each process has) share a study with
-    the default sampler: while one measures a plan, the other is not handed the same one, and
-    hardly any plan is proposed twice."""
+    the default sampler, proposing under the study lock as the search command does: while one
+    measures a plan, the other never measures the same one, and hardly any plan is proposed twice."""
     url = f"sqlite:///{tmp_path / 'two.db'}"
     storage = open_storage(url, heartbeat_interval=None)
     study, config, _ = open_study(storage, "two", {"model": "tiny_resnet"}, n_trials=30)
@@ -113,7 +113,8 @@ def test_two_workers_on_one_study_do_not_propose_the_same_plans(tmp_path):
         own = open_storage(url, heartbeat_interval=None)
         mine = optuna.load_study(study_name="two", storage=own)
         mine.sampler = study_sampler(config, len(mine.trials), who)
-        run_worker(mine, own, objective, budget=30, poll_s=0.01)
+        propose = lambda t: suggest_plan(t, config.space)  # noqa: E731
+        run_worker(mine, own, objective, propose=propose, budget=30, poll_s=0.01)
 
     threads = [threading.Thread(target=work, args=(f"host:{n}",)) for n in (1, 2)]
     for t in threads:
@@ -162,3 +163,54 @@ def test_a_workers_cores_are_its_containers_limit(tmp_path):
     limit.write_text("max 100000\n")  # no limit: the cores it may run on
     assert available_cores(str(limit)) == pinned
     assert available_cores(str(tmp_path / "absent")) == pinned
+
+
+def test_a_plan_proposed_while_a_running_trial_measures_it_waits_and_is_answered_from_it(tmp_path):
+    """The same plan handed to two workers at once (queued twice here, so it is certain): the
+    second waits for the first under its heartbeat and repeats its figures; it is measured once."""
+    url = f"sqlite:///{tmp_path / 'twin.db'}"
+    storage = open_storage(url, heartbeat_interval=None)
+    study = random_study(storage, "twin", seed=0)
+    study.enqueue_trial({"x": 3})
+    study.enqueue_trial({"x": 3}, skip_if_exists=False)
+    inside, measured, lock = [], [], threading.Lock()
+    first_in = threading.Event()
+    inner = answering([1, 2, 3])
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        with lock:
+            inside.append(trial.number)
+        first_in.set()
+        values = inner(trial)
+        if DUPLICATE_ATTR not in trial.user_attrs:
+            measured.append(trial.number)
+            time.sleep(0.5)  # the other worker asks meanwhile
+        with lock:
+            inside.remove(trial.number)
+        return values
+
+    def work(wait_first: bool) -> None:
+        own = open_storage(url, heartbeat_interval=None)
+        mine = optuna.load_study(study_name="twin", storage=own)
+        if wait_first:
+            first_in.wait(10)
+        run_worker(
+            mine,
+            own,
+            objective,
+            propose=lambda t: t.suggest_categorical("x", [1, 2, 3]),
+            budget=None,
+            n_trials=1,
+            poll_s=0.01,
+        )
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in (False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trials = optuna.load_study(study_name="twin", storage=storage).trials
+    # (the repeat is not counted: that worker then goes on to a plan of its own)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert 1 not in measured and trials[1].user_attrs[DUPLICATE_ATTR] == 0
+    assert trials[1].values == trials[0].values
