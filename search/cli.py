@@ -870,9 +870,10 @@ def _cores(command: str) -> Iterator[None]:
         return
     import torch
 
-    from tradeoff.search.study.worker import host_share
+    from tradeoff.search.study.worker import host_share, torch_threads
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads())
         with contextlib.suppress(TradeoffError, OSError):  # no share: torch's own default
             torch.set_num_threads(stack.enter_context(host_share())())
         yield

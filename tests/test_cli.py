@@ -221,9 +221,14 @@ def test_commands_that_run_models_take_their_share_of_the_cores(tmp_path, monkey
         with cli._cores("export"):
             assert torch.get_num_threads() == max(1, available_cores() // 2)
             assert sorted(os.listdir(tmp_path)) == sorted([str(os.getppid()), str(os.getpid())])
-        assert os.listdir(tmp_path) == [str(os.getppid())]  # unregistered on the way out
-        torch.set_num_threads(7)
+        # unregistered on the way out, and torch's threads as the caller had them
+        assert os.listdir(tmp_path) == [str(os.getppid())] and torch.get_num_threads() == 7
         with cli._cores("front"):
             assert torch.get_num_threads() == 7 and os.listdir(tmp_path) == [str(os.getppid())]
+        # a process registered already (a test process, as tests/conftest.py registers them) stays so
+        (tmp_path / str(os.getpid())).touch()
+        with cli._cores("verify"):
+            assert torch.get_num_threads() == max(1, available_cores() // 2)
+        assert sorted(os.listdir(tmp_path)) == sorted([str(os.getppid()), str(os.getpid())])
     finally:
         torch.set_num_threads(before)

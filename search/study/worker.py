@@ -526,7 +526,10 @@ def host_share() -> Iterator[Callable[[], int]]:
     each trial."""
     folder = run_dir()
     mine = os.path.join(folder, str(os.getpid()))
-    open(mine, "w").close()
+    # registered already (a caller in this process holds a share: a test process, a library user
+    # running a search in process): that registration stays when this one ends
+    owned = not os.path.exists(mine)
+    open(mine, "a").close()
 
     def share() -> int:
         alive = 0
@@ -543,8 +546,22 @@ def host_share() -> Iterator[Callable[[], int]]:
     try:
         yield share
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(mine)
+        if owned:
+            with contextlib.suppress(OSError):
+                os.remove(mine)
+
+
+@contextlib.contextmanager
+def torch_threads() -> Iterator[None]:
+    """Torch's thread count as it was, restored on the way out: a search or an export run in
+    process (a test, a notebook) leaves its caller's threads as it found them."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def create_finished(study: optuna.Study) -> bool:
