@@ -2,6 +2,8 @@
 
     python benchmarks/depth.py --dir runs/depth --skip-done --out benchmarks/results/depth.md
     python benchmarks/depth.py --task fashion-mnist --dir runs/depth-fashion --skip-done ...
+    python benchmarks/depth.py --task fashion-mnist --only-seed 2 ...   # one seed of the three
+    python benchmarks/depth.py --task fashion-mnist --report-only   # the table from the records
     python benchmarks/depth.py --quick                       # tiny_resnet smoke run
 
 For each seed, two runs of `tradeoff search` (the task's teacher, trained once before all runs),
@@ -9,6 +11,13 @@ one after the other on the same machine: ``without`` (the default space) and ``w
 (``--space block_drop=0:0.6:0.2`` added), each ``--n-trials 40`` and everything else at its
 default. A run that ended is left alone with ``--skip-done``, so the benchmark resumes where it
 stopped; ``--only with`` runs one arm.
+
+Each finished run is kept as a record, ``benchmarks/results/depth/TASK/ARM-SEED.journal``: the
+whole study copied into Optuna's journal storage (a text log that ``optuna.load_study`` reads
+back), so the seeds can be run in different sessions and on different machines (the work
+directory is not kept) and the table is computed from every recorded seed. A recorded run is not
+run again. Runs of one seed compare through their paired latency ratios, so two machines' runs
+can stand in one table; each row names its machine (the study's recorded CPU).
 
 Reported per seed (issue 27's targets: hypervolume >= 1.05x; at equal accuracy >= 1.3x lower
 latency; depth-dropped plans realise >= 0.8 of their MAC ratio):
@@ -35,6 +44,8 @@ import optuna
 import torch
 from allocation import complete, finished, front_lines, minutes, run  # beside this script
 from cheaper import QUICK, hypervolume
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from tradeoff.search.study.records import FACTS_ATTR, SIBLING_OF_ATTR, baseline_of
 from tradeoff.search.trial.measure import cpu_name
@@ -42,6 +53,49 @@ from tradeoff.search.trial.measure.accuracy import differ_beyond_noise
 
 ARMS = {"without": [], "with": ["--space", "block_drop=0:0.6:0.2"]}
 LEVELS = (0.5, 1.0, 2.0)  # points under the baseline's accuracy
+MACHINE_ATTR = "benchmark_machine"  # set on a record: the CPU its runs were measured on
+RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "depth")
+
+
+def record_path(task: str | None, name: str, records: str = RECORDS) -> str:
+    return os.path.join(records, task or "digits", f"{name}.journal")
+
+
+def journal(path: str) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(path))
+
+
+def save_record(url: str, name: str, path: str) -> None:
+    """Copy the finished study ``name`` into the journal file ``path`` (written beside it, then
+    moved into place, so an interrupted copy leaves no half record)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    optuna.copy_study(from_study_name=name, from_storage=url, to_storage=journal(tmp))
+    # the runs of a work directory ran on this machine (a work directory does not travel)
+    optuna.load_study(study_name=name, storage=journal(tmp)).set_user_attr(MACHINE_ATTR, cpu_name())
+    os.replace(tmp, path)
+
+
+def recorded_seeds(task: str | None, records: str = RECORDS) -> set[int]:
+    folder = os.path.join(records, task or "digits")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return {int(f[: -len(".journal")].rsplit("-", 1)[1]) for f in names if f.endswith(".journal")}
+
+
+def machine(study: optuna.Study) -> str:
+    return study.user_attrs.get(MACHINE_ATTR) or f"{cpu_name()} (this run)"
+
+
+def load(url: str, name: str, path: str) -> optuna.Study | None:
+    """The run ``name``: its record where there is one, else the work directory's study."""
+    if os.path.exists(path):
+        return optuna.load_study(study_name=name, storage=journal(path))
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return None
 
 
 def relative_latency(t, base) -> float:
@@ -97,12 +151,21 @@ def beyond_teacher(study, base) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0 to N-1 (default 3)")
+    ap.add_argument(
+        "--only-seed",
+        type=int,
+        action="append",
+        help="run only this seed (repeatable); the table still reads every recorded seed",
+    )
+    ap.add_argument("--records", default=RECORDS, help=f"folder of the runs' records (default {RECORDS})")
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--task", help="the task (default: the bundled digits)")
     ap.add_argument("--quick", action="store_true", help="tiny_resnet, short fine-tunes, 12 plans, 1 seed")
     ap.add_argument("--dir", help="work directory (kept; default: a temporary one)")
-    ap.add_argument("--report-only", action="store_true", help="read the studies in --dir, run nothing")
+    ap.add_argument(
+        "--report-only", action="store_true", help="read the records (and the studies in --dir), run nothing"
+    )
     ap.add_argument("--only", choices=sorted(ARMS), help="run this arm alone")
     ap.add_argument(
         "--skip-done", action="store_true", help="leave the runs whose study is complete in --dir"
@@ -117,18 +180,31 @@ def main() -> None:
     cwd = args.dir or tempfile.mkdtemp(prefix="tradeoff-depth-")
     os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ, TRADEOFF_RUN_DIR=os.path.join(cwd, "run"))
+    url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
+    task, records = args.task, args.records
+    if args.quick and records == RECORDS:  # a smoke run's records stay in its work directory
+        records = os.path.join(cwd, "records")
     if not args.report_only:
-        for seed in range(seeds):
+        for seed in args.only_seed or range(seeds):
             for arm, extra in ARMS.items():
                 name = f"{arm}-{seed}"
-                if (args.only and arm != args.only) or (args.skip_done and finished(cwd, name, n)):
+                path = record_path(task, name, records)
+                if (args.only and arm != args.only) or os.path.exists(path):
                     continue
-                run(name, "allocated", seed, cwd, env, [*base, *extra], n)
-    url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
+                if not (args.skip_done and finished(cwd, name, n)):
+                    run(name, "allocated", seed, cwd, env, [*base, *extra], n)
+                save_record(url, name, path)
     rows, ratios, speedups, fractions, fronts = [], [], {lv: [] for lv in LEVELS}, [], []
     others = []  # the same fraction for the float plans of the arm without depth, for comparison
-    for seed in range(seeds):
-        studies = {arm: optuna.load_study(study_name=f"{arm}-{seed}", storage=url) for arm in ARMS}
+    found = []
+    for seed in sorted({*range(seeds), *(args.only_seed or []), *recorded_seeds(task, records)}):
+        loaded = {
+            arm: load(url, f"{arm}-{seed}", record_path(task, f"{arm}-{seed}", records)) for arm in ARMS
+        }
+        if not all(loaded.values()):
+            continue
+        found.append(seed)
+        studies = loaded
         bases = {arm: baseline_of(s) for arm, s in studies.items()}
         done = {arm: complete(s) for arm, s in studies.items()}  # read once per study
         hv = {arm: hypervolume(done[arm], bases[arm]) for arm in studies}
@@ -157,9 +233,11 @@ def main() -> None:
             if f
         ]
         rows.append(
-            f"| {seed} | {hv['without']:.2f} | {hv['with']:.2f} | {ratio:.3f} | "
+            f"| {seed} | {machine(studies['without'])} | {hv['without']:.2f} | {hv['with']:.2f} | {ratio:.3f} | "
             + " | ".join(cells)
-            + f" | {len(with_drop)} | {bases['without']['latency_ms']:.3f} / {bases['with']['latency_ms']:.3f}"
+            + f" | {len(with_drop)} | "
+            + (f"{statistics.median(seed_fractions):.2f} ({len(seed_fractions)})" if seed_fractions else "-")
+            + f" | {bases['without']['latency_ms']:.3f} / {bases['with']['latency_ms']:.3f}"
             + f" | {minutes(studies['without']):.1f} / {minutes(studies['with']):.1f}"
             + f" | {median_trial_s(studies['without']):.1f} / {median_trial_s(studies['with']):.1f}"
             + f" | {beyond_teacher(studies['without'], bases['without'])} / "
@@ -172,20 +250,25 @@ def main() -> None:
                 "",
                 *front_lines(study, baseline_of(study)),
             ]
+    if not found:
+        raise SystemExit(
+            f"no seed has both runs recorded in {records} or in {cwd}; run without --report-only"
+        )
     lines = [
-        f"### Depth in the search: {seeds} seed(s), {n} plans each, task {args.task or 'digits'} "
+        f"### Depth in the search: {len(found)} seed(s), {n} plans each, task {args.task or 'digits'} "
         f"({cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, optuna {optuna.__version__})",
         "",
         f"`python benchmarks/depth.py{' --quick' if args.quick else ''}{' --task ' + args.task if args.task else ''}`",
         "",
-        "| seed | hypervolume without | with depth | ratio | "
+        "| seed | machine | hypervolume without | with depth | ratio | "
         + " | ".join(f"fastest within {lv:g} pt, x baseline latency (without / with)" for lv in LEVELS)
-        + " | plans that dropped blocks | baseline ms (without / with) | minutes (without / with) "
+        + " | plans that dropped blocks | float depth plans: realised fraction of the MAC ratio (median, plans)"
+        + " | baseline ms (without / with) | minutes (without / with) "
         + "| median trial s (without / with) | students above the teacher beyond noise (without / with) |",
-        "|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|---|---|---|",
+        "|---|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|---|---|---|---|",
         *rows,
         "",
-        f"Median hypervolume ratio over {seeds} seed(s): **{statistics.median(ratios):.3f}** "
+        f"Median hypervolume ratio over {len(found)} seed(s) ({', '.join(map(str, found))}): **{statistics.median(ratios):.3f}** "
         f"(range {min(ratios):.3f}-{max(ratios):.3f}; target >= 1.05).",
         *(
             f"Latency ratio of the fastest plans within {lv:g} point(s): median **{statistics.median(v):.2f}x** "

@@ -868,14 +868,11 @@ def _cores(command: str) -> Iterator[None]:
     if command not in ON_A_SHARE:
         yield
         return
-    import torch
-
-    from tradeoff.search.study.worker import host_share, torch_threads
+    from tradeoff.search.study.worker import on_a_share
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch_threads())
         with contextlib.suppress(TradeoffError, OSError):  # no share: torch's own default
-            torch.set_num_threads(stack.enter_context(host_share())())
+            stack.enter_context(on_a_share())
         yield
 
 

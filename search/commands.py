@@ -144,11 +144,10 @@ def run_trials(
         Stopper,
         budgeted,
         counts,
-        host_share,
+        on_a_share,
         run_budget,
         run_dir,
         run_worker,
-        torch_threads,
         worker_id,
     )
     from tradeoff.search.task.tasks import task_for
@@ -213,8 +212,7 @@ def run_trials(
     store = open_artifact_store(artifacts)
     # the teacher, the sensitivity pass and every trial run on this process's share of the host's
     # cores (another worker or test beside it would otherwise oversubscribe them)
-    with host_share() as share, torch_threads():
-        torch.set_num_threads(threads or share())
+    with on_a_share(threads) as share:
         teacher = ensure_teacher(study, task, store, device=device, train=(mode != "worker"), log=log)
         kept_models = KeptModels(store, keep=config.keep_models)
         table = None

@@ -564,6 +564,18 @@ def torch_threads() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def on_a_share(threads: int | None = None) -> Iterator[Callable[[], int]]:
+    """Run torch on ``threads``, or on this process's share of the host's cores, registered with
+    :func:`host_share` (yielded, to be asked again before each trial), and restore torch's thread
+    count on the way out."""
+    import torch
+
+    with host_share() as share, torch_threads():
+        torch.set_num_threads(threads or share())
+        yield share
+
+
 def create_finished(study: optuna.Study) -> bool:
     """Whether ``tradeoff create`` finished on ``study``: its teacher stored and its baseline
     measured (a create killed before either is resumed by running it again)."""

@@ -214,3 +214,30 @@ def test_a_plan_proposed_while_a_running_trial_measures_it_waits_and_is_answered
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert 1 not in measured and trials[1].user_attrs[DUPLICATE_ATTR] == 0
     assert trials[1].values == trials[0].values
+
+
+def test_a_search_on_a_share_runs_on_the_threads_asked_and_leaves_the_callers_threads(tmp_path, monkeypatch):
+    """on_a_share (the teacher, sensitivity pass and trials of `tradeoff search`): torch runs on
+    the --threads asked for, or on this process's share of the cores; either way the caller's
+    thread count is back afterwards, even when the search fails."""
+    import os
+
+    import pytest
+    import torch
+
+    from tradeoff.search.study.worker import available_cores, on_a_share
+
+    monkeypatch.setenv("TRADEOFF_RUN_DIR", str(tmp_path))
+    (tmp_path / str(os.getppid())).touch()  # another tradeoff process on this host, alive
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)
+        with on_a_share(3) as share:
+            assert torch.get_num_threads() == 3 and share() == max(1, available_cores() // 2)
+        assert torch.get_num_threads() == 5 and os.listdir(tmp_path) == [str(os.getppid())]
+        with pytest.raises(RuntimeError), on_a_share():
+            assert torch.get_num_threads() == max(1, available_cores() // 2)
+            raise RuntimeError("a failed trial")
+        assert torch.get_num_threads() == 5 and os.listdir(tmp_path) == [str(os.getppid())]
+    finally:
+        torch.set_num_threads(before)
