@@ -71,6 +71,7 @@ import statistics
 import sys
 import time
 import warnings
+from unittest import mock
 
 import numpy as np
 import optuna
@@ -374,6 +375,18 @@ def top_width_start(n_top: int):
     return make
 
 
+def short_start(fill: int):
+    """CANDIDATE: `tradeoff` with a shorter start design: the baseline and ``fill`` Latin-hypercube
+    plans (the default: 9; an allocated study's sharpness spread over them as it spreads it over 9),
+    so TPE takes over sooner."""
+
+    def make(space: dict, seed: int, budget: int, granularity: str = "global"):
+        with mock.patch("tradeoff.search.study.sampler.START_FILL", fill):
+            return product("auto")(space, seed, budget, granularity)
+
+    return make
+
+
 def tpe_gamma(fraction: float):
     """CANDIDATE: `tradeoff` with TPE's "good" share of trials at ``fraction`` (Optuna's default:
     10 %, at most 25 trials)."""
@@ -410,6 +423,8 @@ CANDIDATES = {
     "tradeoff + 1 in 2 random": (auto_start(lambda auto, seed: Mixed(auto, 2, seed)), False),
     "tradeoff: 4 of 9 start plans at width 1": (top_width_start(4), False),
     "tradeoff: gamma 25 %": (tpe_gamma(0.25), False),
+    "tradeoff: 4 start plans": (short_start(4), False),
+    "tradeoff: 2 start plans": (short_start(2), False),
     # the policy until 2026-12-05 wherever the granularity: one joint density over the knobs (a
     # global study's `tradeoff` still runs it; an allocated one's now runs one density per knob)
     "tradeoff: start design + joint TPE": (
