@@ -134,7 +134,7 @@ def main() -> None:
     base = list(QUICK) if args.quick else []
     seeds = 1 if args.quick else args.seeds
     n = 12 if args.quick else args.n_trials
-    cwd = args.dir or tempfile.mkdtemp(prefix="tradeoff-allocation-")
+    cwd = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="tradeoff-allocation-"))
     os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ, TRADEOFF_RUN_DIR=os.path.join(cwd, "run"))
     seconds: dict[str, float] = {}

@@ -177,7 +177,7 @@ def main() -> None:
         base += ["--task", args.task]
     seeds = 1 if args.quick else args.seeds
     n = 12 if args.quick else args.n_trials
-    cwd = args.dir or tempfile.mkdtemp(prefix="tradeoff-depth-")
+    cwd = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="tradeoff-depth-"))
     os.makedirs(cwd, exist_ok=True)
     env = dict(os.environ, TRADEOFF_RUN_DIR=os.path.join(cwd, "run"))
     url = f"sqlite:///{os.path.join(cwd, 'tradeoff.db')}"
