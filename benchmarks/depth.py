@@ -198,13 +198,12 @@ def main() -> None:
     others = []  # the same fraction for the float plans of the arm without depth, for comparison
     found = []
     for seed in sorted({*range(seeds), *(args.only_seed or []), *recorded_seeds(task, records)}):
-        loaded = {
+        studies = {
             arm: load(url, f"{arm}-{seed}", record_path(task, f"{arm}-{seed}", records)) for arm in ARMS
         }
-        if not all(loaded.values()):
+        if not all(studies.values()):
             continue
         found.append(seed)
-        studies = loaded
         bases = {arm: baseline_of(s) for arm, s in studies.items()}
         done = {arm: complete(s) for arm, s in studies.items()}  # read once per study
         hv = {arm: hypervolume(done[arm], bases[arm]) for arm in studies}
