@@ -23,6 +23,9 @@ Reported per seed (issue 27's targets: hypervolume >= 1.05x; at equal accuracy >
 latency; depth-dropped plans realise >= 0.8 of their MAC ratio):
 - the hypervolume of each arm's complete trials, as ``benchmarks/allocation.py`` computes it,
   and the ratio with / without;
+- the control for the search's luck: the arm with depth's hypervolume on its plans that dropped
+  no block, and what its depth plans add to it (two runs of one sampler diverge once the depth
+  knob is in the space: on digits seed 2 the whole 1.060x came from plans without a dropped block);
 - at equal accuracy: for the levels 0.5, 1 and 2 points under the baseline's accuracy, the
   fastest plan of each arm at or above the level, and the ratio of their latencies. A plan's
   latency is compared as its ratio to the baseline's (``latency_ratio``: each trial is timed
