@@ -27,6 +27,12 @@ directory, so the table is recomputed from these records where an arm's study is
 recorded at --n-trials plans is not run again. Delete a record to run its arm again (after a change
 of the sampler policy, say).
 
+An arm that another benchmark has already run with its very configuration need not run twice:
+``--seeds S --samplers ARM --adopt JOURNAL`` records it from that study (``depth.py``'s run
+without depth, ``benchmarks/results/depth/TASK/without-S.journal``, is the default search of seed
+S, so it is the ``auto`` arm), after checking that the study's stored configuration is the one
+the arm would make and that it holds --n-trials plans.
+
 An arm may name a granularity too, ``SAMPLER:GRANULARITY``: ``--samplers auto auto:global`` is
 per-layer allocation (the default) against one value per knob, the same sampler, seed and budget,
 so one run of the default arm serves both comparisons.
@@ -35,6 +41,7 @@ so one run of the default arm serves both comparisons.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -143,6 +150,46 @@ def refreshed(directory: str, arm: str, seed: int, task: str | None) -> dict | N
         record["machine"] = kept["machine"]
     save_record(record, path)
     return record
+
+
+def adopt(path: str, arm: str, seed: int, a: argparse.Namespace) -> None:
+    """Record an arm from a study another benchmark ran with the very configuration the arm
+    would run (``depth.py``'s run without depth is the default search, seed for seed): the study
+    kept in the Optuna journal file ``path`` must hold --n-trials budgeted plans and a stored
+    configuration equal to the one ``tradeoff search --seed SEED --sampler ... --task ...`` makes,
+    else nothing is recorded. Running the same search twice would only measure it twice."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from tradeoff.search.study.config import SearchConfig
+    from tradeoff.search.study.worker import counts
+
+    if not os.path.isfile(path):
+        sys.exit(f"--adopt {path}: no such file; give a study record (an Optuna journal file)")
+    storage = JournalStorage(JournalFileBackend(path))
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if len(names) != 1:
+        sys.exit(f"--adopt {path}: holds {len(names)} studies, not one; give the record of one run")
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    sampler, _, granularity = arm.partition(":")
+    wanted = SearchConfig(task=a.task or "digits", seed=seed, sampler=sampler)
+    if granularity:
+        wanted = dataclasses.replace(wanted, granularity=granularity)
+    wanted = wanted.validated(n_trials=a.n_trials).__dict__
+    kept = SearchConfig.from_json(study.user_attrs[CONFIG_ATTR]).__dict__
+    differ = sorted(k for k in wanted if wanted[k] != kept.get(k))
+    if differ:
+        sys.exit(
+            f"--adopt {path}: its study is not the arm {arm} of seed {seed} ({', '.join(differ)} differ); "
+            "adopt only a run of the arm's own configuration"
+        )
+    if counts(study)[0] < a.n_trials:
+        sys.exit(f"--adopt {path}: {counts(study)[0]} budgeted plans, fewer than --n-trials {a.n_trials}")
+    machine = study.user_attrs.get("benchmark_machine") or "unknown"
+    record = record_of(study, arm, seed, a.task, machine)
+    record["adopted_from"] = os.path.relpath(path, os.path.dirname(HERE))
+    save_record(record, record_path(a.task, arm, seed))
+    print(f"seed {seed}: {arm} recorded from {record['adopted_from']}", file=sys.stderr, flush=True)
 
 
 def budgeted_count(record: dict | None) -> int:
@@ -288,7 +335,18 @@ def main() -> None:
     ap.add_argument(
         "--one-at-a-time", action="store_true", help="run the arms one after the other on every core"
     )
+    ap.add_argument(
+        "--adopt",
+        metavar="JOURNAL",
+        help="record the one arm of the one seed given from this study record (an Optuna journal "
+        "file another benchmark kept, e.g. benchmarks/results/depth/TASK/without-S.journal), where "
+        "its configuration is the arm's own",
+    )
     a = ap.parse_args()
+    if a.adopt:
+        if len(a.seeds) != 1 or len(a.samplers) != 1:
+            sys.exit("--adopt records one arm of one seed: give one --seeds and one --samplers")
+        adopt(a.adopt, a.samplers[0], a.seeds[0], a)
     work = a.report or a.dir or tempfile.mkdtemp(prefix="tradeoff-real-search-")
     os.makedirs(work, exist_ok=True)
     results: dict[str, dict[int, float]] = {s: {} for s in a.samplers}
