@@ -21,8 +21,8 @@ Arms run apart see different loads, so wherever a trial recorded its paired late
 reads that ratio, times the seed's reference latency, instead of its milliseconds.
 
 Each arm's figures are kept in ``benchmarks/results/real_search/TASK/ARM-SEED.json`` (every measured
-plan's objectives, paired latency ratio, seconds and order; the baseline; the sampler line; the
-machine) as soon as the arm ends, and committed: a new machine (a new session) has no work
+plan's objectives, paired latency ratio, seconds, order and student width; the baseline; the
+sampler line; the machine) as soon as the arm ends, and committed: a new machine (a new session) has no work
 directory, so the table is recomputed from these records where an arm's study is gone, and an arm
 recorded at --n-trials plans is not run again. Delete a record to run its arm again (after a change
 of the sampler policy, say).
@@ -122,6 +122,7 @@ def record_of(study: optuna.Study, arm: str, seed: int, task: str | None, machin
                 "seconds": round(t.duration.total_seconds(), 2),
                 "figures": {o: t.user_attrs[o] for o in OBJECTIVES},
                 "latency_ratio": t.user_attrs.get("latency_ratio"),
+                "width": t.params.get("student_width"),
             }
             for t in done
         ],
@@ -228,6 +229,19 @@ def record_hypervolume(record: dict, base: dict) -> tuple[float, str, str, str]:
     ends = [done.index(own[k]) if k < len(own) else len(done) for k in (10, 20)]
     early = " / ".join(f"{hypervolume(points[:e]):.2f}" for e in ends)
     return hypervolume(points), f"{len(done)} ({len(own)})", " / ".join(seconds), early
+
+
+def families(record: dict, base: dict) -> str:
+    """The hypervolume of the arm's width-1.0 plans (the teacher's weights, compressed) and of its
+    students (narrower, distilled from scratch) apart: on Fashion-MNIST the front is made of these
+    two families, and which one carries it differs by seed. '-' for a record kept without widths."""
+    done = record["trials"]
+    if not done or any("width" not in t for t in done):
+        return "-"
+    parts = [[t for t in done if (t["width"] or 1.0) == 1.0], [t for t in done if (t["width"] or 1.0) != 1.0]]
+    return " / ".join(
+        f"{hypervolume([normalise(figures(t, base), base) for t in p]):.2f} ({len(p)})" for p in parts
+    )
 
 
 def existing(directory: str) -> optuna.Study | None:
@@ -366,7 +380,7 @@ def main() -> None:
             results[s][seed] = hv
             own = r["baseline"]["latency_ms"]
             rows.append(
-                f"| {seed} | {s} | {hv:.2f} | {early} | {n} | {median_s} | {own:.2f} / {base['latency_ms']:.2f} | "
+                f"| {seed} | {s} | {hv:.2f} | {early} | {families(r, base)} | {n} | {median_s} | {own:.2f} / {base['latency_ms']:.2f} | "
                 f"{r['minutes']:.1f} | {r['machine']} | {r.get('tpe_density') or '-'} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
@@ -387,9 +401,10 @@ def main() -> None:
         f"`{command}`, {how}; {took}; each arm on the machine its row names (this report: {cpu_name()}, "
         f"{os.cpu_count()} cores).",
         "",
-        "| seed | sampler | hypervolume | at 10 / 20 budgeted plans | measured plans (budgeted) | median trial s: "
+        "| seed | sampler | hypervolume | at 10 / 20 budgeted plans | of width 1.0 / of students (plans) | "
+        "measured plans (budgeted) | median trial s: "
         "budgeted / bit-width variants | baseline ms: own / reference | minutes | machine | TPE density |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
     ]
