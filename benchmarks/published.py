@@ -55,9 +55,8 @@ def part_key(budget: int, objectives: str) -> str:
 
 
 def study_name(budget: int, objectives: str) -> str:
-    return (
-        f"params-{budget}" if objectives == OBJECTIVES else f"params-{budget}-{objectives.replace(',', '-')}"
-    )
+    """The budget's study: ``params-B``, with the objectives where not the default (as in its key)."""
+    return "params-" + part_key(budget, objectives).replace(":", "-").replace(",", "-")
 
 
 def published_rows(path: str = README) -> list[dict]:
@@ -225,13 +224,7 @@ def pct(x: float) -> str:
 def within(key: str) -> str:
     """'500,000 parameters', and the search's objectives where they are not the default."""
     budget, _, objectives = key.partition(":")
-    return f"{int(budget):,} parameters" + (
-        f" (searched for {objectives} alone)"
-        if objectives == "accuracy"
-        else f" (objectives {objectives})"
-        if objectives
-        else ""
-    )
+    return f"{int(budget):,} parameters" + (f" (objectives {objectives})" if objectives else "")
 
 
 def report(results: dict) -> str:
