@@ -18,7 +18,11 @@ one after the other on every core instead, each resumed where it stopped (a stud
 --n-trials plans is left alone), so the benchmark can run in parts (`--seeds 0 --samplers auto`).
 Arms run apart see different loads, so wherever a trial recorded its paired latency ratio
 (`latency_ratio`: the plan timed interleaved with the baseline in one window) the hypervolume
-reads that ratio, times the seed's reference latency, instead of its milliseconds.
+reads that ratio, times the seed's reference latency, instead of its milliseconds. Likewise each
+plan's estimated energy is read as its ratio to its own arm's baseline and its accuracy as its drop
+from its own teacher, so that arms of one seed run on different machines (another last-level cache
+in the energy estimate, a teacher retrained on another CPU) share one reference; the report says
+where a seed's arms differ so, since an energy ratio still follows its machine's cache.
 
 Each arm's figures are kept in ``benchmarks/results/real_search/TASK/ARM-SEED.json`` (every measured
 plan's objectives, paired latency ratio, seconds, order and student width; the baseline; the
@@ -206,12 +210,44 @@ def common_baseline(records: list[dict]) -> dict:
     return base
 
 
-def figures(t: dict, base: dict) -> dict:
-    """The trial's objectives, its latency as its paired ratio times the reference where it has one."""
+def figures(t: dict, base: dict, own: dict) -> dict:
+    """The trial's objectives on the seed's reference ``base``, read against its arm's own
+    baseline ``own`` wherever that depends on the machine the arm ran on: the latency as its paired
+    ratio (where it has one), the estimated energy as its ratio to its own baseline's (the
+    estimate reads weights from DRAM or from the last-level cache by the machine's cache size) and
+    the accuracy as its drop from its own teacher's (a teacher retrained on another CPU may differ
+    in the last digit). Arms of one seed on one machine read the same either way."""
     f = dict(t["figures"])
     if t.get("latency_ratio"):
         f["latency_ms"] = t["latency_ratio"] * base["latency_ms"]
+    f["energy_mj"] = f["energy_mj"] / own["energy_mj"] * base["energy_mj"]
+    f["accuracy"] = f["accuracy"] - own["accuracy"] + base["accuracy"]
     return f
+
+
+def mixed_machines(seed: int, records: dict[str, dict]) -> list[str]:
+    """A line for the report where the arms of one seed did not measure the same baseline
+    (another machine, another teacher): what ``figures`` does about it, and what it cannot."""
+    lines = []
+    energy = {s: r["baseline"]["energy_mj"] for s, r in records.items()}
+    if max(energy.values()) > 1.01 * min(energy.values()):
+        lines.append(
+            f"- seed {seed}: the arms' estimated baseline energies differ ("
+            + ", ".join(f"{s} {e:.3g} mJ" for s, e in energy.items())
+            + "): their machines' last-level caches differ, so each plan's energy is read as its ratio"
+            " to its own arm's baseline; the ratio still follows its machine's cache (a plan that fits"
+            " one cache and not the other), so these arms are not quite on one energy axis: run a"
+            " seed's arms on one machine kind where that can be chosen"
+        )
+    accuracy = {s: r["baseline"]["accuracy"] for s, r in records.items()}
+    if len(set(accuracy.values())) > 1:
+        lines.append(
+            f"- seed {seed}: the arms' teachers differ ("
+            + ", ".join(f"{s} {a:.2%}" for s, a in accuracy.items())
+            + " on the validation images; retrained on different CPUs): each plan's accuracy is read"
+            " as its drop from its own teacher"
+        )
+    return lines
 
 
 def record_hypervolume(record: dict, base: dict) -> tuple[float, str, str, str]:
@@ -219,7 +255,7 @@ def record_hypervolume(record: dict, base: dict) -> tuple[float, str, str, str]:
     median trial seconds of the budgeted plans and of the others, the queued bit-width variants;
     the hypervolume when 10 and 20 budgeted plans had completed, in the order they completed)."""
     done = record["trials"]
-    points = [normalise(figures(t, base), base) for t in done]
+    points = [normalise(figures(t, base, record["baseline"]), base) for t in done]
     own = [t for t in done if t["budgeted"]]
     seconds = [
         f"{statistics.median(t['seconds'] for t in ts):.1f}" if ts else "-"
@@ -240,7 +276,8 @@ def families(record: dict, base: dict) -> str:
         return "-"
     parts = [[t for t in done if (t["width"] or 1.0) == 1.0], [t for t in done if (t["width"] or 1.0) != 1.0]]
     return " / ".join(
-        f"{hypervolume([normalise(figures(t, base), base) for t in p]):.2f} ({len(p)})" for p in parts
+        f"{hypervolume([normalise(figures(t, base, record['baseline']), base) for t in p]):.2f} ({len(p)})"
+        for p in parts
     )
 
 
@@ -299,6 +336,21 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
             todo[s] = (d, missing)
     if not todo:
         return
+    here = cpu_name()
+    elsewhere = {
+        r["machine"].split(",")[0]
+        for s in a.samplers
+        if (r := read_record(record_path(a.task, s, seed))) and s not in todo
+    } - {here}
+    if elsewhere:
+        print(
+            f"seed {seed}: warning: its other arms ran on {', '.join(sorted(elsewhere))}, this machine is "
+            f"{here}; the energy estimate follows the machine's cache and the teacher is retrained here, "
+            "so the report reads both against each arm's own baseline (better: run a seed's arms on one "
+            "machine kind)",
+            file=sys.stderr,
+            flush=True,
+        )
     # the seed's teacher, trained (or found in the cache) once before the arms
     warm = tradeoff(
         ["search", "--n-trials", "1", "--seed", str(seed), "--study-name", f"warm{seed}", *task], work
@@ -321,8 +373,10 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
         out, _ = proc.communicate()
         with open(os.path.join(d, "search.log"), "a") as f:
             f.write(out)
+        # the arm's record, saved as soon as it ends (or stops): a session that ends before the
+        # seed's last arm keeps every arm that finished
+        refreshed(d, s, seed, a.task)
         if proc.returncode:
-            refreshed(d, s, seed, a.task)  # what it measured is kept; main() records the arms that end
             sys.exit(out)
     for s, p in procs:
         out, _ = p.communicate()
@@ -364,7 +418,8 @@ def main() -> None:
     work = a.report or a.dir or tempfile.mkdtemp(prefix="tradeoff-real-search-")
     os.makedirs(work, exist_ok=True)
     results: dict[str, dict[int, float]] = {s: {} for s in a.samplers}
-    rows = []
+    rows: list[str] = []
+    notes: list[str] = []
     t0 = time.perf_counter()
     for seed in a.seeds:
         if not a.report:
@@ -375,6 +430,7 @@ def main() -> None:
         if not records:
             continue
         base = common_baseline(list(records.values()))
+        notes += mixed_machines(seed, records)
         for s, r in records.items():
             hv, n, median_s, early = record_hypervolume(r, base)
             results[s][seed] = hv
@@ -407,6 +463,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
+        *notes,
     ]
     for s in a.samplers:
         if not results[s]:
