@@ -22,7 +22,9 @@ reads that ratio, times the seed's reference latency, instead of its millisecond
 plan's estimated energy is read as its ratio to its own arm's baseline and its accuracy as its drop
 from its own teacher, so that arms of one seed run on different machines (another last-level cache
 in the energy estimate, a teacher retrained on another CPU) share one reference; the report says
-where a seed's arms differ so, since an energy ratio still follows its machine's cache.
+where a seed's arms differ so, since an energy ratio still follows its machine's cache. An arm run
+on another machine kind keeps its seed's energy axis with ``TRADEOFF_LLC`` set to the cache the
+other arms' estimates assumed (the record's ``energy_cache``, the report's machine column).
 
 Each arm's figures are kept in ``benchmarks/results/real_search/TASK/ARM-SEED.json`` (every measured
 plan's objectives, paired latency ratio, seconds, order and student width; the baseline; the
@@ -48,6 +50,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -115,6 +118,7 @@ def record_of(study: optuna.Study, arm: str, seed: int, task: str | None, machin
         "arm": arm,
         "seed": seed,
         "machine": machine,
+        "energy_cache": energy_cache(done),
         "sampler": study.user_attrs.get(SAMPLER_ATTR),
         "tpe_density": config.density if config.sampler in ("auto", "tpe") else None,
         "baseline": study.user_attrs[BASELINE_ATTR],
@@ -197,6 +201,20 @@ def adopt(path: str, arm: str, seed: int, a: argparse.Namespace) -> None:
     print(f"seed {seed}: {arm} recorded from {record['adopted_from']}", file=sys.stderr, flush=True)
 
 
+def energy_cache(trials: list) -> str | None:
+    """The cache the arm's energy estimate assumed, from its first trial's recorded method: the
+    machine's (sysfs) or a target's (``$TRADEOFF_LLC``, which lets an arm run on another machine
+    kind keep its seed's energy axis); None where the energy was measured, not estimated."""
+    for t in trials:
+        found = re.search(
+            r"45 nm; ((?:last-level )?cache [\d.]+ MiB \((?:sysfs|\$TRADEOFF_LLC|assumed))",
+            t.user_attrs.get("energy_method", ""),
+        )
+        if found:
+            return found.group(1).replace("last-level ", "").replace("(", "from ")
+    return None
+
+
 def budgeted_count(record: dict | None) -> int:
     return sum(t["budgeted"] for t in record["trials"]) if record else 0
 
@@ -237,7 +255,7 @@ def mixed_machines(seed: int, records: dict[str, dict]) -> list[str]:
             + "): their machines' last-level caches differ, so each plan's energy is read as its ratio"
             " to its own arm's baseline; the ratio still follows its machine's cache (a plan that fits"
             " one cache and not the other), so these arms are not quite on one energy axis: run a"
-            " seed's arms on one machine kind where that can be chosen"
+            " seed's arms on one machine kind, or with TRADEOFF_LLC set to one cache"
         )
     accuracy = {s: r["baseline"]["accuracy"] for s, r in records.items()}
     if len(set(accuracy.values())) > 1:
@@ -347,7 +365,7 @@ def run_seed(seed: int, a: argparse.Namespace, work: str) -> None:
             f"seed {seed}: warning: its other arms ran on {', '.join(sorted(elsewhere))}, this machine is "
             f"{here}; the energy estimate follows the machine's cache and the teacher is retrained here, "
             "so the report reads both against each arm's own baseline (better: run a seed's arms on one "
-            "machine kind)",
+            "machine kind, or set TRADEOFF_LLC to the cache their energy estimates assumed)",
             file=sys.stderr,
             flush=True,
         )
@@ -437,7 +455,8 @@ def main() -> None:
             own = r["baseline"]["latency_ms"]
             rows.append(
                 f"| {seed} | {s} | {hv:.2f} | {early} | {families(r, base)} | {n} | {median_s} | {own:.2f} / {base['latency_ms']:.2f} | "
-                f"{r['minutes']:.1f} | {r['machine']} | {r.get('tpe_density') or '-'} |"
+                f"{r['minutes']:.1f} | {r['machine']}{'; energy: ' + r['energy_cache'] if r.get('energy_cache') else ''} | "
+                f"{r.get('tpe_density') or '-'} |"
             )
             print(f"seed {seed}: {s} hypervolume {hv:.2f} over {n} plans", file=sys.stderr, flush=True)
     took = (

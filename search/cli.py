@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -887,6 +888,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
+        if os.environ.get("TRADEOFF_LLC", "").strip():  # a bad target cache: said before any trial runs
+            from tradeoff.search.trial.measure.energy import target_cache_bytes
+
+            target_cache_bytes()
         with _cores(args.command):
             return COMMANDS[args.command](args)
     except TradeoffError as e:

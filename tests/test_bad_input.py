@@ -405,3 +405,15 @@ def test_a_folder_of_ours_that_cannot_be_made_is_named_before_a_study_is_stored(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"tradeoff: error: {message} ") and str(tmp_path / "file") in err, err
     assert "\n" not in err and not (tmp_path / "tradeoff.db").exists()
+
+
+@pytest.mark.parametrize("value", ["big", "0", "-4M", "nan", "inf"])
+def test_a_target_cache_that_is_not_a_size_is_named_before_a_study_is_stored(
+    value, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRADEOFF_LLC", value)
+    assert main(["search", "--model", "tiny_resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tradeoff: error: TRADEOFF_LLC={value!r} is not a cache size")
+    assert "\n" not in err and not (tmp_path / "tradeoff.db").exists()

@@ -5,7 +5,8 @@ cache that holds what fits; the method says which.
 The estimate, per conv/linear layer of the deployed graph (batch-norm folded): its MACs at the
 deployed precision (int8 kernels for int8 and sub-8-bit plans, fp32 otherwise), plus its
 weights and its input and output activations moved at the cache's energy when they fit in the
-last-level cache (whose size is read from sysfs and recorded), at DRAM's otherwise; weights
+last-level cache (the target device's where ``$TRADEOFF_LLC`` gives it, e.g. ``4M`` for a phone
+SoC's, else this machine's, read from sysfs; recorded either way), at DRAM's otherwise; weights
 fit when all the weights and the largest layer's activations do (a batch-1 loop reads every
 weight each inference: an LRU cache smaller than that working set keeps none of it). Other
 operations (ReLU, add, pooling) at one fp32 add each. This follows the accounting of Yang et
@@ -36,8 +37,53 @@ PJ_PER_BYTE_CACHE = 100.0 / 8  # 100 pJ per 64-bit read from a 1 MB SRAM: the la
 DEFAULT_CACHE_BYTES = 32 << 20
 
 
+ENV_LLC = "TRADEOFF_LLC"
+
+
+def _size(text: str) -> int:
+    """Bytes of a cache size as sysfs and users write it: ``49152K``, ``32M``, ``1G``, ``33554432``."""
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text.rstrip("KMG")) * unit)
+
+
+def target_cache_bytes() -> int | None:
+    """The last-level cache of the device the user deploys to, from ``$TRADEOFF_LLC`` (``4M``,
+    ``512K``), or None where it is unset; a value that is not a size is a usage error."""
+    text = os.environ.get(ENV_LLC, "").strip()
+    if not text:
+        return None
+    try:
+        size = _size(text)
+    except (ValueError, OverflowError):
+        size = 0
+    if size <= 0:
+        from tradeoff.search.errors import UsageError
+
+        raise UsageError(
+            f"{ENV_LLC}={text!r} is not a cache size: give the target's last-level cache as 32M, 512K "
+            f"or a byte count, or unset it to use this machine's"
+        )
+    return size
+
+
 def cache_bytes() -> tuple[int, str]:
-    """(bytes, where from): the largest CPU cache sysfs lists for cpu0 (the last level)."""
+    """(bytes, where from): the target's last-level cache where ``$TRADEOFF_LLC`` names one (an
+    energy estimate for the device the model is deployed to, not the one measuring it), else the
+    largest CPU cache sysfs lists for cpu0 (the last level)."""
+    target = target_cache_bytes()
+    here = _sysfs_cache_bytes()
+    if target is not None:
+        mib = f"{target / (1 << 20):g} MiB"
+        seen = f"this machine's {here >> 20} MiB" if here else "this machine's unlisted"
+        return target, f"last-level cache {mib} (${ENV_LLC}, the target's; {seen} not used)"
+    if here:
+        return here, f"last-level cache {here >> 20} MiB (sysfs)"
+    return DEFAULT_CACHE_BYTES, f"cache {DEFAULT_CACHE_BYTES >> 20} MiB (assumed: sysfs lists none)"
+
+
+def _sysfs_cache_bytes() -> int:
+    """The largest CPU cache sysfs lists for cpu0 (the last level), 0 where it lists none."""
     best = 0
     for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
         try:
@@ -45,14 +91,11 @@ def cache_bytes() -> tuple[int, str]:
                 text = f.read().strip().upper()
         except OSError:
             continue
-        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         try:
-            best = max(best, int(text.rstrip("KMG")) * unit)
-        except ValueError:
+            best = max(best, _size(text))
+        except (ValueError, OverflowError):
             continue
-    if best:
-        return best, f"last-level cache {best >> 20} MiB (sysfs)"
-    return DEFAULT_CACHE_BYTES, f"cache {DEFAULT_CACHE_BYTES >> 20} MiB (assumed: sysfs lists none)"
+    return best
 
 
 @torch.no_grad()

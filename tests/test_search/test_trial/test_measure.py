@@ -91,6 +91,26 @@ def test_energy_estimate_follows_the_horowitz_table_per_layer():
     assert e8 == pytest.approx((4864 * 0.3 + 10 * 0.9 + (weights + acts) / 4 * 100 / 8) * 1e-9)
 
 
+@pytest.mark.parametrize(
+    "value, size", [("4M", 4 << 20), ("512K", 512 << 10), ("32MiB", 32 << 20), ("65536", 65536)]
+)
+def test_the_target_cache_replaces_this_machines_in_the_estimate_and_its_method(value, size, monkeypatch):
+    layers = M.layer_traffic(small_net(), X, weight_bits=32, activation_bytes=4)
+    monkeypatch.delenv(energy.ENV_LLC, raising=False)
+    here, where = M.cache_bytes()
+    assert "TRADEOFF_LLC" not in where
+    monkeypatch.setenv(energy.ENV_LLC, value)
+    cache = M.cache_bytes()
+    assert cache[0] == size and "$TRADEOFF_LLC, the target's" in cache[1]
+    e, method = M.estimated_energy_mj(layers, other_flops=10, bits=32, cache=cache)
+    assert cache[1] in method
+    # the 10,384 weight bytes fit a 64 KiB cache and up, so the estimate is the all-cached one
+    assert e == pytest.approx(M.estimated_energy_mj(layers, other_flops=10, bits=32, cache=(1 << 20, ""))[0])
+    # a target cache too small for them: weights from DRAM whatever this machine has
+    monkeypatch.setenv(energy.ENV_LLC, "4K")
+    assert "from DRAM" in M.estimated_energy_mj(layers, other_flops=10, bits=32, cache=M.cache_bytes())[1]
+
+
 def test_measure_records_every_figure_with_its_method():
     net = small_net()
     y = torch.randint(0, 10, (16,))
