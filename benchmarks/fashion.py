@@ -16,7 +16,8 @@ final: `tradeoff export --front --finetune-steps N` of that study: both accuraci
   front plan and the rank correlation of search-time validation accuracy with final test accuracy.
 
 Each finished part is written to benchmarks/results/fashion-<part>.json (a part already there is
-skipped unless --redo) and the report to benchmarks/results/fashion.md. The study and exports lie
+skipped unless --redo; `--tag T`: fashion-<part>-T.json, another machine's figures kept beside the
+recorded ones) and the report to benchmarks/results/fashion.md. The study and exports lie
 under benchmarks/work/fashion/ (not committed).
 """
 
@@ -44,8 +45,8 @@ STEM_WORDS = {
 }
 
 
-def _path(part: str) -> str:
-    return os.path.join(RESULTS, f"fashion-{part}.json")
+def _path(part: str, tag: str = "") -> str:
+    return os.path.join(RESULTS, f"fashion-{part}{'-' + tag if tag else ''}.json")
 
 
 def machine() -> dict:
@@ -315,16 +316,23 @@ def main() -> None:
     ap.add_argument("--n-trials", type=int, default=20)
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--redo", action="store_true")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="keep this run's parts as fashion-<part>-TAG.json (another machine's figures beside "
+        "the recorded ones; the report reads the untagged)",
+    )
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     todo = PARTS if args.part == "all" else (() if args.part == "report" else (args.part,))
     for p in todo:
-        if os.path.exists(_path(p)) and not args.redo:
-            print(f"{p}: done ({_path(p)}); --redo to measure again", file=sys.stderr)
+        path = _path(p, args.tag)
+        if os.path.exists(path) and not args.redo:
+            print(f"{p}: done ({path}); --redo to measure again", file=sys.stderr)
             continue
         parts = {"stems": part_stems, "teacher": part_teacher, "search": part_search, "final": part_final}
         result = parts[p](args)
-        with open(_path(p), "w") as f:
+        with open(path, "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)
             f.write("\n")
     text = report()

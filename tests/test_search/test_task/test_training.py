@@ -110,3 +110,22 @@ def test_distilling_longer_brings_the_student_closer_to_the_teacher(tiny_task, t
     )
     assert reports == [50, 100, 120]
     assert agreement(student) > max(0.8, before + 0.3)
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected",
+    [(False, False, False), (True, False, True), (False, True, True)],
+    ids=["plain-avx512-emulates", "avx512-bf16", "amx"],
+)
+def test_bf16_is_used_only_where_the_cpu_runs_it_natively(avx512_bf16, amx, expected, monkeypatch):
+    # oneDNN says yes on any AVX-512 CPU, where it emulates bf16 (1.67x slower than float32 on a
+    # Cascade Lake Xeon): the instructions decide on x86
+    from tradeoff.search.task import training
+
+    monkeypatch.setattr(training.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert training.bf16_supported() is expected
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert training.bf16_supported() is False  # no oneDNN bf16 at all
