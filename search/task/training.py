@@ -62,15 +62,7 @@ def bf16_supported() -> bool:
         return False
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return True  # another architecture: oneDNN's check is the one there is
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # an older torch: the kernel's flags
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = set(f.read().split())
-        except OSError:
-            return False
-        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def train_classifier(
